@@ -1,0 +1,114 @@
+// Causal GQA attention over the f16 KV cache, one workgroup per (query head, token): online
+// softmax over blocks of 64 keys; query t of the chunk sees cache positions 0..pos0+t.
+struct Params {
+    tokens: u32,
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    pos0: u32,
+    kv_words: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> q: array<f32>;        // [T, n_heads · hd]
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>; // [T, n_heads · hd]
+
+const NEG = -3.0e38;
+
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> probs: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            red[lid] = max(red[lid], red[lid + stride]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            red[lid] += red[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.x;
+    let t = wid.y;
+    let hd = p.head_dim;
+    let half = hd / 2u;
+    let kv_head = head / (p.n_heads / p.n_kv);
+    let q_base = t * p.n_heads * hd + head * hd;
+    for (var d = lid; d < hd; d += 64u) {
+        qs[d] = q[q_base + d];
+    }
+    workgroupBarrier();
+    let n_keys = p.pos0 + t + 1u;
+    var m = NEG;
+    var l = 0.0;
+    var acc: array<f32, 4>;   // dims lid, lid+64, lid+128, lid+192
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = 0.0;
+    }
+    for (var kb = 0u; kb < n_keys; kb += 64u) {
+        let j = kb + lid;
+        var s = NEG;
+        if (j < n_keys) {
+            let base = j * p.kv_words + kv_head * half;
+            var dot = 0.0;
+            for (var w = 0u; w < half; w++) {
+                let kk = unpack2x16float(k_cache[base + w]);
+                dot += qs[2u * w] * kk.x + qs[2u * w + 1u] * kk.y;
+            }
+            s = dot * p.scale;
+        }
+        let m_new = max(m, reduce_max(lid, s));
+        let alpha = exp(m - m_new);
+        var pj = 0.0;
+        if (j < n_keys) {
+            pj = exp(s - m_new);
+        }
+        probs[lid] = pj;
+        l = l * alpha + reduce_sum(lid, pj);
+        m = m_new;
+        let valid = min(64u, n_keys - kb);
+        for (var i = 0u; i < 4u; i++) {
+            let d = lid + 64u * i;
+            if (d < hd) {
+                var a = acc[i] * alpha;
+                for (var jj = 0u; jj < valid; jj++) {
+                    let word = v_cache[(kb + jj) * p.kv_words + kv_head * half + d / 2u];
+                    a += probs[jj] * unpack2x16float(word)[d & 1u];
+                }
+                acc[i] = a;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let d = lid + 64u * i;
+        if (d < hd) {
+            out[q_base + d] = acc[i] / l;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+// Attention input prep for a chunk: RMSNorm each q and k head (shared [head_dim] weights),
+// NeoX RoPE with host-computed cos/sin, q out as f32, k and v written into the f16 KV cache.
+struct Params {
+    tokens: u32,
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    pos0: u32,       // cache position of the chunk's first token
+    kv_words: u32,   // u32 words per cache position (n_kv · head_dim / 2)
+    eps: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;     // [T, (n_heads + 2 n_kv) · hd]
+@group(0) @binding(2) var<storage, read> q_norm: array<f32>;  // [hd]
+@group(0) @binding(3) var<storage, read> k_norm: array<f32>;  // [hd]
+@group(0) @binding(4) var<storage, read> rope: array<f32>;    // [T, hd/2, 2] = (cos, sin)
+@group(0) @binding(5) var<storage, read_write> q_out: array<f32>; // [T, n_heads · hd]
+@group(0) @binding(6) var<storage, read_write> k_cache: array<u32>;
+@group(0) @binding(7) var<storage, read_write> v_cache: array<u32>;
+
+var<workgroup> xs: array<f32, 256>;
+var<workgroup> ys: array<f32, 256>;
+var<workgroup> partial: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let head = wid.x;
+    let t = wid.y;
+    let hd = p.head_dim;
+    let half = hd / 2u;
+    let width = (p.n_heads + 2u * p.n_kv) * hd;
+    let src = t * width + head * hd;
+    var s = 0.0;
+    for (var d = lid; d < hd; d += 64u) {
+        let v = qkv[src + d];
+        xs[d] = v;
+        s += v * v;
+    }
+    partial[lid] = s;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let is_v = head >= p.n_heads + p.n_kv;
+    let inv = inverseSqrt(partial[0] / f32(hd) + p.eps);
+    for (var i = lid; i < half; i += 64u) {
+        if (is_v) {
+            ys[i] = xs[i];
+            ys[i + half] = xs[i + half];
+        } else {
+            var a = xs[i] * inv;
+            var b = xs[i + half] * inv;
+            if (head < p.n_heads) {
+                a *= q_norm[i];
+                b *= q_norm[i + half];
+            } else {
+                a *= k_norm[i];
+                b *= k_norm[i + half];
+            }
+            let cs = rope[(t * half + i) * 2u];
+            let sn = rope[(t * half + i) * 2u + 1u];
+            ys[i] = a * cs - b * sn;
+            ys[i + half] = b * cs + a * sn;
+        }
+    }
+    workgroupBarrier();
+    if (head < p.n_heads) {
+        for (var d = lid; d < hd; d += 64u) {
+            q_out[t * p.n_heads * hd + head * hd + d] = ys[d];
+        }
+        return;
+    }
+    let kv_head = select(head - p.n_heads, head - p.n_heads - p.n_kv, is_v);
+    let dst = (p.pos0 + t) * p.kv_words + kv_head * half;
+    for (var j = lid; j < half; j += 64u) {
+        let word = pack2x16float(vec2<f32>(ys[2u * j], ys[2u * j + 1u]));
+        if (is_v) {
+            v_cache[dst + j] = word;
+        } else {
+            k_cache[dst + j] = word;
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! Adapter choice (Vulkan, Metal, DX12), device creation with the adapter's real limits,
+//! the pipeline cache and buffer helpers.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::shader::{preprocess, Defines};
+use crate::error::{Error, Result};
+
+/// How to pick the adapter. `None` fields mean "best available".
+#[derive(Clone, Debug, Default)]
+pub struct DeviceOptions {
+    /// `vulkan`, `metal`, `dx12` or `gl`.
+    pub backend: Option<String>,
+    /// An index into `wmoe devices`' list, or a case-insensitive substring of the adapter name.
+    pub adapter: Option<String>,
+}
+
+impl DeviceOptions {
+    /// Options from `WMOE_BACKEND` and `WMOE_ADAPTER`, used when the caller gives none.
+    pub fn from_env() -> Self {
+        DeviceOptions {
+            backend: std::env::var("WMOE_BACKEND").ok().filter(|s| !s.is_empty()),
+            adapter: std::env::var("WMOE_ADAPTER").ok().filter(|s| !s.is_empty()),
+        }
+    }
+
+    fn backends(&self) -> Result<wgpu::Backends> {
+        Ok(
+            match self
+                .backend
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("") | Some("auto") => wgpu::Backends::PRIMARY,
+                Some("vulkan") => wgpu::Backends::VULKAN,
+                Some("metal") => wgpu::Backends::METAL,
+                Some("dx12") => wgpu::Backends::DX12,
+                Some("gl") => wgpu::Backends::GL,
+                Some(other) => {
+                    return Err(Error::Input(format!(
+                        "unknown backend '{other}': use vulkan, metal, dx12 or gl"
+                    )))
+                }
+            },
+        )
+    }
+}
+
+/// Optional features wmoe uses when the adapter has them.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+/// What `wmoe devices` prints for one adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterReport {
+    pub index: usize,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.info;
+        let l = &self.limits;
+        writeln!(
+            f,
+            "[{}] {} ({:?}, {:?}, driver {} {})",
+            self.index, i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )?;
+        let has = |feat: wgpu::Features| {
+            if self.features.contains(feat) {
+                "yes"
+            } else {
+                "no"
+            }
+        };
+        writeln!(
+            f,
+            "    shader-f16: {}  subgroups: {} (size {}..{})  timestamps: {}",
+            has(wgpu::Features::SHADER_F16),
+            has(wgpu::Features::SUBGROUP),
+            self.info.subgroup_min_size,
+            self.info.subgroup_max_size,
+            has(wgpu::Features::TIMESTAMP_QUERY)
+        )?;
+        write!(
+            f,
+            "    max storage binding {} MiB, max buffer {} MiB, storage buffers/stage {}, workgroup memory {} KiB, invocations/workgroup {}",
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup
+        )
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+fn enumerate(opts: &DeviceOptions) -> Result<Vec<wgpu::Adapter>> {
+    let backends = opts.backends()?;
+    Ok(pollster::block_on(
+        instance(backends).enumerate_adapters(backends),
+    ))
+}
+
+/// Every adapter the chosen backends expose, in `--adapter` index order.
+pub fn list_adapters(opts: &DeviceOptions) -> Result<Vec<AdapterReport>> {
+    Ok(enumerate(opts)?
+        .iter()
+        .enumerate()
+        .map(|(index, a)| AdapterReport {
+            index,
+            info: a.get_info(),
+            features: a.features(),
+            limits: a.limits(),
+        })
+        .collect())
+}
+
+fn rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// The device, its queue, its real limits and the compiled pipelines.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pipelines: Mutex<HashMap<(&'static str, Defines), wgpu::ComputePipeline>>,
+}
+
+impl GpuContext {
+    /// Opens the adapter `opts` selects (best discrete, integrated, virtual, then CPU device).
+    pub fn new(opts: &DeviceOptions) -> Result<Self> {
+        let adapters = enumerate(opts)?;
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "no adapter found for backend {}; install a Vulkan driver (on Linux without a GPU: \
+                 `apt-get install mesa-vulkan-drivers libvulkan1`) or pick another --backend",
+                opts.backend.as_deref().unwrap_or("auto")
+            )));
+        }
+        let adapter = match &opts.adapter {
+            Some(sel) => {
+                let by_index = sel.parse::<usize>().ok().and_then(|i| adapters.get(i));
+                let lower = sel.to_ascii_lowercase();
+                by_index
+                    .or_else(|| {
+                        adapters
+                            .iter()
+                            .find(|a| a.get_info().name.to_ascii_lowercase().contains(&lower))
+                    })
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            "no adapter matches --adapter '{sel}'; `wmoe devices` lists them"
+                        ))
+                    })?
+            }
+            None => adapters
+                .iter()
+                .min_by_key(|a| rank(a.get_info().device_type))
+                .expect("non-empty"),
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        if limits.max_compute_invocations_per_workgroup < 256
+            || limits.max_compute_workgroup_storage_size < 16384
+        {
+            return Err(Error::MissingCapability {
+                adapter: info.name.clone(),
+                what: "compute workgroups of 256 invocations and 16 KiB of workgroup memory".into(),
+                hint: "wmoe needs a GPU with WebGPU-level compute; pick another with --adapter"
+                    .into(),
+            });
+        }
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("wmoe"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Largest byte size one storage binding may have on this device.
+    pub fn max_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+            .min(1 << 30)
+    }
+
+    /// True on CPU rasterizers such as Mesa lavapipe, where narrow workgroups win.
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The compute pipeline for `shader` (entry `main`) with `defines`, compiled once.
+    pub fn pipeline(
+        &self,
+        name: &'static str,
+        source: &str,
+        defines: &Defines,
+    ) -> wgpu::ComputePipeline {
+        let key = (name, defines.clone());
+        let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
+        if let Some(p) = cache.get(&key) {
+            return p.clone();
+        }
+        let code = preprocess(source, defines);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(code.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        cache.insert(key, pipeline.clone());
+        pipeline
+    }
+
+    /// A storage buffer of `size` bytes (at least 4), usable as copy source and destination.
+    pub fn storage(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn storage_with<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buf = self.storage(label, bytes.len() as u64);
+        if !bytes.is_empty() {
+            self.write(&buf, 0, bytes);
+        }
+        buf
+    }
+
+    /// Writes `bytes` at `offset`, padding the tail to 4 bytes.
+    pub fn write(&self, buf: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        if bytes.len().is_multiple_of(4) {
+            self.queue.write_buffer(buf, offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().next_multiple_of(4), 0);
+            self.queue.write_buffer(buf, offset, &padded);
+        }
+    }
+
+    /// Copies `len` bytes at `offset` of `buf` back to the host (waits for the GPU).
+    pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let size = len.next_multiple_of(4).max(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..len as usize].to_vec())
+    }
+
+    /// Reads `n` f32 values starting at element `first`.
+    pub fn read_f32(&self, buf: &wgpu::Buffer, first: u64, n: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buf, first * 4, n as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Reads `n` u32 values starting at element `first`.
+    pub fn read_u32(&self, buf: &wgpu::Buffer, first: u64, n: usize) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes(buf, first * 4, n as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}

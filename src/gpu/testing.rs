@@ -1,0 +1,80 @@
+//! Shared helpers for GPU tests: one device per test binary, deterministic random data and
+//! the normalized error used by every kernel test.
+
+use std::sync::OnceLock;
+
+use super::{DeviceOptions, GpuContext};
+
+/// The test device, or `None` (test skipped) when there is no adapter and CI is not set.
+/// Under `CI=true` a missing adapter fails the test, so CI can never pass having tested nothing.
+pub fn context() -> Option<&'static GpuContext> {
+    static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| match GpuContext::new(&DeviceOptions::from_env()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                panic!("CI=true but no GPU adapter is usable: {e}");
+            }
+            eprintln!("skipping GPU test: {e}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+/// A small deterministic generator (xorshift64*) for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-7);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+
+    pub fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * scale).collect()
+    }
+
+    pub fn below(&mut self, n: u32) -> u32 {
+        (self.next_u64() % n as u64) as u32
+    }
+}
+
+/// ‖gpu − ref‖² / ‖ref‖².
+pub fn rel_err(gpu: &[f32], reference: &[f32]) -> f64 {
+    assert_eq!(gpu.len(), reference.len(), "length mismatch");
+    let mut num = 0f64;
+    let mut den = 0f64;
+    for (g, r) in gpu.iter().zip(reference) {
+        num += ((*g - *r) as f64).powi(2);
+        den += (*r as f64).powi(2);
+    }
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+/// A buffer filled with NaN bit patterns, so a kernel that skips an output is caught.
+pub fn poisoned(ctx: &GpuContext, n_f32: usize) -> wgpu::Buffer {
+    ctx.storage_with("poisoned", &vec![0x7fc0_0000u32; n_f32.max(1)])
+}

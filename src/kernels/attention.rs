@@ -1,0 +1,149 @@
+//! Causal GQA attention of a chunk's queries over the f16 KV cache (online softmax).
+
+use super::qk_norm_rope::Heads;
+use crate::gpu::{Binding, Recorder};
+
+pub const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tokens: u32,
+    n_heads: u32,
+    n_kv: u32,
+    head_dim: u32,
+    pos0: u32,
+    kv_words: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    rec: &mut Recorder,
+    heads: Heads,
+    q: &Binding,
+    k_cache: &Binding,
+    v_cache: &Binding,
+    out: &Binding,
+    tokens: u32,
+    pos0: u32,
+) {
+    let pipeline = rec.ctx().pipeline("attention", SOURCE, &Vec::new());
+    let params = Params {
+        tokens,
+        n_heads: heads.n_heads,
+        n_kv: heads.n_kv,
+        head_dim: heads.head_dim,
+        pos0,
+        kv_words: heads.kv_words(),
+        scale: 1.0 / (heads.head_dim as f32).sqrt(),
+        _pad: 0,
+    };
+    let b = [q.clone(), k_cache.clone(), v_cache.clone(), out.clone()];
+    rec.dispatch(
+        "attention",
+        &pipeline,
+        &params,
+        &b,
+        [heads.n_heads, tokens, 1],
+    );
+}
+
+/// CPU reference for one query vector over `n_keys` cached positions (k, v: [pos][n_kv·hd]).
+pub fn reference(q: &[f32], k: &[f32], v: &[f32], heads: Heads, n_keys: usize) -> Vec<f32> {
+    let hd = heads.head_dim as usize;
+    let kvw = (heads.n_kv * heads.head_dim) as usize;
+    let group = (heads.n_heads / heads.n_kv) as usize;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0f32; heads.n_heads as usize * hd];
+    for h in 0..heads.n_heads as usize {
+        let kh = h / group;
+        let qh = &q[h * hd..(h + 1) * hd];
+        let s: Vec<f32> = (0..n_keys)
+            .map(|j| {
+                qh.iter()
+                    .zip(&k[j * kvw + kh * hd..])
+                    .map(|(a, b)| a * b)
+                    .sum::<f32>()
+                    * scale
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f32::MIN, f32::max);
+        let p: Vec<f32> = s.iter().map(|x| (x - m).exp()).collect();
+        let l: f32 = p.iter().sum();
+        for d in 0..hd {
+            out[h * hd + d] = (0..n_keys)
+                .map(|j| p[j] * v[j * kvw + kh * hd + d])
+                .sum::<f32>()
+                / l;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::{context, poisoned, rel_err, Rng};
+
+    #[test]
+    fn attention_matches_reference() {
+        let Some(ctx) = context() else { return };
+        for (nh, nkv, hd, t, pos0) in [
+            (4u32, 4u32, 16u32, 5usize, 0usize),
+            (8, 1, 64, 3, 130),
+            (6, 2, 24, 1, 70),
+            (2, 1, 256, 2, 3),
+        ] {
+            let heads = Heads {
+                n_heads: nh,
+                n_kv: nkv,
+                head_dim: hd,
+            };
+            let n_pos = pos0 + t;
+            let kvw = (nkv * hd) as usize;
+            let mut rng = Rng::new(n_pos as u64 * 3 + hd as u64);
+            let round = |v: Vec<f32>| -> Vec<f32> {
+                v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
+            };
+            let k = round(rng.normals(n_pos * kvw, 1.0));
+            let v = round(rng.normals(n_pos * kvw, 1.0));
+            let pack = |x: &[f32]| -> Vec<u32> {
+                x.chunks(2)
+                    .map(|p| {
+                        half::f16::from_f32(p[0]).to_bits() as u32
+                            | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
+                    })
+                    .collect()
+            };
+            let q = rng.normals(t * (nh * hd) as usize, 1.0);
+            let (qb, kb, vb) = (
+                ctx.storage_with("q", &q),
+                ctx.storage_with("k", &pack(&k)),
+                ctx.storage_with("v", &pack(&v)),
+            );
+            let out = poisoned(ctx, q.len());
+            let mut rec = Recorder::new(ctx);
+            record(
+                &mut rec,
+                heads,
+                &(&qb).into(),
+                &(&kb).into(),
+                &(&vb).into(),
+                &(&out).into(),
+                t as u32,
+                pos0 as u32,
+            );
+            rec.submit();
+            let got = ctx.read_f32(&out, 0, q.len()).unwrap();
+            let w = (nh * hd) as usize;
+            for ti in 0..t {
+                let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
+                let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
+                assert!(e < 1e-10, "nh={nh} nkv={nkv} hd={hd} t={ti} err={e}");
+            }
+        }
+    }
+}

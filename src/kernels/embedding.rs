@@ -1,0 +1,83 @@
+//! Embedding lookup from a paged `[vocab, H]` table into f32 rows.
+
+use crate::gpu::{Binding, Recorder, WeightTensor};
+
+pub fn source() -> String {
+    format!(
+        "{}{}",
+        super::WEIGHT_FORMATS,
+        include_str!("../../shaders/embedding.wgsl")
+    )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    h: u32,
+    tokens: u32,
+    row_words: u32,
+    page_row0: u32,
+    page_rows: u32,
+    _pad: [u32; 3],
+}
+
+/// `out[t] = table[tokens[t]]` for `n_tokens` tokens; one dispatch per page.
+pub fn record(
+    rec: &mut Recorder,
+    table: &WeightTensor,
+    tokens: &Binding,
+    out: &Binding,
+    n_tokens: u32,
+) {
+    let defs = super::defines(&[(table.format.define(), String::new())]);
+    let pipeline = rec.ctx().pipeline("embedding", &source(), &defs);
+    for page in &table.pages {
+        let params = Params {
+            h: table.cols,
+            tokens: n_tokens,
+            row_words: table.row_words,
+            page_row0: page.row0,
+            page_rows: page.rows,
+            _pad: [0; 3],
+        };
+        let b = [Binding::whole(&page.buffer), tokens.clone(), out.clone()];
+        rec.dispatch(
+            "embedding",
+            &pipeline,
+            &params,
+            &b,
+            [table.cols.div_ceil(64), n_tokens, 1],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::{context, poisoned, Rng};
+    use crate::gpu::{upload_f32_matrix, WeightFormat};
+
+    #[test]
+    fn embedding_matches_reference() {
+        let Some(ctx) = context() else { return };
+        for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+            let (v, h, t) = (301usize, 67usize, 13usize);
+            let mut rng = Rng::new(5);
+            let vals = rng.normals(v * h, 1.0);
+            let (table, seen) =
+                upload_f32_matrix(ctx, f, v, h, 1, &vals, Some(50 * 68 * 4)).unwrap();
+            assert!(table.pages.len() > 1);
+            let toks: Vec<u32> = (0..t).map(|_| rng.below(v as u32)).collect();
+            let tb = ctx.storage_with("tokens", &toks);
+            let out = poisoned(ctx, t * h);
+            let mut rec = Recorder::new(ctx);
+            record(&mut rec, &table, &(&tb).into(), &(&out).into(), t as u32);
+            rec.submit();
+            let want: Vec<f32> = toks
+                .iter()
+                .flat_map(|&k| seen[k as usize * h..(k as usize + 1) * h].to_vec())
+                .collect();
+            assert_eq!(ctx.read_f32(&out, 0, t * h).unwrap(), want, "{f:?}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Batched matrix-vector product, `y[b] (+)= W[m_b] · x[b]`, the decode path's projection and
+//! (with `experts`) the decode expert matvec whose matrix ids are read on the GPU.
+
+use crate::gpu::{fold_groups, Binding, Defines, Recorder, WeightFormat, WeightTensor};
+
+pub fn source() -> String {
+    format!(
+        "{}{}",
+        super::WEIGHT_FORMATS,
+        include_str!("../../shaders/matvec.wgsl")
+    )
+}
+
+/// Pipeline key; the dispatch reads its tiling from the same struct.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub format: WeightFormat,
+    pub experts: bool,
+    pub accumulate: bool,
+    /// Threads per workgroup (a power of two).
+    pub wg: u32,
+    /// Output rows per workgroup.
+    pub rows: u32,
+}
+
+impl Variant {
+    pub fn defines(&self) -> Defines {
+        let mut d = vec![
+            (self.format.define(), String::new()),
+            ("WG", format!("{}u", self.wg)),
+            ("ROWS", format!("{}u", self.rows)),
+        ];
+        if self.experts {
+            d.push(("EXPERTS", String::new()));
+        }
+        if self.accumulate {
+            d.push(("ACCUMULATE", String::new()));
+        }
+        super::defines(&d)
+    }
+
+    /// The tiling for this device: narrow workgroups on CPU rasterizers, wide ones on GPUs.
+    pub fn for_device(
+        ctx: &crate::gpu::GpuContext,
+        format: WeightFormat,
+        experts: bool,
+        accumulate: bool,
+    ) -> Self {
+        let (wg, rows) = if ctx.is_cpu() { (8, 4) } else { (64, 4) };
+        Variant {
+            format,
+            experts,
+            accumulate,
+            wg,
+            rows,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    k: u32,
+    n: u32,
+    row_words: u32,
+    page_row0: u32,
+    page_rows: u32,
+    x_stride: u32,
+    y_stride: u32,
+    row_groups: u32,
+}
+
+/// Inputs of one batched matvec.
+pub struct Args<'a> {
+    pub w: &'a WeightTensor,
+    /// Rows of one matrix (`w.rows` unless `w` is an expert stack).
+    pub n: u32,
+    pub x: Binding,
+    pub x_stride: u32,
+    pub y: Binding,
+    pub y_stride: u32,
+    pub batch: u32,
+    /// Matrix id per batch entry (required with `Variant::experts`).
+    pub ids: Option<Binding>,
+}
+
+/// Records one dispatch per weight page.
+pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
+    assert_eq!(v.experts, a.ids.is_some(), "expert variant needs ids");
+    let pipeline = rec.ctx().pipeline("matvec", &source(), &v.defines());
+    let row_groups = a.n.div_ceil(v.rows);
+    for page in &a.w.pages {
+        let params = Params {
+            k: a.w.cols,
+            n: a.n,
+            row_words: a.w.row_words,
+            page_row0: page.row0,
+            page_rows: page.rows,
+            x_stride: a.x_stride,
+            y_stride: a.y_stride,
+            row_groups,
+        };
+        let mut b = vec![Binding::whole(&page.buffer), a.x.clone(), a.y.clone()];
+        b.extend(a.ids.clone());
+        // Workgroups whose rows lie outside this page exit at once.
+        rec.dispatch(
+            "matvec",
+            &pipeline,
+            &params,
+            &b,
+            fold_groups(row_groups, a.batch),
+        );
+    }
+}
+
+/// CPU reference: `y[b][i] (+)= Σ_k W[ids[b]·n + i][k] · x[b·x_stride + k]`.
+#[allow(clippy::too_many_arguments)]
+pub fn reference(
+    w: &[f32],
+    cols: usize,
+    n: usize,
+    x: &[f32],
+    x_stride: usize,
+    batch: usize,
+    ids: Option<&[u32]>,
+    y: &mut [f32],
+    y_stride: usize,
+    accumulate: bool,
+) {
+    for b in 0..batch {
+        let m = ids.map_or(0, |ids| ids[b] as usize);
+        for i in 0..n {
+            let row = &w[(m * n + i) * cols..(m * n + i + 1) * cols];
+            let xb = &x[b * x_stride..b * x_stride + cols];
+            let s: f32 = row.iter().zip(xb).map(|(a, b)| a * b).sum();
+            let out = &mut y[b * y_stride + i];
+            *out = if accumulate { *out + s } else { s };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::{context, poisoned, rel_err, Rng};
+    use crate::gpu::upload_f32_matrix;
+
+    #[allow(clippy::too_many_arguments)]
+    fn case(
+        format: WeightFormat,
+        experts: bool,
+        accumulate: bool,
+        n: usize,
+        k: usize,
+        batch: usize,
+        page_bytes: Option<u64>,
+        wg: u32,
+        rows: u32,
+    ) {
+        let Some(ctx) = context() else { return };
+        let mut rng = Rng::new((n * 31 + k * 7 + batch) as u64);
+        let n_mats = if experts { 5 } else { 1 };
+        let vals = rng.normals(n_mats * n * k, 0.5);
+        let group = if experts { n } else { 1 };
+        let (w, seen) =
+            upload_f32_matrix(ctx, format, n_mats * n, k, group, &vals, page_bytes).unwrap();
+        let x_stride = if experts && batch > 1 && k.is_multiple_of(2) {
+            0
+        } else {
+            k
+        };
+        let x = rng.normals(batch.max(1) * k, 1.0);
+        let ids: Vec<u32> = (0..batch).map(|_| rng.below(n_mats as u32)).collect();
+        let mut y_ref = rng.normals(batch * n, 1.0);
+        let y_buf = if accumulate {
+            ctx.storage_with("y", &y_ref)
+        } else {
+            poisoned(ctx, batch * n)
+        };
+        let xb = ctx.storage_with("x", &x);
+        let idb = ctx.storage_with("ids", &ids);
+        let v = Variant {
+            format,
+            experts,
+            accumulate,
+            wg,
+            rows,
+        };
+        let mut rec = Recorder::new(ctx);
+        record(
+            &mut rec,
+            v,
+            &Args {
+                w: &w,
+                n: n as u32,
+                x: (&xb).into(),
+                x_stride: x_stride as u32,
+                y: (&y_buf).into(),
+                y_stride: n as u32,
+                batch: batch as u32,
+                ids: experts.then(|| (&idb).into()),
+            },
+        );
+        rec.submit();
+        reference(
+            &seen,
+            k,
+            n,
+            &x,
+            x_stride,
+            batch,
+            experts.then_some(&ids[..]),
+            &mut y_ref,
+            n,
+            accumulate,
+        );
+        let got = ctx.read_f32(&y_buf, 0, batch * n).unwrap();
+        let e = rel_err(&got, &y_ref);
+        assert!(
+            e < 1e-10,
+            "{v:?} n={n} k={k} batch={batch} pages={} err={e}",
+            w.pages.len()
+        );
+    }
+
+    #[test]
+    fn matvec_matches_reference_all_formats() {
+        for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+            case(f, false, false, 37, 45, 1, None, 8, 4);
+            case(f, false, true, 130, 77, 3, None, 64, 4);
+            case(f, false, false, 100, 64, 2, Some(16 * 64 * 4), 8, 4); // several pages
+            case(f, true, false, 29, 33, 4, None, 8, 4);
+            case(f, true, true, 24, 40, 3, Some(2 * 24 * 40 * 4), 64, 2); // experts across pages
+        }
+    }
+}

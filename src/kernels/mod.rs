@@ -1,0 +1,123 @@
+//! One module per shader: parameters, bindings, dispatch geometry, CPU reference and the
+//! GPU-vs-reference tests. Kernels know nothing of the model or the scheduler.
+
+pub mod argmax;
+pub mod attention;
+pub mod embedding;
+pub mod matmul;
+pub mod matvec;
+pub mod moe_combine;
+pub mod moe_gather;
+pub mod moe_router;
+pub mod qk_norm_rope;
+pub mod rmsnorm;
+pub mod shortconv;
+pub mod swiglu;
+
+use crate::gpu::Defines;
+
+/// The element loaders every weight-reading shader appends.
+pub(crate) const WEIGHT_FORMATS: &str = include_str!("../../shaders/weight_formats.wgsl");
+
+/// Sorted defines from `(name, value)` pairs (empty value: a flag).
+pub(crate) fn defines(pairs: &[(&str, String)]) -> Defines {
+    let mut d: Defines = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    d.sort();
+    d
+}
+
+/// Every shader with the defines each of its variants uses, for the naga validation test.
+#[cfg(test)]
+pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
+    use crate::gpu::WeightFormat;
+    let mut v = Vec::new();
+    for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+        for acc in [false, true] {
+            v.push((
+                "matvec",
+                matvec::source(),
+                matvec::Variant {
+                    format: f,
+                    experts: false,
+                    accumulate: acc,
+                    wg: 64,
+                    rows: 4,
+                }
+                .defines(),
+            ));
+            v.push((
+                "matvec",
+                matvec::source(),
+                matvec::Variant {
+                    format: f,
+                    experts: true,
+                    accumulate: acc,
+                    wg: 8,
+                    rows: 2,
+                }
+                .defines(),
+            ));
+            v.push((
+                "matmul",
+                matmul::source(),
+                matmul::Variant {
+                    format: f,
+                    gather: false,
+                    accumulate: acc,
+                }
+                .defines(),
+            ));
+            v.push((
+                "matmul",
+                matmul::source(),
+                matmul::Variant {
+                    format: f,
+                    gather: true,
+                    accumulate: acc,
+                }
+                .defines(),
+            ));
+        }
+        v.push((
+            "embedding",
+            embedding::source(),
+            defines(&[(f.define(), String::new())]),
+        ));
+    }
+    for (name, src) in [
+        ("argmax", argmax::SOURCE),
+        ("attention", attention::SOURCE),
+        ("moe_combine", moe_combine::SOURCE),
+        ("moe_gather", moe_gather::SOURCE),
+        ("moe_router", moe_router::SOURCE),
+        ("qk_norm_rope", qk_norm_rope::SOURCE),
+        ("rmsnorm", rmsnorm::SOURCE),
+        ("shortconv", shortconv::SOURCE),
+        ("swiglu", swiglu::SOURCE),
+    ] {
+        v.push((name, src.to_string(), Defines::new()));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gpu::preprocess;
+
+    /// Every shader variant parses and validates with naga (no GPU needed).
+    #[test]
+    fn all_shaders_validate_with_naga() {
+        for (name, src, defs) in super::all_variants() {
+            let code = preprocess(&src, &defs);
+            let module = naga::front::wgsl::parse_str(&code)
+                .unwrap_or_else(|e| panic!("{name} {defs:?}: {}", e.emit_to_string(&code)));
+            let caps = naga::valid::Capabilities::all();
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{name} {defs:?}: {e:?}"));
+        }
+    }
+}
