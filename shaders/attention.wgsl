@@ -1,4 +1,4 @@
-// Causal GQA attention over the f16 KV cache, one workgroup per (query head, token): online
+// Causal GQA attention over the KV cache (f16 pairs, or f32 with KV_F32), one workgroup per (query head, token): online
 // softmax over blocks of 64 keys; query t of the chunk sees cache positions 0..pos0+t.
 struct Params {
     tokens: u32,
@@ -51,12 +51,36 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
     return r;
 }
 
+// u32 word holding element d of kv head h at cache position pos.
+fn kv_word(pos: u32, h: u32, d: u32) -> u32 {
+#ifdef KV_F32
+    return pos * p.kv_words + h * p.head_dim + d;
+#else
+    return pos * p.kv_words + (h * p.head_dim + d) / 2u;
+#endif
+}
+
+fn k_elem(pos: u32, h: u32, d: u32) -> f32 {
+#ifdef KV_F32
+    return bitcast<f32>(k_cache[kv_word(pos, h, d)]);
+#else
+    return unpack2x16float(k_cache[kv_word(pos, h, d)])[d & 1u];
+#endif
+}
+
+fn v_elem(pos: u32, h: u32, d: u32) -> f32 {
+#ifdef KV_F32
+    return bitcast<f32>(v_cache[kv_word(pos, h, d)]);
+#else
+    return unpack2x16float(v_cache[kv_word(pos, h, d)])[d & 1u];
+#endif
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
     let t = wid.y;
     let hd = p.head_dim;
-    let half = hd / 2u;
     let kv_head = head / (p.n_heads / p.n_kv);
     let q_base = t * p.n_heads * hd + head * hd;
     for (var d = lid; d < hd; d += 64u) {
@@ -74,11 +98,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let j = kb + lid;
         var s = NEG;
         if (j < n_keys) {
-            let base = j * p.kv_words + kv_head * half;
             var dot = 0.0;
-            for (var w = 0u; w < half; w++) {
-                let kk = unpack2x16float(k_cache[base + w]);
-                dot += qs[2u * w] * kk.x + qs[2u * w + 1u] * kk.y;
+            for (var d = 0u; d < hd; d++) {
+                dot += qs[d] * k_elem(j, kv_head, d);
             }
             s = dot * p.scale;
         }
@@ -97,8 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (d < hd) {
                 var a = acc[i] * alpha;
                 for (var jj = 0u; jj < valid; jj++) {
-                    let word = v_cache[(kb + jj) * p.kv_words + kv_head * half + d / 2u];
-                    a += probs[jj] * unpack2x16float(word)[d & 1u];
+                    a += probs[jj] * v_elem(kb + jj, kv_head, d);
                 }
                 acc[i] = a;
             }

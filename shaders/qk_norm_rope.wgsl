@@ -1,5 +1,6 @@
 // Attention input prep for a chunk: RMSNorm each q and k head (shared [head_dim] weights),
-// NeoX RoPE with host-computed cos/sin, q out as f32, k and v written into the f16 KV cache.
+// NeoX RoPE with host-computed cos/sin, q out as f32, k and v written into the KV cache
+// (f16 pairs packed in u32, or f32 with KV_F32).
 struct Params {
     tokens: u32,
     n_heads: u32,
@@ -76,9 +77,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let kv_head = select(head - p.n_heads, head - p.n_heads - p.n_kv, is_v);
+#ifdef KV_F32
+    let dst = (p.pos0 + t) * p.kv_words + kv_head * hd;
+    for (var j = lid; j < hd; j += 64u) {
+        let word = bitcast<u32>(ys[j]);
+#else
     let dst = (p.pos0 + t) * p.kv_words + kv_head * half;
     for (var j = lid; j < half; j += 64u) {
         let word = pack2x16float(vec2<f32>(ys[2u * j], ys[2u * j + 1u]));
+#endif
         if (is_v) {
             v_cache[dst + j] = word;
         } else {

@@ -1,1 +1,241 @@
-fn main() {}
+//! The `wmoe` command line: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::{DeviceOptions, GpuContext, LogitsMode, Model, Session, SessionOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "wmoe",
+    version,
+    about = "LFM2 / LFM2-MoE inference on wgpu (Vulkan, Metal, DX12)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DeviceArgs {
+    /// GPU backend: vulkan, metal, dx12 or gl (default: all primary backends).
+    #[arg(long, global = true)]
+    backend: Option<String>,
+    /// Adapter index from `wmoe devices`, or part of its name.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Checkpoint directory (config.json + *.safetensors); default: the bundled tiny model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Longest sequence the session holds (prompt + generated tokens).
+    #[arg(long, default_value_t = 4096)]
+    ctx: usize,
+    /// Prefill chunk size in tokens.
+    #[arg(long, default_value_t = 256)]
+    chunk: usize,
+    /// KV cache type: f16, f32, or auto (f32 while the whole f32 cache stays ≤ 256 MiB).
+    #[arg(long, value_enum, default_value = "auto")]
+    kv_type: KvArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KvArg {
+    Auto,
+    F16,
+    F32,
+}
+
+impl ModelArgs {
+    fn session(&self, m: &Model, min_context: usize) -> SessionOptions {
+        let max_context = self.ctx.max(min_context);
+        let kv = match self.kv_type {
+            KvArg::F16 => KvType::F16,
+            KvArg::F32 => KvType::F32,
+            KvArg::Auto => KvType::auto(&m.config, max_context),
+        };
+        SessionOptions {
+            max_context,
+            chunk: self.chunk,
+            kv,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Prefill,
+    Decode,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List GPU adapters with their features and limits.
+    Devices {
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+    /// Write the logits of every position to a float32 .npy [n_tokens, vocab].
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Comma-separated token ids.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tokens: Vec<u32>,
+        /// prefill: the batched path; decode: one token at a time through the decode path.
+        #[arg(long, value_enum, default_value = "prefill")]
+        mode: Mode,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Greedy generation.
+    Generate {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Prompt text (needs tokenizer.json beside the model).
+        #[arg(long, conflicts_with = "tokens")]
+        prompt: Option<String>,
+        /// Comma-separated prompt token ids.
+        #[arg(long, value_delimiter = ',')]
+        tokens: Option<Vec<u32>>,
+        #[arg(long, default_value_t = 32)]
+        max_tokens: usize,
+        /// Only 0 (greedy) is supported so far.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Keep generating past the end-of-sequence token.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// Print one JSON object {"tokens": [...], "text": "..."}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn device(d: &DeviceArgs) -> DeviceOptions {
+    let env = DeviceOptions::from_env();
+    DeviceOptions {
+        backend: d.backend.clone().or(env.backend),
+        adapter: d.adapter.clone().or(env.adapter),
+    }
+}
+
+fn open(m: &ModelArgs, d: &DeviceArgs) -> wmoe::Result<(GpuContext, Model)> {
+    let ctx = GpuContext::new(&device(d))?;
+    let dir = m
+        .model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(wmoe::DEFAULT_MODEL));
+    let model = Model::load(&ctx, &dir, true)?;
+    Ok((ctx, model))
+}
+
+fn run(cli: Cli) -> wmoe::Result<()> {
+    match cli.command {
+        Command::Devices { device: d } => {
+            let list = wmoe::gpu::list_adapters(&device(&d))?;
+            if list.is_empty() {
+                println!("no GPU adapters found");
+            }
+            for a in list {
+                println!("{a}");
+            }
+        }
+        Command::Logits {
+            model,
+            device: d,
+            tokens,
+            mode,
+            out,
+        } => {
+            let (ctx, m) = open(&model, &d)?;
+            let opts = model.session(&m, tokens.len());
+            let mut s = Session::new(&ctx, &m, opts)?;
+            let logits = match mode {
+                Mode::Prefill => s.prefill(&tokens, LogitsMode::All)?,
+                Mode::Decode => {
+                    let mut all = Vec::with_capacity(tokens.len() * m.config.vocab);
+                    for &t in &tokens {
+                        all.extend(s.decode(t)?);
+                    }
+                    all
+                }
+            };
+            wmoe::npy::write_f32(&out, &[tokens.len(), m.config.vocab], &logits)?;
+        }
+        Command::Generate {
+            model,
+            device: d,
+            prompt,
+            tokens,
+            max_tokens,
+            temperature,
+            ignore_eos,
+            json,
+        } => {
+            if temperature != 0.0 {
+                return Err(wmoe::Error::Input(
+                    "only --temperature 0 (greedy) is supported so far".into(),
+                ));
+            }
+            let (ctx, m) = open(&model, &d)?;
+            let ids = match (prompt, tokens) {
+                (_, Some(t)) => t,
+                (Some(p), None) => {
+                    let mut ids = m.config.bos.map(|b| vec![b]).unwrap_or_default();
+                    ids.extend(m.encode(&p)?);
+                    ids
+                }
+                (None, None) => {
+                    return Err(wmoe::Error::Input(
+                        "give --prompt TEXT or --tokens IDS".into(),
+                    ))
+                }
+            };
+            let opts = model.session(&m, 0);
+            let mut s = Session::new(&ctx, &m, opts)?;
+            let out = s.generate(&ids, max_tokens, ignore_eos)?;
+            let text = m.decode(&out)?;
+            if json {
+                let v = serde_json::json!({ "tokens": out, "text": text });
+                println!("{v}");
+            } else {
+                match text {
+                    Some(t) => println!("{t}"),
+                    None => println!(
+                        "{}",
+                        out.iter()
+                            .map(|t| t.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // Mesa's Vulkan loader prints an error line when XDG_RUNTIME_DIR is unset (headless
+    // machines, CI); point it at the temp dir before any thread or driver starts.
+    if cfg!(target_os = "linux") && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Causal GQA attention of a chunk's queries over the f16 KV cache (online softmax).
+//! Causal GQA attention of a chunk's queries over the KV cache (online softmax).
 
 use super::qk_norm_rope::Heads;
 use crate::gpu::{Binding, Recorder};
@@ -30,7 +30,7 @@ pub fn record(
     tokens: u32,
     pos0: u32,
 ) {
-    let pipeline = rec.ctx().pipeline("attention", SOURCE, &Vec::new());
+    let pipeline = rec.ctx().pipeline("attention", SOURCE, &heads.kv.defines());
     let params = Params {
         tokens,
         n_heads: heads.n_heads,
@@ -87,20 +87,23 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], heads: Heads, n_keys: usize) -
 mod tests {
     use super::*;
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
+    use crate::kernels::qk_norm_rope::KvType;
 
     #[test]
     fn attention_matches_reference() {
         let Some(ctx) = context() else { return };
-        for (nh, nkv, hd, t, pos0) in [
-            (4u32, 4u32, 16u32, 5usize, 0usize),
-            (8, 1, 64, 3, 130),
-            (6, 2, 24, 1, 70),
-            (2, 1, 256, 2, 3),
+        for (nh, nkv, hd, t, pos0, kv) in [
+            (4u32, 4u32, 16u32, 5usize, 0usize, KvType::F16),
+            (8, 1, 64, 3, 130, KvType::F16),
+            (6, 2, 24, 1, 70, KvType::F32),
+            (2, 1, 256, 2, 3, KvType::F16),
+            (4, 2, 32, 4, 100, KvType::F32),
         ] {
             let heads = Heads {
                 n_heads: nh,
                 n_kv: nkv,
                 head_dim: hd,
+                kv,
             };
             let n_pos = pos0 + t;
             let kvw = (nkv * hd) as usize;
@@ -111,12 +114,16 @@ mod tests {
             let k = round(rng.normals(n_pos * kvw, 1.0));
             let v = round(rng.normals(n_pos * kvw, 1.0));
             let pack = |x: &[f32]| -> Vec<u32> {
-                x.chunks(2)
-                    .map(|p| {
-                        half::f16::from_f32(p[0]).to_bits() as u32
-                            | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
-                    })
-                    .collect()
+                match kv {
+                    KvType::F16 => x
+                        .chunks(2)
+                        .map(|p| {
+                            half::f16::from_f32(p[0]).to_bits() as u32
+                                | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
+                        })
+                        .collect(),
+                    KvType::F32 => x.iter().map(|v| v.to_bits()).collect(),
+                }
             };
             let q = rng.normals(t * (nh * hd) as usize, 1.0);
             let (qb, kb, vb) = (

@@ -100,6 +100,12 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     ] {
         v.push((name, src.to_string(), Defines::new()));
     }
+    for (name, src) in [
+        ("attention", attention::SOURCE),
+        ("qk_norm_rope", qk_norm_rope::SOURCE),
+    ] {
+        v.push((name, src.to_string(), qk_norm_rope::KvType::F32.defines()));
+    }
     v
 }
 

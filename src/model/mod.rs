@@ -1,0 +1,12 @@
+//! Model description and checkpoint reading: config parsing, safetensors readers, tensor
+//! naming and the upload of LFM2 / LFM2-MoE weights into GPU pages.
+
+pub mod checkpoint;
+pub mod config;
+pub mod weights;
+
+pub use checkpoint::Checkpoint;
+pub use config::{Config, MoeConfig};
+pub use weights::{
+    AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights,
+};

@@ -1,0 +1,319 @@
+//! Records one chunk of the LFM2 / LFM2-MoE forward pass (MODEL-SPEC §3) into a recorder:
+//! T = 1 takes the decode kernels (matvec, expert matvec reading ids on the GPU), T > 1 the
+//! prefill kernels (tiled matmul, gather + grouped expert GEMM + weighted combine).
+
+use super::session::{LayerState, LogitsMode, Session};
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, GpuContext, Recorder, WeightTensor};
+use crate::kernels::qk_norm_rope::Heads;
+use crate::kernels::{
+    argmax, attention, embedding, matmul, matvec, moe_combine, moe_gather, moe_router,
+    qk_norm_rope, rmsnorm, shortconv, swiglu,
+};
+use crate::model::{Config, FfnWeights, Mixer};
+
+/// Activation buffers sized for one chunk.
+pub(crate) struct Scratch {
+    pub chunk: usize,
+    pub tokens: wgpu::Buffer,
+    pub rope: wgpu::Buffer,
+    h: wgpu::Buffer,
+    xn: wgpu::Buffer,
+    proj: wgpu::Buffer,
+    act: wgpu::Buffer,
+    q: wgpu::Buffer,
+    expert_out: wgpu::Buffer,
+    router_logits: wgpu::Buffer,
+    ids: wgpu::Buffer,
+    route_weights: wgpu::Buffer,
+    lists: Option<moe_gather::Buffers>,
+    pub logits: wgpu::Buffer,
+    pub next_token: wgpu::Buffer,
+}
+
+impl Scratch {
+    /// Allocates for chunks of up to `chunk` tokens, lowered so every buffer fits one binding.
+    pub fn new(ctx: &GpuContext, cfg: &Config, chunk: usize) -> Result<Self> {
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let (k, e, fe) = cfg
+            .moe
+            .as_ref()
+            .map_or((0, 0, 0), |m| (m.top_k, m.n_experts, m.ffn));
+        let qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
+        let proj_row = (3 * h).max(qkv).max(2 * cfg.ffn).max(k * 2 * fe);
+        let act_row = h.max(cfg.n_heads * hd).max(cfg.ffn).max(k * fe);
+        let widest = proj_row.max(act_row).max(k * h).max(cfg.vocab);
+        let fit = (ctx.max_binding() / (4 * widest as u64)) as usize;
+        if fit == 0 {
+            return Err(Error::Input(format!(
+                "a single row of {widest} floats exceeds this device's binding limit"
+            )));
+        }
+        let chunk = chunk.min(fit).max(1);
+        let f = |n: usize| (4 * n) as u64;
+        Ok(Scratch {
+            chunk,
+            tokens: ctx.storage("tokens", f(chunk)),
+            rope: ctx.storage("rope", f(chunk * hd)),
+            h: ctx.storage("residual", f(chunk * h)),
+            xn: ctx.storage("normed", f(chunk * h)),
+            proj: ctx.storage("projection", f(chunk * proj_row)),
+            act: ctx.storage("activation", f(chunk * act_row)),
+            q: ctx.storage("queries", f(chunk * cfg.n_heads * hd)),
+            expert_out: ctx.storage("expert outputs", f(chunk * k * h)),
+            router_logits: ctx.storage("router logits", f(chunk * e)),
+            ids: ctx.storage("expert ids", f(chunk * k)),
+            route_weights: ctx.storage("routing weights", f(chunk * k)),
+            lists: cfg
+                .moe
+                .as_ref()
+                .map(|_| moe_gather::Buffers::new(ctx, e, chunk * k)),
+            logits: ctx.storage("logits", f(chunk * cfg.vocab)),
+            next_token: ctx.storage("next token", 4),
+        })
+    }
+}
+
+/// `y (+)= W · x` for `m` rows: the matvec for one row, the tiled matmul for more.
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    rec: &mut Recorder,
+    w: &WeightTensor,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    m: u32,
+    accumulate: bool,
+) {
+    let (n, k) = (w.rows, w.cols);
+    if m == 1 {
+        let v = matvec::Variant::for_device(rec.ctx(), w.format, false, accumulate);
+        let args = matvec::Args {
+            w,
+            n,
+            x: x.into(),
+            x_stride: k,
+            y: y.into(),
+            y_stride: n,
+            batch: 1,
+            ids: None,
+        };
+        matvec::record(rec, v, &args);
+    } else {
+        let v = matmul::Variant {
+            format: w.format,
+            gather: false,
+            accumulate,
+        };
+        let args = matmul::Args {
+            w,
+            n,
+            m,
+            x: x.into(),
+            x_stride: k,
+            y: y.into(),
+            y_stride: n,
+            gather: None,
+        };
+        matmul::record(rec, v, &args);
+    }
+}
+
+/// Records the forward pass of `t` tokens (already in `scratch.tokens`, RoPE rows in
+/// `scratch.rope`) starting at cache position `pos0`.
+pub(crate) fn record_chunk(
+    rec: &mut Recorder,
+    s: &Session,
+    t: u32,
+    pos0: u32,
+    mode: Option<LogitsMode>,
+) {
+    let cfg = &s.model.config;
+    let w = &s.model.weights;
+    let sc = &s.scratch;
+    let h = cfg.hidden as u32;
+    let b = |x: &wgpu::Buffer| Binding::whole(x);
+    embedding::record(rec, &w.embed, &b(&sc.tokens), &b(&sc.h), t);
+    for (layer, state) in w.layers.iter().zip(&s.state) {
+        rmsnorm::record(
+            rec,
+            &b(&sc.h),
+            &b(&layer.operator_norm),
+            &b(&sc.xn),
+            h,
+            t,
+            0,
+            cfg.norm_eps,
+        );
+        match (&layer.mixer, state) {
+            (Mixer::Conv(c), LayerState::Conv { state }) => {
+                linear(rec, &c.in_proj, &sc.xn, &sc.proj, t, false);
+                shortconv::record(
+                    rec,
+                    &b(&sc.proj),
+                    &b(&c.kernel),
+                    &b(state),
+                    &b(&sc.act),
+                    h,
+                    t,
+                    cfg.conv_taps as u32,
+                );
+                linear(rec, &c.out_proj, &sc.act, &sc.h, t, true);
+            }
+            (Mixer::Attn(a), LayerState::Attn { k, v }) => {
+                let heads = Heads {
+                    n_heads: cfg.n_heads as u32,
+                    n_kv: cfg.n_kv_heads as u32,
+                    head_dim: cfg.head_dim as u32,
+                    kv: s.opts.kv,
+                };
+                linear(rec, &a.qkv, &sc.xn, &sc.proj, t, false);
+                let args = qk_norm_rope::Args {
+                    qkv: b(&sc.proj),
+                    q_norm: b(&a.q_norm),
+                    k_norm: b(&a.k_norm),
+                    rope: b(&sc.rope),
+                    q_out: b(&sc.q),
+                    k_cache: b(k),
+                    v_cache: b(v),
+                };
+                qk_norm_rope::record(rec, heads, &args, t, pos0, cfg.norm_eps);
+                attention::record(rec, heads, &b(&sc.q), &b(k), &b(v), &b(&sc.act), t, pos0);
+                linear(rec, &a.out_proj, &sc.act, &sc.h, t, true);
+            }
+            _ => unreachable!("layer state is built from the same weights"),
+        }
+        rmsnorm::record(
+            rec,
+            &b(&sc.h),
+            &b(&layer.ffn_norm),
+            &b(&sc.xn),
+            h,
+            t,
+            0,
+            cfg.norm_eps,
+        );
+        match &layer.ffn {
+            FfnWeights::Dense { gate_up, down } => {
+                linear(rec, gate_up, &sc.xn, &sc.proj, t, false);
+                swiglu::record(rec, &b(&sc.proj), &b(&sc.act), down.cols, t);
+                linear(rec, down, &sc.act, &sc.h, t, true);
+            }
+            FfnWeights::Moe(m) => {
+                let mc = cfg.moe.as_ref().expect("MoE weights imply an MoE config");
+                let (k, fe) = (mc.top_k as u32, mc.ffn as u32);
+                linear(rec, &m.router, &sc.xn, &sc.router_logits, t, false);
+                let routing = moe_router::Routing {
+                    n_experts: mc.n_experts as u32,
+                    top_k: k,
+                    use_bias: mc.use_expert_bias,
+                    norm_topk: mc.norm_topk_prob,
+                    scale: mc.routed_scaling_factor,
+                };
+                moe_router::record(
+                    rec,
+                    routing,
+                    &b(&sc.router_logits),
+                    &b(&m.bias),
+                    &b(&sc.ids),
+                    &b(&sc.route_weights),
+                    t,
+                );
+                if t == 1 {
+                    let v = matvec::Variant::for_device(rec.ctx(), m.gate_up.format, true, false);
+                    let args = matvec::Args {
+                        w: &m.gate_up,
+                        n: 2 * fe,
+                        x: b(&sc.xn),
+                        x_stride: 0,
+                        y: b(&sc.proj),
+                        y_stride: 2 * fe,
+                        batch: k,
+                        ids: Some(b(&sc.ids)),
+                    };
+                    matvec::record(rec, v, &args);
+                    swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, k);
+                    let v = matvec::Variant::for_device(rec.ctx(), m.down.format, true, false);
+                    let args = matvec::Args {
+                        w: &m.down,
+                        n: h,
+                        x: b(&sc.act),
+                        x_stride: fe,
+                        y: b(&sc.expert_out),
+                        y_stride: h,
+                        batch: k,
+                        ids: Some(b(&sc.ids)),
+                    };
+                    matvec::record(rec, v, &args);
+                } else {
+                    let lists = sc.lists.as_ref().expect("MoE scratch");
+                    moe_gather::record(rec, &b(&sc.ids), lists, t * k, routing.n_experts);
+                    let v = matmul::Variant {
+                        format: m.gate_up.format,
+                        gather: true,
+                        accumulate: false,
+                    };
+                    let args = matmul::Args {
+                        w: &m.gate_up,
+                        n: 2 * fe,
+                        m: 0,
+                        x: b(&sc.xn),
+                        x_stride: h,
+                        y: b(&sc.proj),
+                        y_stride: 2 * fe,
+                        gather: Some(lists.gather(routing.n_experts, t, k)),
+                    };
+                    matmul::record(rec, v, &args);
+                    swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, t * k);
+                    let v = matmul::Variant {
+                        format: m.down.format,
+                        gather: true,
+                        accumulate: false,
+                    };
+                    let args = matmul::Args {
+                        w: &m.down,
+                        n: h,
+                        m: 0,
+                        x: b(&sc.act),
+                        x_stride: fe,
+                        y: b(&sc.expert_out),
+                        y_stride: h,
+                        gather: Some(lists.gather(routing.n_experts, t, 1)),
+                    };
+                    matmul::record(rec, v, &args);
+                }
+                moe_combine::record(
+                    rec,
+                    &b(&sc.expert_out),
+                    &b(&sc.route_weights),
+                    &b(&sc.h),
+                    h,
+                    t,
+                    k,
+                );
+            }
+        }
+    }
+    let Some(mode) = mode else { return };
+    let (rows, first) = match mode {
+        LogitsMode::All => (t, 0),
+        LogitsMode::Last => (1, t - 1),
+    };
+    rmsnorm::record(
+        rec,
+        &b(&sc.h),
+        &b(&w.final_norm),
+        &b(&sc.xn),
+        h,
+        rows,
+        first,
+        cfg.norm_eps,
+    );
+    linear(rec, w.lm_head(), &sc.xn, &sc.logits, rows, false);
+    argmax::record(
+        rec,
+        &b(&sc.logits),
+        &b(&sc.next_token),
+        cfg.vocab as u32,
+        rows - 1,
+    );
+}

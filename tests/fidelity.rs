@@ -1,0 +1,157 @@
+//! Whole-model fidelity against HF transformers: every fixture under assets/models carries
+//! transformers' logits at every prompt position (prefill), per-step decode logits and a
+//! 24-token greedy continuation, all computed in f32 from the saved checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::{gpu::testing, LogitsMode, Model, Session, SessionOptions};
+
+struct Reference {
+    prompt: Vec<u32>,
+    prefill: Vec<f32>,
+    decode: Vec<f32>,
+    greedy: Vec<u32>,
+}
+
+fn read_reference(dir: &Path) -> Reference {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).expect("reference.safetensors");
+    let st = SafeTensors::deserialize(&bytes).expect("valid reference");
+    let i32s = |n: &str| -> Vec<u32> {
+        bytemuck::pod_collect_to_vec::<u8, i32>(st.tensor(n).unwrap().data())
+            .into_iter()
+            .map(|x| x as u32)
+            .collect()
+    };
+    let f32s = |n: &str| -> Vec<f32> { bytemuck::pod_collect_to_vec(st.tensor(n).unwrap().data()) };
+    Reference {
+        prompt: i32s("prompt_tokens"),
+        prefill: f32s("prefill_logits"),
+        decode: f32s("decode_logits"),
+        greedy: i32s("greedy_tokens"),
+    }
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("reference.safetensors").exists())
+        .collect();
+    v.sort();
+    assert!(
+        v.len() >= 3,
+        "expected at least three fixtures in {}",
+        root.display()
+    );
+    v
+}
+
+/// The acceptance rule: max |Δ| ≤ 5e-3 · max |ref| per position, and the same argmax wherever
+/// the reference's top-2 gap exceeds 0.1.
+fn compare(name: &str, what: &str, got: &[f32], want: &[f32], vocab: usize) {
+    assert_eq!(got.len(), want.len(), "{name} {what}: length");
+    let mut worst = 0f32;
+    for (pos, (g, w)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
+        let scale = w.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let diff = g.iter().zip(w).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        worst = worst.max(diff / scale);
+        assert!(
+            diff <= 5e-3 * scale,
+            "{name} {what} position {pos}: max |Δ| {diff} > 5e-3 · {scale}"
+        );
+        let mut sorted: Vec<(f32, usize)> = w.iter().cloned().zip(0..).collect();
+        sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if sorted[0].0 - sorted[1].0 > 0.1 {
+            let am = g
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
+            assert_eq!(
+                am, sorted[0].1,
+                "{name} {what} position {pos}: argmax differs"
+            );
+        }
+    }
+    eprintln!("{name} {what}: worst max|Δ|/max|ref| = {worst:.2e}");
+}
+
+#[test]
+fn prefill_decode_and_greedy_match_transformers() {
+    let Some(ctx) = testing::context() else {
+        return;
+    };
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let r = read_reference(&dir);
+        let model = Model::load(ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = model.config.vocab;
+        let n = r.prompt.len();
+        // Prefill in one chunk and in odd-sized chunks: both must match.
+        for chunk in [512, 7] {
+            let mut s = Session::new(
+                ctx,
+                &model,
+                SessionOptions {
+                    max_context: n + 32,
+                    chunk,
+                    kv: KvType::F32,
+                },
+            )
+            .unwrap();
+            let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
+            compare(
+                &name,
+                &format!("prefill (chunk {chunk})"),
+                &got,
+                &r.prefill,
+                v,
+            );
+        }
+        // The f16 KV cache stays within the same bound (its rounding is the only difference).
+        let mut s = Session::new(
+            ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 32,
+                chunk: 64,
+                kv: KvType::F16,
+            },
+        )
+        .unwrap();
+        let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
+        compare(&name, "prefill (f16 KV)", &got, &r.prefill, v);
+        let mut s = Session::new(
+            ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 32,
+                chunk: 64,
+                kv: KvType::F32,
+            },
+        )
+        .unwrap();
+        let got: Vec<f32> = r
+            .prompt
+            .iter()
+            .flat_map(|&t| s.decode(t).unwrap())
+            .collect();
+        compare(&name, "decode", &got, &r.decode, v);
+        let mut s = Session::new(
+            ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 32,
+                chunk: 64,
+                kv: KvType::F32,
+            },
+        )
+        .unwrap();
+        let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
+        assert_eq!(greedy, r.greedy, "{name}: greedy continuation");
+    }
+}
