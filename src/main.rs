@@ -126,6 +126,7 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
     DeviceOptions {
         backend: d.backend.clone().or(env.backend),
         adapter: d.adapter.clone().or(env.adapter),
+        max_binding: env.max_binding,
     }
 }
 

@@ -155,3 +155,62 @@ fn prefill_decode_and_greedy_match_transformers() {
         assert_eq!(greedy, r.greedy, "{name}: greedy continuation");
     }
 }
+
+/// The same comparison on a device whose bindings are capped at 32 KiB: embedding, LM head and
+/// expert stacks are split into many pages, expert windows dispatch once per page, and the
+/// chunk shrinks to fit the scratch rows.
+#[test]
+fn paged_weights_give_the_same_logits() {
+    if testing::context().is_none() {
+        return;
+    }
+    let opts = wmoe::DeviceOptions {
+        max_binding: Some(32 << 10),
+        ..wmoe::DeviceOptions::from_env()
+    };
+    let ctx = wmoe::GpuContext::new(&opts).unwrap();
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let r = read_reference(&dir);
+        let model = Model::load(&ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            model.weights.lm_head().pages.len() > 1,
+            "{name}: LM head should be paged"
+        );
+        let v = model.config.vocab;
+        let n = r.prompt.len();
+        let mut s = Session::new(
+            &ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 1,
+                chunk: 512,
+                kv: KvType::F32,
+            },
+        )
+        .unwrap();
+        assert!(
+            s.options().chunk < n.max(40),
+            "{name}: chunk should shrink to fit 32 KiB rows"
+        );
+        let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
+        compare(&name, "paged prefill", &got, &r.prefill, v);
+        let last = s.decode(r.greedy[0]).unwrap();
+        let mut s2 = Session::new(
+            &ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 1,
+                chunk: 512,
+                kv: KvType::F32,
+            },
+        )
+        .unwrap();
+        s2.prefill(&r.prompt, LogitsMode::Last).unwrap();
+        assert_eq!(
+            s2.decode(r.greedy[0]).unwrap(),
+            last,
+            "{name}: decode after paged prefill"
+        );
+    }
+}

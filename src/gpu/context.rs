@@ -14,6 +14,9 @@ pub struct DeviceOptions {
     pub backend: Option<String>,
     /// An index into `wmoe devices`' list, or a case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
+    /// Caps the storage-binding size below the device's limit (tests use it to force weight
+    /// paging on small models; `WMOE_MAX_BINDING` sets it in bytes).
+    pub max_binding: Option<u64>,
 }
 
 impl DeviceOptions {
@@ -22,6 +25,9 @@ impl DeviceOptions {
         DeviceOptions {
             backend: std::env::var("WMOE_BACKEND").ok().filter(|s| !s.is_empty()),
             adapter: std::env::var("WMOE_ADAPTER").ok().filter(|s| !s.is_empty()),
+            max_binding: std::env::var("WMOE_MAX_BINDING")
+                .ok()
+                .and_then(|s| s.parse().ok()),
         }
     }
 
@@ -144,6 +150,7 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    binding_cap: Option<u64>,
     pipelines: Mutex<HashMap<(&'static str, Defines), wgpu::ComputePipeline>>,
 }
 
@@ -207,6 +214,7 @@ impl GpuContext {
             info,
             limits,
             features,
+            binding_cap: opts.max_binding,
             pipelines: Mutex::new(HashMap::new()),
         })
     }
@@ -217,6 +225,7 @@ impl GpuContext {
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
             .min(1 << 30)
+            .min(self.binding_cap.unwrap_or(u64::MAX))
     }
 
     /// True on CPU rasterizers such as Mesa lavapipe, where narrow workgroups win.
