@@ -3,6 +3,7 @@
 
 pub mod argmax;
 pub mod attention;
+pub mod copy;
 pub mod embedding;
 pub mod matmul;
 pub mod matvec;
@@ -90,6 +91,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     for (name, src) in [
         ("argmax", argmax::SOURCE),
         ("attention", attention::SOURCE),
+        ("copy", copy::SOURCE),
         ("moe_combine", moe_combine::SOURCE),
         ("moe_gather", moe_gather::SOURCE),
         ("moe_router", moe_router::SOURCE),
