@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -362,7 +363,7 @@ def check_model(wmoe, d, extra_kv_f16=True):
         res[f"{mode}_s"] = dt
         if p.returncode != 0:
             res[mode] = None
-            res[f"{mode}_err"] = p.stderr.strip().splitlines()[-1:] 
+            res[f"{mode}_err"] = p.stderr.strip().splitlines()[-1:]
             ok = False
             continue
         got = np.load(out)
@@ -399,6 +400,43 @@ def check_model(wmoe, d, extra_kv_f16=True):
     return res
 
 
+def kv16_emulation(d):
+    """HF f32 forward with K and V rounded to f16 where a f16 KV cache stores them (after
+    q/k-norm and RoPE). Returns (HF-f16KV vs HF-f32, wmoe-f16KV vs HF-f16KV) worst ratios:
+    separates the error inherent to an f16 cache from any error of wmoe's f16 path."""
+    import torch
+    import transformers.models.lfm2.modeling_lfm2 as md
+    import transformers.models.lfm2_moe.modeling_lfm2_moe as mm
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+
+    saved = {mod: mod.eager_attention_forward for mod in (md, mm)}
+
+    def wrap(orig):
+        def f(module, q, k, v, *a, **kw):
+            return orig(module, q, k.half().float(), v.half().float(), *a, **kw)
+
+        return f
+
+    try:
+        for mod, orig in saved.items():
+            mod.eager_attention_forward = wrap(orig)
+        ref = load_file(str(d / "reference.safetensors"))
+        m = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, attn_implementation="eager").eval()
+        with torch.no_grad():
+            ids = torch.tensor(ref["prompt_tokens"]).long()[None]
+            emu = m(input_ids=ids, use_cache=False).logits[0].float().numpy()
+    finally:
+        for mod, orig in saved.items():
+            mod.eager_attention_forward = orig
+    pf = ref["prefill_logits"]
+    sc = np.abs(pf).max(axis=1)
+    inherent = float((np.abs(emu - pf).max(axis=1) / sc).max())
+    w = np.load(d / "prefill_kvf16.npy")
+    vs_emu = float((np.abs(w - emu).max(axis=1) / sc).max())
+    return inherent, vs_emu
+
+
 def fmt_mode(m):
     if m is None:
         return f"{'ERROR':>9} {'':>5} {'':>4}"
@@ -414,6 +452,8 @@ def main():
     ap.add_argument("--gap-threshold", type=float, default=0.02, help="as make_fixtures.py")
     ap.add_argument("--no-build", action="store_true", help="use the existing target/release/wmoe")
     ap.add_argument("--generate-only", action="store_true")
+    ap.add_argument("--kv16-emulate", action="store_true",
+                    help="also run HF with K/V rounded to f16 to split the --kv-type f16 error")
     args = ap.parse_args()
     out_root = Path(args.out).resolve()
     if (REPO / "assets") in out_root.parents or out_root == REPO / "assets":
@@ -436,12 +476,18 @@ def main():
     p2 = subprocess.run([str(wmoe), "logits", "--help"], capture_output=True, text=True)
     kv_line2 = next((l.strip() for l in p2.stdout.splitlines() if "--kv-type" in l), "?")
     log(f"generate: {kv_line}\nlogits:   {kv_line2}")
-    if kv_line != kv_line2:
-        log("NOTE: generate and logits have different --kv-type defaults")
+    dflt = [re.search(r"\[default: ([^\]]+)\]", l) for l in (kv_line, kv_line2)]
+    dflt = [m.group(1) if m else "?" for m in dflt]
+    if dflt[0] != dflt[1]:
+        log(f"NOTE: --kv-type default differs: generate {dflt[0]}, logits {dflt[1]}")
+    else:
+        log(f"--kv-type default is the same for generate and logits: {dflt[0]}")
 
     results = []
     for spec in specs:
         r = check_model(wmoe, out_root / spec["name"])
+        if args.kv16_emulate and r.get("kvf16"):
+            r["kvf16"]["hf_f16kv_vs_hf"], r["kvf16"]["wmoe_vs_hf_f16kv"] = kv16_emulation(out_root / spec["name"])
         results.append(r)
         log(json.dumps({k: v for k, v in r.items()}, default=str))
 
@@ -455,6 +501,14 @@ def main():
             f"{'yes' if r['greedy_ok'] else 'NO':6} | {kv['worst'] if kv else float('nan'):>9.2e} | "
             f"{r['prefill_s']:>5.1f} {r['decode_s']:>6.1f} {r['generate_s']:>5.1f}  {'PASS' if r['ok'] else 'FAIL'}"
         )
+    if args.kv16_emulate:
+        log("")
+        log("--kv-type f16 prefill (informational): worst max|Δ|/max|ref| of")
+        for r in results:
+            kv = r.get("kvf16") or {}
+            if "hf_f16kv_vs_hf" in kv:
+                log(f"  {r['name']:22} wmoe-f16KV vs HF-f32 {kv['worst']:.2e}; HF with f16-rounded K/V vs HF-f32 "
+                    f"{kv['hf_f16kv_vs_hf']:.2e}; wmoe-f16KV vs HF-f16KV {kv['wmoe_vs_hf_f16kv']:.2e}")
     for r in results:
         for mode in ("prefill", "decode"):
             m = r.get(mode)
