@@ -50,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             let base = (row - p.page_row0) * p.row_words;
             var s = 0.0;
             for (var k = lid; k < p.k; k += WG) {
-                s += w_load(base, k) * x[xb + k];
+                s += w_load(base, k, p.k) * x[xb + k];
             }
             acc[r] = s;
         }

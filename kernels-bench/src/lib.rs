@@ -18,7 +18,8 @@ pub fn random_weights(
     cols: usize,
     group_rows: usize,
 ) -> WeightTensor {
-    let row_bytes = format.row_words(cols) * 4;
+    let (canon_bytes, row_bytes) = (format.row_bytes(cols), format.row_words(cols) * 4);
+    let mut canon = vec![0u8; canon_bytes];
     let mut state = 0x1234_5678u32;
     let mut vals = vec![0f32; cols];
     WeightTensor::upload(
@@ -36,7 +37,8 @@ pub fn random_weights(
                     state ^= state << 5;
                     *v = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
                 }
-                format.encode(&vals, &mut out[r * row_bytes..(r + 1) * row_bytes]);
+                format.quantize_row(&vals, &mut canon);
+                format.repack_row(&canon, cols, &mut out[r * row_bytes..(r + 1) * row_bytes]);
             }
             Ok(())
         },

@@ -2,13 +2,15 @@
 //! pipeline cache, command recording with a uniform arena, buffers and weight pages.
 
 mod context;
+mod formats;
 mod recorder;
 mod shader;
 mod weights;
 
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
+pub use formats::{WeightFormat, ALL_FORMATS};
 pub use recorder::{fold_groups, Binding, Recorder};
 pub use shader::{preprocess, Defines};
-pub use weights::{upload_f32_matrix, WeightFormat, WeightPage, WeightTensor};
+pub use weights::{upload_canonical, upload_f32_matrix, WeightPage, WeightTensor};
 
 pub mod testing;

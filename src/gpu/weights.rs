@@ -1,47 +1,9 @@
 //! Weight tensors on the GPU: row-major `[rows, cols]` matrices split into pages, each page a
 //! buffer no larger than the device's storage-binding limit, rows padded to whole u32 words.
 
+pub use super::formats::WeightFormat;
 use super::GpuContext;
 use crate::error::{Error, Result};
-
-/// Element format of a weight matrix as the shaders read it (all as `array<u32>`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WeightFormat {
-    F32,
-    F16,
-    Bf16,
-}
-
-impl WeightFormat {
-    /// The shader define selecting this format's loader.
-    pub fn define(self) -> &'static str {
-        match self {
-            WeightFormat::F32 => "W_F32",
-            WeightFormat::F16 => "W_F16",
-            WeightFormat::Bf16 => "W_BF16",
-        }
-    }
-
-    pub fn bytes_per_element(self) -> usize {
-        match self {
-            WeightFormat::F32 => 4,
-            WeightFormat::F16 | WeightFormat::Bf16 => 2,
-        }
-    }
-
-    /// u32 words one row of `cols` elements occupies (rows start on a word).
-    pub fn row_words(self, cols: usize) -> usize {
-        (cols * self.bytes_per_element()).div_ceil(4)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            WeightFormat::F32 => "f32",
-            WeightFormat::F16 => "f16",
-            WeightFormat::Bf16 => "bf16",
-        }
-    }
-}
 
 /// Rows `[row0, row0 + rows)` of a tensor, in one buffer.
 #[derive(Clone, Debug)]
@@ -161,40 +123,6 @@ impl WeightTensor {
     }
 }
 
-impl WeightFormat {
-    /// Encodes f32 values into this format's bytes (round to nearest even), `vals.len()` elements.
-    pub fn encode(self, vals: &[f32], out: &mut [u8]) {
-        match self {
-            WeightFormat::F32 => out[..vals.len() * 4].copy_from_slice(bytemuck::cast_slice(vals)),
-            WeightFormat::F16 => {
-                for (v, o) in vals.iter().zip(out.chunks_exact_mut(2)) {
-                    o.copy_from_slice(&half::f16::from_f32(*v).to_le_bytes());
-                }
-            }
-            WeightFormat::Bf16 => {
-                for (v, o) in vals.iter().zip(out.chunks_exact_mut(2)) {
-                    o.copy_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
-                }
-            }
-        }
-    }
-
-    /// Decodes `n` elements of this format to f32.
-    pub fn decode(self, bytes: &[u8], n: usize) -> Vec<f32> {
-        match self {
-            WeightFormat::F32 => bytemuck::pod_collect_to_vec(&bytes[..n * 4]),
-            WeightFormat::F16 => bytes[..n * 2]
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            WeightFormat::Bf16 => bytes[..n * 2]
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-        }
-    }
-}
-
 /// Uploads an f32 matrix in `format` with pages of at most `page_bytes` (tests force small
 /// pages with it); returns the tensor and the values as the GPU sees them.
 pub fn upload_f32_matrix(
@@ -206,22 +134,38 @@ pub fn upload_f32_matrix(
     vals: &[f32],
     page_bytes: Option<u64>,
 ) -> Result<(WeightTensor, Vec<f32>)> {
-    let row_bytes = format.row_words(cols) * 4;
+    let mut canonical = vec![0u8; rows * format.row_bytes(cols)];
+    let mut seen = Vec::with_capacity(vals.len());
+    for (r, dst) in canonical
+        .chunks_exact_mut(format.row_bytes(cols))
+        .enumerate()
+    {
+        format.quantize_row(&vals[r * cols..(r + 1) * cols], dst);
+        seen.extend(format.dequant_row(dst, cols));
+    }
+    let t = upload_canonical(ctx, format, rows, cols, group_rows, &canonical, page_bytes)?;
+    Ok((t, seen))
+}
+
+/// Uploads rows given in the canonical (GGUF) byte layout of `format`.
+pub fn upload_canonical(
+    ctx: &GpuContext,
+    format: WeightFormat,
+    rows: usize,
+    cols: usize,
+    group_rows: usize,
+    canonical: &[u8],
+    page_bytes: Option<u64>,
+) -> Result<WeightTensor> {
+    let (src_row, dst_row) = (format.row_bytes(cols), format.row_words(cols) * 4);
     let fill = |row0: usize, n: usize, out: &mut [u8]| {
         for r in 0..n {
-            let src = &vals[(row0 + r) * cols..(row0 + r + 1) * cols];
-            format.encode(src, &mut out[r * row_bytes..(r + 1) * row_bytes]);
+            let src = &canonical[(row0 + r) * src_row..(row0 + r + 1) * src_row];
+            format.repack_row(src, cols, &mut out[r * dst_row..(r + 1) * dst_row]);
         }
         Ok(())
     };
-    let t = WeightTensor::upload_paged(
+    WeightTensor::upload_paged(
         ctx, "matrix", format, rows, cols, group_rows, page_bytes, fill,
-    )?;
-    let mut seen = Vec::with_capacity(vals.len());
-    let mut buf = vec![0u8; cols * 4];
-    for r in 0..rows {
-        format.encode(&vals[r * cols..(r + 1) * cols], &mut buf);
-        seen.extend(format.decode(&buf, cols));
-    }
-    Ok((t, seen))
+    )
 }

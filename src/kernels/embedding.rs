@@ -54,18 +54,17 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::testing::{context, poisoned, Rng};
-    use crate::gpu::{upload_f32_matrix, WeightFormat};
+    use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, Rng};
+    use crate::gpu::ALL_FORMATS;
 
     #[test]
     fn embedding_matches_reference() {
         let Some(ctx) = context() else { return };
-        for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
-            let (v, h, t) = (301usize, 67usize, 13usize);
+        for f in ALL_FORMATS {
+            let (v, h, t) = (301usize, cols_for(f, 67), 13usize);
             let mut rng = Rng::new(5);
-            let vals = rng.normals(v * h, 1.0);
-            let (table, seen) =
-                upload_f32_matrix(ctx, f, v, h, 1, &vals, Some(50 * 68 * 4)).unwrap();
+            let page = Some((50 * f.row_words(h) * 4) as u64);
+            let (table, seen) = random_matrix(ctx, f, v, h, 1, page, &mut rng);
             assert!(table.pages.len() > 1);
             let toks: Vec<u32> = (0..t).map(|_| rng.below(v as u32)).collect();
             let tb = ctx.storage_with("tokens", &toks);

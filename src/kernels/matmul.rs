@@ -118,8 +118,8 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::testing::{context, poisoned, rel_err, Rng};
-    use crate::gpu::upload_f32_matrix;
+    use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, rel_err, Rng};
+    use crate::gpu::ALL_FORMATS;
     use crate::kernels::{matvec, moe_gather};
 
     fn dense_case(
@@ -131,9 +131,10 @@ mod tests {
         page_bytes: Option<u64>,
     ) {
         let Some(ctx) = context() else { return };
+        let k = cols_for(format, k);
         let mut rng = Rng::new((m * 131 + n * 7 + k) as u64);
-        let vals = rng.normals(n * k, 0.5);
-        let (w, seen) = upload_f32_matrix(ctx, format, n, k, 1, &vals, page_bytes).unwrap();
+        let page_bytes = page_bytes.map(|rows| rows * (format.row_words(k) * 4) as u64);
+        let (w, seen) = random_matrix(ctx, format, n, k, 1, page_bytes, &mut rng);
         let x = rng.normals(m * k, 1.0);
         let mut y_ref = rng.normals(m * n, 1.0);
         let y = if accumulate {
@@ -174,10 +175,10 @@ mod tests {
 
     #[test]
     fn dense_matmul_matches_reference() {
-        for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+        for f in ALL_FORMATS {
             dense_case(f, false, 1, 33, 17, None);
             dense_case(f, true, 45, 70, 51, None);
-            dense_case(f, false, 67, 100, 64, Some(24 * 64 * 4)); // pages of 24 rows
+            dense_case(f, false, 67, 100, 64, Some(24)); // pages of 24 rows
         }
     }
 
@@ -185,15 +186,11 @@ mod tests {
     #[test]
     fn grouped_expert_matmul_matches_reference() {
         let Some(ctx) = context() else { return };
-        for (fi, format) in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16]
-            .into_iter()
-            .enumerate()
-        {
-            let (t, top_k, e, n, k) = (37usize, 3usize, 7usize, 41usize, 35usize);
+        for (fi, format) in ALL_FORMATS.into_iter().enumerate() {
+            let (t, top_k, e, n, k) = (37usize, 3usize, 7usize, 41usize, cols_for(format, 35));
             let mut rng = Rng::new(99 + fi as u64);
-            let vals = rng.normals(e * n * k, 0.5);
             let page = Some((2 * n * format.row_words(k) * 4) as u64); // two experts per page
-            let (w, seen) = upload_f32_matrix(ctx, format, e * n, k, n, &vals, page).unwrap();
+            let (w, seen) = random_matrix(ctx, format, e * n, k, n, page, &mut rng);
             let mut ids = Vec::new();
             for _ in 0..t {
                 let mut chosen: Vec<u32> = Vec::new();

@@ -142,8 +142,8 @@ pub fn reference(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::testing::{context, poisoned, rel_err, Rng};
-    use crate::gpu::upload_f32_matrix;
+    use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, rel_err, Rng};
+    use crate::gpu::ALL_FORMATS;
 
     #[allow(clippy::too_many_arguments)]
     fn case(
@@ -158,12 +158,12 @@ mod tests {
         rows: u32,
     ) {
         let Some(ctx) = context() else { return };
+        let k = cols_for(format, k);
         let mut rng = Rng::new((n * 31 + k * 7 + batch) as u64);
         let n_mats = if experts { 5 } else { 1 };
-        let vals = rng.normals(n_mats * n * k, 0.5);
         let group = if experts { n } else { 1 };
-        let (w, seen) =
-            upload_f32_matrix(ctx, format, n_mats * n, k, group, &vals, page_bytes).unwrap();
+        let page_bytes = page_bytes.map(|groups| groups * (group * format.row_words(k) * 4) as u64);
+        let (w, seen) = random_matrix(ctx, format, n_mats * n, k, group, page_bytes, &mut rng);
         let x_stride = if experts && batch > 1 && k.is_multiple_of(2) {
             0
         } else {
@@ -225,12 +225,13 @@ mod tests {
 
     #[test]
     fn matvec_matches_reference_all_formats() {
-        for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+        // page_bytes here counts row groups per page (rows, or whole experts).
+        for f in ALL_FORMATS {
             case(f, false, false, 37, 45, 1, None, 8, 4);
             case(f, false, true, 130, 77, 3, None, 64, 4);
-            case(f, false, false, 100, 64, 2, Some(16 * 64 * 4), 8, 4); // several pages
+            case(f, false, false, 100, 64, 2, Some(16), 8, 4); // several pages
             case(f, true, false, 29, 33, 4, None, 8, 4);
-            case(f, true, true, 24, 40, 3, Some(2 * 24 * 40 * 4), 64, 2); // experts across pages
+            case(f, true, true, 24, 40, 3, Some(2), 64, 2); // experts across pages
         }
     }
 }

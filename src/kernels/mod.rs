@@ -33,9 +33,8 @@ pub(crate) fn defines(pairs: &[(&str, String)]) -> Defines {
 /// Every shader with the defines each of its variants uses, for the naga validation test.
 #[cfg(test)]
 pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
-    use crate::gpu::WeightFormat;
     let mut v = Vec::new();
-    for f in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+    for f in crate::gpu::ALL_FORMATS {
         for acc in [false, true] {
             v.push((
                 "matvec",

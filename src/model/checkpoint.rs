@@ -1,5 +1,7 @@
 //! Memory-mapped safetensors checkpoints, single-file or sharded
-//! (`model.safetensors.index.json`), with errors that name the file and the tensor.
+//! (`model.safetensors.index.json`), with errors that name the file and the tensor. Besides
+//! f32/f16/bf16 tensors it reads wmoe's quantized tensors (docs/QUANTIZED-CHECKPOINTS.md): U8
+//! data holding GGUF blocks, described in the header's `__metadata__["wmoe.quant"]`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,12 +10,16 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use super::source::{TensorSource, TensorView};
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 
+/// Header metadata key listing the quantized tensors: `{name: {"format": "q4_k", "shape": [r, c]}}`.
+pub const QUANT_METADATA_KEY: &str = "wmoe.quant";
+
 struct TensorRef {
     file: usize,
-    dtype: Dtype,
+    format: std::result::Result<WeightFormat, String>,
     shape: Vec<usize>,
     start: usize,
     end: usize,
@@ -26,15 +32,6 @@ pub struct Checkpoint {
     tensors: HashMap<String, TensorRef>,
     /// The file a missing tensor should have been in (for error messages).
     catalogue: PathBuf,
-}
-
-/// One tensor's bytes, borrowed from the mapped file.
-pub struct TensorView<'a> {
-    pub name: &'a str,
-    pub path: &'a Path,
-    pub dtype: Dtype,
-    pub shape: &'a [usize],
-    pub bytes: &'a [u8],
 }
 
 impl Checkpoint {
@@ -86,15 +83,33 @@ impl Checkpoint {
                 ),
                 None => Error::file(path, format!("truncated or corrupt safetensors file ({e}); re-download or re-convert it")),
             })?;
+            let quant: serde_json::Map<String, serde_json::Value> = match meta
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get(QUANT_METADATA_KEY))
+            {
+                None => Default::default(),
+                Some(text) => serde_json::from_str(text).map_err(|e| {
+                    Error::file(path, format!("bad '{QUANT_METADATA_KEY}' metadata: {e}"))
+                })?,
+            };
             for (name, info) in meta.tensors() {
+                let (format, shape) = match quant.get(&name) {
+                    Some(q) => {
+                        quant_entry(q, info.dtype, info.data_offsets.1 - info.data_offsets.0)
+                            .map_err(|msg| Error::tensor(path, &name, msg))?
+                    }
+                    None => (float_format(info.dtype), info.shape.clone()),
+                };
+                let (start, end) = (8 + n + info.data_offsets.0, 8 + n + info.data_offsets.1);
                 tensors.insert(
                     name,
                     TensorRef {
                         file: fi,
-                        dtype: info.dtype,
-                        shape: info.shape.clone(),
-                        start: 8 + n + info.data_offsets.0,
-                        end: 8 + n + info.data_offsets.1,
+                        format,
+                        shape,
+                        start,
+                        end,
                     },
                 );
             }
@@ -107,48 +122,87 @@ impl Checkpoint {
             catalogue,
         })
     }
+}
 
-    /// Bytes of all tensor data (for progress reporting).
-    pub fn total_bytes(&self) -> u64 {
+impl TensorSource for Checkpoint {
+    fn total_bytes(&self) -> u64 {
         self.tensors
             .values()
             .map(|t| (t.end - t.start) as u64)
             .sum()
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
 
-    /// The tensor `name`, or an error naming the checkpoint file and the tensor.
-    pub fn get<'a>(&'a self, name: &'a str) -> Result<TensorView<'a>> {
+    fn get(&self, name: &str) -> Result<TensorView<'_>> {
         let t = self
             .tensors
             .get(name)
             .ok_or_else(|| Error::tensor(&self.catalogue, name, "missing from the checkpoint"))?;
         let (path, map) = &self.files[t.file];
+        let format = t
+            .format
+            .clone()
+            .map_err(|msg| Error::tensor(path, name, msg))?;
         Ok(TensorView {
-            name,
+            name: name.to_string(),
             path,
-            dtype: t.dtype,
-            shape: &t.shape,
+            format,
+            shape: t.shape.clone(),
             bytes: &map[t.start..t.end],
         })
     }
+}
 
-    /// The tensor `name`, checked to have `shape`.
-    pub fn get_shaped<'a>(&'a self, name: &'a str, shape: &[usize]) -> Result<TensorView<'a>> {
-        let v = self.get(name)?;
-        if v.shape != shape {
-            return Err(Error::tensor(
-                v.path,
-                name,
-                format!("has shape {:?} but the config implies {:?}", v.shape, shape),
-            ));
-        }
-        v.format()?;
-        Ok(v)
+fn float_format(dtype: Dtype) -> std::result::Result<WeightFormat, String> {
+    match dtype {
+        Dtype::F32 => Ok(WeightFormat::F32),
+        Dtype::F16 => Ok(WeightFormat::F16),
+        Dtype::BF16 => Ok(WeightFormat::Bf16),
+        other => Err(format!(
+            "dtype {other:?} is not supported (use f32, f16 or bf16)"
+        )),
     }
+}
+
+/// Format and logical shape of a quantized tensor from its metadata entry, checked against
+/// the stored byte count.
+fn quant_entry(
+    q: &serde_json::Value,
+    dtype: Dtype,
+    bytes: usize,
+) -> std::result::Result<(std::result::Result<WeightFormat, String>, Vec<usize>), String> {
+    let fmt = q
+        .get("format")
+        .and_then(|f| f.as_str())
+        .ok_or("quantized tensor without a 'format'")?;
+    let format =
+        WeightFormat::from_name(fmt).ok_or_else(|| format!("unknown quantized format '{fmt}'"))?;
+    let shape: Vec<usize> = q
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_u64().map(|d| d as usize))
+                .collect()
+        })
+        .ok_or("quantized tensor without a 'shape'")?;
+    let cols = shape.last().copied().unwrap_or(0);
+    if dtype != Dtype::U8 || !format.fits(cols) {
+        return Err(format!(
+            "stored as {dtype:?} with {cols} columns: not a valid {fmt} tensor"
+        ));
+    }
+    let rows: usize = shape[..shape.len() - 1].iter().product();
+    if rows * format.row_bytes(cols) != bytes {
+        return Err(format!(
+            "holds {bytes} bytes but {fmt} {shape:?} needs {}",
+            rows * format.row_bytes(cols)
+        ));
+    }
+    Ok((Ok(format), shape))
 }
 
 /// The first tensor (in file order) whose data runs past the end of a truncated file.
@@ -166,29 +220,4 @@ fn cut_tensor(bytes: &[u8]) -> Option<String> {
         })
         .min()
         .map(|(_, name)| name)
-}
-
-impl TensorView<'_> {
-    /// The GPU format holding this dtype as is.
-    pub fn format(&self) -> Result<WeightFormat> {
-        match self.dtype {
-            Dtype::F32 => Ok(WeightFormat::F32),
-            Dtype::F16 => Ok(WeightFormat::F16),
-            Dtype::BF16 => Ok(WeightFormat::Bf16),
-            other => Err(Error::tensor(
-                self.path,
-                self.name,
-                format!("dtype {other:?} is not supported (use f32, f16 or bf16)"),
-            )),
-        }
-    }
-
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-
-    /// All elements as f32.
-    pub fn to_f32(&self) -> Result<Vec<f32>> {
-        Ok(self.format()?.decode(self.bytes, self.numel()))
-    }
 }

@@ -3,10 +3,13 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod source;
 pub mod weights;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Config, MoeConfig};
+pub use source::{TensorSource, TensorView};
 pub use weights::{
-    AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights,
+    AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights, QuantPlan,
+    Role,
 };

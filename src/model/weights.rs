@@ -3,8 +3,8 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::checkpoint::{Checkpoint, TensorView};
 use super::config::Config;
+use super::source::{TensorSource, TensorView};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, WeightFormat, WeightTensor};
 
@@ -87,31 +87,148 @@ impl ModelWeights {
     }
 }
 
-/// Uploads the row-concatenation of `parts` (each a [rows_i, cols] matrix) as one tensor.
-/// Parts keep their dtype when they all share one (or it is `force`d); else they become f32.
+/// What a weight matrix is for; the quantization plan picks a format per role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Embedding,
+    LmHead,
+    AttnQkv,
+    AttnOut,
+    ConvIn,
+    ConvOut,
+    FfnGateUp,
+    FfnDown,
+    ExpertGateUp,
+    ExpertDown,
+}
+
+impl Role {
+    /// The role of a Hugging Face tensor name; `None` for tensors that stay f32 (norms, the
+    /// conv kernel, the router and the expert bias, as llama.cpp keeps them).
+    pub fn of_name(name: &str) -> Option<Role> {
+        let ends = |s: &str| name.ends_with(s);
+        Some(if name == "model.embed_tokens.weight" {
+            Role::Embedding
+        } else if name == "lm_head.weight" {
+            Role::LmHead
+        } else if ends("q_proj.weight") || ends("k_proj.weight") || ends("v_proj.weight") {
+            Role::AttnQkv
+        } else if ends("self_attn.out_proj.weight") {
+            Role::AttnOut
+        } else if ends("conv.in_proj.weight") {
+            Role::ConvIn
+        } else if ends("conv.out_proj.weight") {
+            Role::ConvOut
+        } else if name.contains(".experts.")
+            && (ends("w1.weight") || ends("w3.weight") || ends("gate_up_proj"))
+        {
+            Role::ExpertGateUp
+        } else if name.contains(".experts.") && (ends("w2.weight") || ends("down_proj")) {
+            Role::ExpertDown
+        } else if ends("feed_forward.w1.weight") || ends("feed_forward.w3.weight") {
+            Role::FfnGateUp
+        } else if ends("feed_forward.w2.weight") {
+            Role::FfnDown
+        } else {
+            return None;
+        })
+    }
+}
+
+/// Which format each weight matrix gets when quantizing (on load or in `wmoe quantize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantPlan {
+    /// Every matrix in one format.
+    Uniform(WeightFormat),
+    /// llama.cpp-style mix: experts and FFN q4_K, attention and FFN down q6_K, embedding q8_0.
+    Q4KM,
+    /// Everything q4_K, embedding q6_K.
+    Q4KS,
+}
+
+impl QuantPlan {
+    /// `q8_0`, `q4_0`, `q5_0`, `q4_k`, `q6_k`, `f16`, `bf16`, `f32`, `q4_k_m` or `q4_k_s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "q4_k_m" => Some(QuantPlan::Q4KM),
+            "q4_k_s" => Some(QuantPlan::Q4KS),
+            other => WeightFormat::from_name(other)
+                .filter(|f| f.can_quantize())
+                .map(QuantPlan::Uniform),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            QuantPlan::Uniform(f) => f.name().to_string(),
+            QuantPlan::Q4KM => "q4_k_m".into(),
+            QuantPlan::Q4KS => "q4_k_s".into(),
+        }
+    }
+
+    /// The format for a matrix of `role` with rows of `cols` elements. Where the rows are not
+    /// whole blocks it falls back as llama.cpp does (q4_K → q5_0, q6_K → q8_0), else keeps
+    /// the checkpoint's own format (`None`).
+    pub fn target(&self, role: Role, cols: usize) -> Option<WeightFormat> {
+        use WeightFormat::*;
+        let want = match (self, role) {
+            (QuantPlan::Uniform(f), _) => *f,
+            (QuantPlan::Q4KM, Role::Embedding) => Q8_0,
+            (
+                QuantPlan::Q4KM,
+                Role::LmHead | Role::AttnQkv | Role::AttnOut | Role::FfnDown | Role::ExpertDown,
+            ) => Q6K,
+            (QuantPlan::Q4KM, _) => Q4K,
+            (QuantPlan::Q4KS, Role::Embedding | Role::LmHead) => Q6K,
+            (QuantPlan::Q4KS, _) => Q4K,
+        };
+        [
+            want,
+            match want {
+                Q4K | Q5K => Q5_0,
+                Q6K => Q8_0,
+                other => other,
+            },
+        ]
+        .into_iter()
+        .find(|f| f.fits(cols))
+    }
+}
+
+/// Uploads the row-concatenation of `parts` (each a [rows_i, cols] matrix) as one tensor in
+/// `target`, or, without one, in the parts' common format (f32 if they differ). Rows are
+/// converted one at a time, so host memory stays bounded by a page.
 fn upload_concat(
     ctx: &GpuContext,
     name: &str,
     parts: &[TensorView],
     cols: usize,
     group_rows: usize,
-    force: Option<WeightFormat>,
+    target: Option<WeightFormat>,
     bar: &ProgressBar,
 ) -> Result<WeightTensor> {
-    let first = parts[0].format()?;
-    let mut format = force.unwrap_or(first);
-    for p in parts {
-        if force.is_none() && p.format()? != first {
-            format = WeightFormat::F32;
-        }
-    }
+    let first = parts[0].format;
+    let common = if parts.iter().all(|p| p.format == first) {
+        first
+    } else {
+        WeightFormat::F32
+    };
+    let format = target.unwrap_or(common);
     let mut starts = Vec::with_capacity(parts.len());
     let mut rows = 0;
     for p in parts {
+        if !p.format.fits(cols) {
+            return Err(Error::tensor(
+                p.path,
+                &p.name,
+                format!("rows of {cols} are not whole {} blocks", p.format.name()),
+            ));
+        }
         starts.push(rows);
         rows += p.numel() / cols;
     }
     let row_bytes = format.row_words(cols) * 4;
+    let mut canonical = vec![0u8; format.row_bytes(cols)];
     let mut part = 0;
     let t = WeightTensor::upload(ctx, name, format, rows, cols, group_rows, |row0, n, out| {
         for r in 0..n {
@@ -123,15 +240,15 @@ fn upload_concat(
                 part -= 1;
             }
             let p = &parts[part];
-            let pf = p.format()?;
-            let eb = pf.bytes_per_element();
+            let src_bytes = p.format.row_bytes(cols);
             let local = row - starts[part];
-            let src = &p.bytes[local * cols * eb..(local + 1) * cols * eb];
+            let src = &p.bytes[local * src_bytes..(local + 1) * src_bytes];
             let dst = &mut out[r * row_bytes..(r + 1) * row_bytes];
-            if pf == format {
-                dst[..src.len()].copy_from_slice(src);
+            if p.format == format {
+                format.repack_row(src, cols, dst);
             } else {
-                format.encode(&pf.decode(src, cols), dst);
+                format.quantize_row(&p.format.dequant_row(src, cols), &mut canonical);
+                format.repack_row(&canonical, cols, dst);
             }
         }
         Ok(())
@@ -141,16 +258,22 @@ fn upload_concat(
 }
 
 fn f32_buffer(ctx: &GpuContext, v: &TensorView) -> Result<wgpu::Buffer> {
-    Ok(ctx.storage_with(v.name, &v.to_f32()?))
+    Ok(ctx.storage_with(&v.name, &v.to_f32()))
 }
 
 impl ModelWeights {
-    /// Reads every tensor the config implies, checks shapes, and uploads them.
-    pub fn load(ctx: &GpuContext, ck: &Checkpoint, cfg: &Config, progress: bool) -> Result<Self> {
+    /// Reads every tensor the config implies, checks shapes, and uploads them, quantizing the
+    /// matrices on the way when a plan is given.
+    pub fn load(
+        ctx: &GpuContext,
+        ck: &dyn TensorSource,
+        cfg: &Config,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
         let (h, hd) = (cfg.hidden, cfg.head_dim);
-        let total: u64 = ck.total_bytes();
         let bar = if progress {
-            ProgressBar::new(total)
+            ProgressBar::new(ck.total_bytes())
         } else {
             ProgressBar::hidden()
         };
@@ -158,190 +281,168 @@ impl ModelWeights {
             ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        let embed_v = ck.get_shaped("model.embed_tokens.weight", &[cfg.vocab, h])?;
-        let embed = upload_concat(ctx, "embed_tokens", &[embed_v], h, 1, None, &bar)?;
+        // One GPU matrix from row-concatenated parts, in the plan's format for `role`.
+        let mat =
+            |label: &str, parts: &[TensorView], cols: usize, group_rows: usize, role: Role| {
+                upload_concat(
+                    ctx,
+                    label,
+                    parts,
+                    cols,
+                    group_rows,
+                    quant.and_then(|q| q.target(role, cols)),
+                    &bar,
+                )
+            };
+        let embed = mat(
+            "embed_tokens",
+            &[ck.get_shaped("model.embed_tokens.weight", &[cfg.vocab, h])?],
+            h,
+            1,
+            Role::Embedding,
+        )?;
         let lm_head = if ck.contains("lm_head.weight") && !cfg.tie_embeddings {
-            let v = ck.get_shaped("lm_head.weight", &[cfg.vocab, h])?;
-            Some(upload_concat(ctx, "lm_head", &[v], h, 1, None, &bar)?)
+            Some(mat(
+                "lm_head",
+                &[ck.get_shaped("lm_head.weight", &[cfg.vocab, h])?],
+                h,
+                1,
+                Role::LmHead,
+            )?)
         } else {
             None
         };
         let final_norm = f32_buffer(ctx, &ck.get_shaped("model.embedding_norm.weight", &[h])?)?;
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let p = format!("model.layers.{i}");
-            let name = |s: &str| format!("{p}.{s}");
-            let operator_norm =
-                f32_buffer(ctx, &ck.get_shaped(&name("operator_norm.weight"), &[h])?)?;
-            let ffn_norm = f32_buffer(ctx, &ck.get_shaped(&name("ffn_norm.weight"), &[h])?)?;
+            let name = |s: &str| format!("model.layers.{i}.{s}");
+            let get = |s: &str, shape: &[usize]| ck.get_shaped(&name(s), shape);
+            let operator_norm = f32_buffer(ctx, &get("operator_norm.weight", &[h])?)?;
+            let ffn_norm = f32_buffer(ctx, &get("ffn_norm.weight", &[h])?)?;
             let mixer = if cfg.attention[i] {
                 let (nq, nkv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
-                let (qn, kn, vn, on) = (
-                    name("self_attn.q_proj.weight"),
-                    name("self_attn.k_proj.weight"),
-                    name("self_attn.v_proj.weight"),
-                    name("self_attn.out_proj.weight"),
-                );
-                let parts = [
-                    ck.get_shaped(&qn, &[nq, h])?,
-                    ck.get_shaped(&kn, &[nkv, h])?,
-                    ck.get_shaped(&vn, &[nkv, h])?,
+                let qkv = [
+                    get("self_attn.q_proj.weight", &[nq, h])?,
+                    get("self_attn.k_proj.weight", &[nkv, h])?,
+                    get("self_attn.v_proj.weight", &[nkv, h])?,
                 ];
-                let qln = name("self_attn.q_layernorm.weight");
-                let kln = name("self_attn.k_layernorm.weight");
                 Mixer::Attn(AttnWeights {
-                    qkv: upload_concat(ctx, &name("self_attn.qkv"), &parts, h, 1, None, &bar)?,
-                    q_norm: f32_buffer(ctx, &ck.get_shaped(&qln, &[hd])?)?,
-                    k_norm: f32_buffer(ctx, &ck.get_shaped(&kln, &[hd])?)?,
-                    out_proj: upload_concat(
-                        ctx,
-                        &on,
-                        &[ck.get_shaped(&on, &[h, nq])?],
+                    qkv: mat(&name("self_attn.qkv"), &qkv, h, 1, Role::AttnQkv)?,
+                    q_norm: f32_buffer(ctx, &get("self_attn.q_layernorm.weight", &[hd])?)?,
+                    k_norm: f32_buffer(ctx, &get("self_attn.k_layernorm.weight", &[hd])?)?,
+                    out_proj: mat(
+                        &name("self_attn.out_proj"),
+                        &[get("self_attn.out_proj.weight", &[h, nq])?],
                         nq,
                         1,
-                        None,
-                        &bar,
+                        Role::AttnOut,
                     )?,
                 })
             } else {
-                let (inn, cn, on) = (
-                    name("conv.in_proj.weight"),
-                    name("conv.conv.weight"),
-                    name("conv.out_proj.weight"),
-                );
+                let cn = name("conv.conv.weight");
                 let kernel = ck.get(&cn)?;
                 if kernel.shape != [h, 1, cfg.conv_taps] && kernel.shape != [h, cfg.conv_taps] {
-                    return Err(Error::tensor(
-                        kernel.path,
-                        &cn,
-                        format!(
-                            "has shape {:?} but the config implies [{h}, 1, {}]",
-                            kernel.shape, cfg.conv_taps
-                        ),
-                    ));
+                    let msg = format!(
+                        "has shape {:?} but the config implies [{h}, 1, {}]",
+                        kernel.shape, cfg.conv_taps
+                    );
+                    return Err(Error::tensor(kernel.path, &cn, msg));
                 }
                 Mixer::Conv(ConvWeights {
-                    in_proj: upload_concat(
-                        ctx,
-                        &inn,
-                        &[ck.get_shaped(&inn, &[3 * h, h])?],
+                    in_proj: mat(
+                        &name("conv.in_proj"),
+                        &[get("conv.in_proj.weight", &[3 * h, h])?],
                         h,
                         1,
-                        None,
-                        &bar,
+                        Role::ConvIn,
                     )?,
                     kernel: f32_buffer(ctx, &kernel)?,
-                    out_proj: upload_concat(
-                        ctx,
-                        &on,
-                        &[ck.get_shaped(&on, &[h, h])?],
+                    out_proj: mat(
+                        &name("conv.out_proj"),
+                        &[get("conv.out_proj.weight", &[h, h])?],
                         h,
                         1,
-                        None,
-                        &bar,
+                        Role::ConvOut,
                     )?,
                 })
             };
             let ffn = match cfg.moe.as_ref().filter(|_| cfg.is_moe_layer(i)) {
                 None => {
                     let f = cfg.ffn;
-                    let (w1, w3, w2) = (
-                        name("feed_forward.w1.weight"),
-                        name("feed_forward.w3.weight"),
-                        name("feed_forward.w2.weight"),
-                    );
-                    let parts = [ck.get_shaped(&w1, &[f, h])?, ck.get_shaped(&w3, &[f, h])?];
+                    let w13 = [
+                        get("feed_forward.w1.weight", &[f, h])?,
+                        get("feed_forward.w3.weight", &[f, h])?,
+                    ];
                     FfnWeights::Dense {
-                        gate_up: upload_concat(
-                            ctx,
-                            &name("feed_forward.w13"),
-                            &parts,
-                            h,
-                            1,
-                            None,
-                            &bar,
-                        )?,
-                        down: upload_concat(
-                            ctx,
-                            &w2,
-                            &[ck.get_shaped(&w2, &[h, f])?],
+                        gate_up: mat(&name("feed_forward.w13"), &w13, h, 1, Role::FfnGateUp)?,
+                        down: mat(
+                            &name("feed_forward.w2"),
+                            &[get("feed_forward.w2.weight", &[h, f])?],
                             f,
                             1,
-                            None,
-                            &bar,
+                            Role::FfnDown,
                         )?,
                     }
                 }
                 Some(m) => {
                     let (e, fe) = (m.n_experts, m.ffn);
-                    let gn = name("feed_forward.gate.weight");
+                    let gate = get("feed_forward.gate.weight", &[e, h])?;
                     let router = upload_concat(
                         ctx,
-                        &gn,
-                        &[ck.get_shaped(&gn, &[e, h])?],
+                        &name("feed_forward.gate"),
+                        &[gate],
                         h,
                         1,
                         Some(WeightFormat::F32),
                         &bar,
                     )?;
-                    let bn = name("feed_forward.expert_bias");
                     let bias = if m.use_expert_bias {
-                        f32_buffer(ctx, &ck.get_shaped(&bn, &[e])?)?
+                        f32_buffer(ctx, &get("feed_forward.expert_bias", &[e])?)?
                     } else {
-                        ctx.storage_with(&bn, &vec![0f32; e])
+                        ctx.storage_with("expert bias", &vec![0f32; e])
                     };
-                    let stacked_gu = name("feed_forward.experts.gate_up_proj");
-                    let (gate_up, down) = if ck.contains(&stacked_gu) {
-                        // transformers v5 in-memory layout saved as is: [E, 2Fe, H] and [E, H, Fe].
-                        let dn = name("feed_forward.experts.down_proj");
-                        let gu = ck.get_shaped(&stacked_gu, &[e, 2 * fe, h])?;
-                        let d = ck.get_shaped(&dn, &[e, h, fe])?;
+                    let (gu, d) = if ck.contains(&name("feed_forward.experts.gate_up_proj")) {
+                        // transformers v5's in-memory layout saved as is: [E, 2Fe, H], [E, H, Fe].
                         (
-                            upload_concat(ctx, &stacked_gu, &[gu], h, 2 * fe, None, &bar)?,
-                            upload_concat(ctx, &dn, &[d], fe, h, None, &bar)?,
+                            vec![get("feed_forward.experts.gate_up_proj", &[e, 2 * fe, h])?],
+                            vec![get("feed_forward.experts.down_proj", &[e, h, fe])?],
                         )
                     } else {
-                        let mut gu_names = Vec::with_capacity(2 * e);
-                        let mut d_names = Vec::with_capacity(e);
+                        let mut gu = Vec::with_capacity(2 * e);
+                        let mut d = Vec::with_capacity(e);
                         for x in 0..e {
-                            gu_names.push(name(&format!("feed_forward.experts.{x}.w1.weight")));
-                            gu_names.push(name(&format!("feed_forward.experts.{x}.w3.weight")));
-                            d_names.push(name(&format!("feed_forward.experts.{x}.w2.weight")));
+                            gu.push(get(
+                                &format!("feed_forward.experts.{x}.w1.weight"),
+                                &[fe, h],
+                            )?);
+                            gu.push(get(
+                                &format!("feed_forward.experts.{x}.w3.weight"),
+                                &[fe, h],
+                            )?);
+                            d.push(get(
+                                &format!("feed_forward.experts.{x}.w2.weight"),
+                                &[h, fe],
+                            )?);
                         }
-                        let gu = gu_names
-                            .iter()
-                            .map(|n| ck.get_shaped(n, &[fe, h]))
-                            .collect::<Result<Vec<_>>>()?;
-                        let d = d_names
-                            .iter()
-                            .map(|n| ck.get_shaped(n, &[h, fe]))
-                            .collect::<Result<Vec<_>>>()?;
-                        (
-                            upload_concat(
-                                ctx,
-                                &name("feed_forward.experts.w13"),
-                                &gu,
-                                h,
-                                2 * fe,
-                                None,
-                                &bar,
-                            )?,
-                            upload_concat(
-                                ctx,
-                                &name("feed_forward.experts.w2"),
-                                &d,
-                                fe,
-                                h,
-                                None,
-                                &bar,
-                            )?,
-                        )
+                        (gu, d)
                     };
                     FfnWeights::Moe(MoeWeights {
                         router,
                         bias,
-                        gate_up,
-                        down,
+                        gate_up: mat(
+                            &name("feed_forward.experts.w13"),
+                            &gu,
+                            h,
+                            2 * fe,
+                            Role::ExpertGateUp,
+                        )?,
+                        down: mat(
+                            &name("feed_forward.experts.w2"),
+                            &d,
+                            fe,
+                            h,
+                            Role::ExpertDown,
+                        )?,
                     })
                 }
             };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::qk_norm_rope;
-use crate::model::{Checkpoint, Config, ModelWeights};
+use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan};
 
 pub struct Model {
     pub dir: PathBuf,
@@ -17,8 +17,19 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads a Hugging Face LFM2 / LFM2-MoE checkpoint directory.
+    /// Loads a Hugging Face LFM2 / LFM2-MoE checkpoint directory as stored.
     pub fn load(ctx: &GpuContext, dir: &Path, progress: bool) -> Result<Self> {
+        Self::load_with(ctx, dir, None, progress)
+    }
+
+    /// Loads a checkpoint, quantizing its matrices while streaming them to the GPU when
+    /// `quant` is given.
+    pub fn load_with(
+        ctx: &GpuContext,
+        dir: &Path,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::file(
                 dir,
@@ -27,7 +38,7 @@ impl Model {
         }
         let config = Config::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open(dir)?;
-        let weights = ModelWeights::load(ctx, &ck, &config, progress)?;
+        let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer =
             if tok_path.exists() {
