@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::model::QuantPlan;
 use wmoe::{DeviceOptions, GpuContext, LogitsMode, Model, Session, SessionOptions};
 
 #[derive(Parser)]
@@ -42,6 +43,13 @@ struct ModelArgs {
     /// KV cache type: f16, f32, or auto (f32 while the whole f32 cache stays ≤ 256 MiB).
     #[arg(long, value_enum, default_value = "auto")]
     kv_type: KvArg,
+    /// Quantize f32/f16/bf16 matrices while loading: q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m, q4_k_s.
+    #[arg(long, value_parser = parse_plan)]
+    quant: Option<QuantPlan>,
+}
+
+fn parse_plan(s: &str) -> Result<QuantPlan, String> {
+    QuantPlan::parse(s).ok_or_else(|| format!("unknown quantization '{s}': use q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m, q4_k_s, f16, bf16 or f32"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -95,6 +103,34 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write a quantized copy of a checkpoint (loads later without re-quantizing).
+    Quantize {
+        /// Source checkpoint directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// q8_0, q4_0, q5_0, q4_k, q6_k, or the mixes q4_k_m / q4_k_s.
+        #[arg(long = "type", value_parser = parse_plan)]
+        kind: QuantPlan,
+        /// New output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a random-weight checkpoint with the real shapes of an LFM2 model.
+    Synth {
+        /// lfm2-8b-a1b, lfm2.5-8b-a1b, lfm2-2.6b, lfm2-1.2b, lfm2-350m (or test-256).
+        #[arg(long)]
+        preset: String,
+        /// Keep only the first N layers.
+        #[arg(long)]
+        layers: Option<usize>,
+        /// Weight format of the matrices: q4_0, q4_k, q8_0, bf16, ... (default bf16).
+        #[arg(long = "type", value_parser = parse_plan)]
+        kind: Option<QuantPlan>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Greedy generation.
     Generate {
         #[command(flatten)]
@@ -136,7 +172,7 @@ fn open(m: &ModelArgs, d: &DeviceArgs) -> wmoe::Result<(GpuContext, Model)> {
         .model
         .clone()
         .unwrap_or_else(|| PathBuf::from(wmoe::DEFAULT_MODEL));
-    let model = Model::load(&ctx, &dir, true)?;
+    let model = Model::load_with(&ctx, &dir, m.quant, true)?;
     Ok((ctx, model))
 }
 
@@ -172,6 +208,41 @@ fn run(cli: Cli) -> wmoe::Result<()> {
                 }
             };
             wmoe::npy::write_f32(&out, &[tokens.len(), m.config.vocab], &logits)?;
+        }
+        Command::Quantize { model, kind, out } => {
+            let r = wmoe::model::quantize::quantize_checkpoint(&model, kind, &out)?;
+            let mut per: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+            for (_, f, b) in &r.tensors {
+                let e = per.entry(f.name()).or_default();
+                e.0 += 1;
+                e.1 += b;
+            }
+            for (f, (n, b)) in per {
+                println!(
+                    "{f:>6}: {n:5} tensors {:10.1} MiB",
+                    b as f64 / (1 << 20) as f64
+                );
+            }
+            println!(
+                "wrote {} ({:.1} MiB)",
+                out.display(),
+                r.total_bytes() as f64 / (1 << 20) as f64
+            );
+        }
+        Command::Synth {
+            preset,
+            layers,
+            kind,
+            seed,
+            out,
+        } => {
+            let cfg = wmoe::model::synth::synth_config(&preset, layers)?;
+            let bytes = wmoe::model::synth::synth(&out, &cfg, kind, seed, true)?;
+            println!(
+                "wrote {} ({:.1} MiB)",
+                out.display(),
+                bytes as f64 / (1 << 20) as f64
+            );
         }
         Command::Generate {
             model,

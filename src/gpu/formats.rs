@@ -265,9 +265,9 @@ impl WeightFormat {
         out
     }
 
-    /// Whether `quantize_row` can produce this format.
+    /// Whether `quantize_row` can produce this format (all can).
     pub fn can_quantize(self) -> bool {
-        !matches!(self, WeightFormat::Q4_1 | WeightFormat::Q5K)
+        true
     }
 
     /// Encodes `vals` (a whole number of blocks) into canonical bytes.
@@ -291,10 +291,12 @@ impl WeightFormat {
                     match self {
                         Q8_0 => quantize_q8_0(x, blk),
                         Q4_0 => quantize_q4_0(x, blk),
+                        Q4_1 => quantize_q4_1(x, blk),
                         Q5_0 => quantize_q5_0(x, blk),
-                        Q4K => quantize_q4_k(x, blk),
+                        Q4K => quantize_k(x, blk, 4),
+                        Q5K => quantize_k(x, blk, 5),
                         Q6K => quantize_q6_k(x, blk),
-                        _ => panic!("no quantizer for {}", self.name()),
+                        F32 | F16 | Bf16 => unreachable!(),
                     }
                 }
             }
@@ -358,15 +360,30 @@ fn quantize_q5_0(x: &[f32], blk: &mut [u8]) {
     blk[2..6].copy_from_slice(&qh.to_le_bytes());
 }
 
-fn quantize_q4_k(x: &[f32], blk: &mut [u8]) {
-    // Per 32-element sub-block: scale = (max − min) / 15 and offset −min (min ≤ 0); both
-    // quantized to 6 bits against the super-block's d and dmin.
+fn quantize_q4_1(x: &[f32], blk: &mut [u8]) {
+    let lo = x.iter().fold(f32::MAX, |m, &v| m.min(v));
+    let hi = x.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let d = (hi - lo) / 15.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(&mut blk[0..2], d);
+    put_f16(&mut blk[2..4], lo);
+    let q = |v: f32| (((v - lo) * id + 0.5) as i32).clamp(0, 15) as u8;
+    for j in 0..16 {
+        blk[4 + j] = q(x[j]) | q(x[j + 16]) << 4;
+    }
+}
+
+/// q4_K (`bits` 4) and q5_K (`bits` 5).
+fn quantize_k(x: &[f32], blk: &mut [u8], bits: u32) {
+    // Per 32-element sub-block: scale = (max − min) / (2^bits − 1) and offset −min (min ≤ 0);
+    // both quantized to 6 bits against the super-block's d and dmin.
+    let levels = ((1u32 << bits) - 1) as f32;
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
     for (i, sub) in x.chunks_exact(32).enumerate() {
         let lo = sub.iter().fold(0f32, |m, &v| m.min(v));
         let hi = sub.iter().fold(f32::MIN, |m, &v| m.max(v));
-        scales[i] = (hi - lo) / 15.0;
+        scales[i] = (hi - lo) / levels;
         mins[i] = -lo;
     }
     let d = scales.iter().fold(0f32, |m, &v| m.max(v)) / 63.0;
@@ -400,15 +417,22 @@ fn quantize_q4_k(x: &[f32], blk: &mut [u8]) {
         let step = d16 * sc[i] as f32;
         let off = dmin16 * mn[i] as f32;
         q[j] = if step > 0.0 {
-            ((v + off) / step).round().clamp(0.0, 15.0) as u8
+            ((v + off) / step).round().clamp(0.0, levels) as u8
         } else {
             0
         };
     }
-    let qs = &mut blk[16..144];
+    let qs0 = if bits == 5 { 48 } else { 16 };
+    if bits == 5 {
+        blk[16..48].fill(0);
+    }
     for c in 0..4 {
         for l in 0..32 {
-            qs[c * 32 + l] = q[c * 64 + l] | q[c * 64 + 32 + l] << 4;
+            let (a, b) = (q[c * 64 + l], q[c * 64 + 32 + l]);
+            blk[qs0 + c * 32 + l] = (a & 15) | (b & 15) << 4;
+            if bits == 5 {
+                blk[16 + l] |= (a >> 4) << (2 * c) | (b >> 4) << (2 * c + 1);
+            }
         }
     }
 }
@@ -480,6 +504,8 @@ mod tests {
             (WeightFormat::Q5_0, 3e-3),
             (WeightFormat::Q4_0, 1.5e-2),
             (WeightFormat::Q4K, 1.5e-2),
+            (WeightFormat::Q4_1, 1.5e-2),
+            (WeightFormat::Q5K, 4e-3),
         ] {
             let mut buf = vec![0u8; f.row_bytes(cols)];
             f.quantize_row(&x, &mut buf);

@@ -79,35 +79,17 @@ pub fn poisoned(ctx: &GpuContext, n_f32: usize) -> wgpu::Buffer {
     ctx.storage_with("poisoned", &vec![0x7fc0_0000u32; n_f32.max(1)])
 }
 
-/// Canonical bytes of a random `[rows, cols]` matrix in `format`: quantized normals where wmoe
-/// has a quantizer, random blocks with sane f16 scales otherwise (q4_1, q5_K).
+/// Canonical bytes of a random `[rows, cols]` matrix in `format` (quantized normals).
 pub fn random_canonical(
     format: super::WeightFormat,
     rows: usize,
     cols: usize,
     rng: &mut Rng,
 ) -> Vec<u8> {
-    use super::WeightFormat;
     let rb = format.row_bytes(cols);
     let mut out = vec![0u8; rows * rb];
-    if format.can_quantize() {
-        for row in out.chunks_exact_mut(rb) {
-            format.quantize_row(&rng.normals(cols, 0.5), row);
-        }
-        return out;
-    }
-    for b in out.iter_mut() {
-        *b = rng.next_u64() as u8;
-    }
-    let half = |v: f32| half::f16::from_f32(v).to_le_bytes();
-    for blk in out.chunks_exact_mut(format.block_bytes()) {
-        let (d, m) = (0.02 + 0.05 * rng.uniform(), 0.3 * rng.normal());
-        blk[..2].copy_from_slice(&half(d));
-        blk[2..4].copy_from_slice(&half(if format == WeightFormat::Q4_1 {
-            m
-        } else {
-            m.abs() * 0.1
-        }));
+    for row in out.chunks_exact_mut(rb) {
+        format.quantize_row(&rng.normals(cols, 0.5), row);
     }
     out
 }

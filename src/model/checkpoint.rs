@@ -136,6 +136,12 @@ impl TensorSource for Checkpoint {
         self.tensors.contains_key(name)
     }
 
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.tensors.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     fn get(&self, name: &str) -> Result<TensorView<'_>> {
         let t = self
             .tensors

@@ -3,8 +3,11 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod quantize;
 pub mod source;
+pub mod synth;
 pub mod weights;
+pub mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Config, MoeConfig};

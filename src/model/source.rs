@@ -42,6 +42,8 @@ pub trait TensorSource {
     /// The tensor `name`, or an error naming the file and the tensor.
     fn get(&self, name: &str) -> Result<TensorView<'_>>;
     fn contains(&self, name: &str) -> bool;
+    /// Every tensor name, sorted.
+    fn names(&self) -> Vec<String>;
     /// Bytes of all tensor data (for progress reporting).
     fn total_bytes(&self) -> u64;
 

@@ -1,0 +1,315 @@
+//! `wmoe synth`: random-weight checkpoints with the real shapes of the LFM2 family
+//! (MODEL-SPEC §1.2), written streaming and quantized directly, so an 8B-class model is
+//! never held in memory. Values are uniform with std 1/√fan_in (embeddings std 1, norms 1),
+//! reproducible from the seed, and independent of write order.
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::config::Config;
+use super::weights::{QuantPlan, Role};
+use super::writer::{write_directory, write_safetensors, OutTensor};
+use crate::error::{Error, Result};
+use crate::gpu::WeightFormat;
+
+/// Preset names `synth_config` knows.
+pub const PRESETS: [&str; 6] = [
+    "lfm2-8b-a1b",
+    "lfm2.5-8b-a1b",
+    "lfm2-2.6b",
+    "lfm2-1.2b",
+    "lfm2-350m",
+    "test-256",
+];
+
+fn layer_types(n: usize, attn: &[usize]) -> Vec<&'static str> {
+    (0..n)
+        .map(|i| {
+            if attn.contains(&i) {
+                "full_attention"
+            } else {
+                "conv"
+            }
+        })
+        .collect()
+}
+
+/// The `config.json` of a preset, cut to `layers` layers when given (the real layer pattern's
+/// first `layers` entries; dense leading layers kept).
+pub fn synth_config(preset: &str, layers: Option<usize>) -> Result<Value> {
+    let moe = |vocab: usize, theta: f64| {
+        json!({"model_type": "lfm2_moe", "architectures": ["Lfm2MoeForCausalLM"], "vocab_size": vocab, "hidden_size": 2048,
+            "num_hidden_layers": 24, "layer_types": layer_types(24, &[2, 6, 10, 14, 18, 21]), "num_attention_heads": 32,
+            "num_key_value_heads": 8, "intermediate_size": 7168, "moe_intermediate_size": 1792, "num_experts": 32,
+            "num_experts_per_tok": 4, "num_dense_layers": 2, "use_expert_bias": true, "norm_topk_prob": true,
+            "routed_scaling_factor": 1.0, "rope_parameters": {"rope_theta": theta, "rope_type": "default"}})
+    };
+    let dense = |h: usize, n: usize, attn: &[usize], heads: usize, ffn: usize| {
+        json!({"model_type": "lfm2", "architectures": ["Lfm2ForCausalLM"], "vocab_size": 65536, "hidden_size": h,
+            "num_hidden_layers": n, "layer_types": layer_types(n, attn), "num_attention_heads": heads, "num_key_value_heads": 8,
+            "intermediate_size": ffn, "block_auto_adjust_ff_dim": false, "rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}})
+    };
+    let mut cfg = match preset {
+        "lfm2-8b-a1b" => moe(65536, 1e6),
+        "lfm2.5-8b-a1b" => moe(128000, 5e6),
+        "lfm2-2.6b" => dense(2048, 30, &[2, 5, 9, 13, 17, 21, 24, 27], 32, 10752),
+        "lfm2-1.2b" => dense(2048, 16, &[2, 5, 8, 10, 12, 14], 32, 8192),
+        "lfm2-350m" => dense(1024, 16, &[2, 5, 8, 10, 12, 14], 16, 4608),
+        // Small, every dimension a multiple of 256 so every quantized format applies (tests).
+        "test-256" => {
+            json!({"model_type": "lfm2_moe", "vocab_size": 512, "hidden_size": 256, "num_hidden_layers": 4,
+            "layer_types": ["conv", "full_attention", "conv", "full_attention"], "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 512, "moe_intermediate_size": 256, "num_experts": 8,
+            "num_experts_per_tok": 2, "num_dense_layers": 1, "use_expert_bias": true, "norm_topk_prob": true,
+            "routed_scaling_factor": 1.0, "rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}})
+        }
+        other => {
+            return Err(Error::Input(format!(
+                "unknown preset '{other}'; choose one of {}",
+                PRESETS.join(", ")
+            )))
+        }
+    };
+    let common = json!({"norm_eps": 1e-5, "conv_L_cache": 3, "conv_bias": false, "max_position_embeddings": 128000,
+        "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 7, "pad_token_id": 0});
+    for (k, v) in common.as_object().expect("object") {
+        cfg[k] = v.clone();
+    }
+    if let Some(n) = layers {
+        let total = cfg["num_hidden_layers"].as_u64().unwrap_or(0) as usize;
+        if n == 0 || n > total {
+            return Err(Error::Input(format!(
+                "--layers must be 1..={total} for {preset}"
+            )));
+        }
+        cfg["num_hidden_layers"] = json!(n);
+        let types: Vec<Value> = cfg["layer_types"].as_array().expect("layer_types")[..n].to_vec();
+        cfg["layer_types"] = Value::Array(types);
+    }
+    Ok(cfg)
+}
+
+/// How a tensor's values are drawn.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Uniform with std `s`.
+    Uniform(f32),
+    Ones,
+}
+
+/// Every tensor of `cfg` with its shape, role and fill.
+fn tensor_list(cfg: &Config) -> Vec<(String, Vec<usize>, Option<Role>, Fill)> {
+    let (h, hd) = (cfg.hidden, cfg.head_dim);
+    let w = |fan_in: usize| Fill::Uniform(1.0 / (fan_in as f32).sqrt());
+    let mut v = vec![
+        (
+            "model.embed_tokens.weight".to_string(),
+            vec![cfg.vocab, h],
+            Some(Role::Embedding),
+            Fill::Uniform(1.0),
+        ),
+        (
+            "model.embedding_norm.weight".to_string(),
+            vec![h],
+            None,
+            Fill::Ones,
+        ),
+    ];
+    for i in 0..cfg.n_layers {
+        let n = |s: &str| format!("model.layers.{i}.{s}");
+        v.push((n("operator_norm.weight"), vec![h], None, Fill::Ones));
+        v.push((n("ffn_norm.weight"), vec![h], None, Fill::Ones));
+        if cfg.attention[i] {
+            let (nq, nkv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
+            v.push((
+                n("self_attn.q_proj.weight"),
+                vec![nq, h],
+                Some(Role::AttnQkv),
+                w(h),
+            ));
+            v.push((
+                n("self_attn.k_proj.weight"),
+                vec![nkv, h],
+                Some(Role::AttnQkv),
+                w(h),
+            ));
+            v.push((
+                n("self_attn.v_proj.weight"),
+                vec![nkv, h],
+                Some(Role::AttnQkv),
+                w(h),
+            ));
+            v.push((
+                n("self_attn.out_proj.weight"),
+                vec![h, nq],
+                Some(Role::AttnOut),
+                w(nq),
+            ));
+            v.push((
+                n("self_attn.q_layernorm.weight"),
+                vec![hd],
+                None,
+                Fill::Ones,
+            ));
+            v.push((
+                n("self_attn.k_layernorm.weight"),
+                vec![hd],
+                None,
+                Fill::Ones,
+            ));
+        } else {
+            v.push((
+                n("conv.in_proj.weight"),
+                vec![3 * h, h],
+                Some(Role::ConvIn),
+                w(h),
+            ));
+            v.push((
+                n("conv.conv.weight"),
+                vec![h, 1, cfg.conv_taps],
+                None,
+                Fill::Uniform(0.5),
+            ));
+            v.push((
+                n("conv.out_proj.weight"),
+                vec![h, h],
+                Some(Role::ConvOut),
+                w(h),
+            ));
+        }
+        match cfg.moe.as_ref().filter(|_| cfg.is_moe_layer(i)) {
+            None => {
+                v.push((
+                    n("feed_forward.w1.weight"),
+                    vec![cfg.ffn, h],
+                    Some(Role::FfnGateUp),
+                    w(h),
+                ));
+                v.push((
+                    n("feed_forward.w3.weight"),
+                    vec![cfg.ffn, h],
+                    Some(Role::FfnGateUp),
+                    w(h),
+                ));
+                v.push((
+                    n("feed_forward.w2.weight"),
+                    vec![h, cfg.ffn],
+                    Some(Role::FfnDown),
+                    w(cfg.ffn),
+                ));
+            }
+            Some(m) => {
+                v.push((
+                    n("feed_forward.gate.weight"),
+                    vec![m.n_experts, h],
+                    None,
+                    Fill::Uniform(4.0 / (h as f32).sqrt()),
+                ));
+                v.push((
+                    n("feed_forward.expert_bias"),
+                    vec![m.n_experts],
+                    None,
+                    Fill::Uniform(0.05),
+                ));
+                for e in 0..m.n_experts {
+                    v.push((
+                        n(&format!("feed_forward.experts.{e}.w1.weight")),
+                        vec![m.ffn, h],
+                        Some(Role::ExpertGateUp),
+                        w(h),
+                    ));
+                    v.push((
+                        n(&format!("feed_forward.experts.{e}.w3.weight")),
+                        vec![m.ffn, h],
+                        Some(Role::ExpertGateUp),
+                        w(h),
+                    ));
+                    v.push((
+                        n(&format!("feed_forward.experts.{e}.w2.weight")),
+                        vec![h, m.ffn],
+                        Some(Role::ExpertDown),
+                        w(m.ffn),
+                    ));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Deterministic row values: an xorshift stream seeded by (seed, tensor, row).
+fn row_values(seed: u64, tensor: usize, row: usize, fill: Fill, out: &mut [f32]) {
+    match fill {
+        Fill::Ones => out.fill(1.0),
+        Fill::Uniform(std) => {
+            let mut s = (seed
+                ^ (tensor as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (row as u64).wrapping_mul(0xD1B5_4A32_D192_ED03))
+                | 1;
+            let a = std * 3f32.sqrt();
+            for v in out.iter_mut() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *v = ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * a;
+            }
+        }
+    }
+}
+
+/// Writes a random checkpoint for `config` into the new directory `out`. Matrices take the
+/// plan's formats (bf16 without a plan or where a format does not fit); the rest is f32.
+pub fn synth(
+    out: &Path,
+    config: &Value,
+    plan: Option<QuantPlan>,
+    seed: u64,
+    progress: bool,
+) -> Result<u64> {
+    let cfg = Config::from_json(config, &out.join("config.json"))?;
+    let list = tensor_list(&cfg);
+    let outs: Vec<OutTensor> = list
+        .iter()
+        .map(|(name, shape, role, _)| {
+            let cols = *shape.last().expect("non-empty shape");
+            let format = match role {
+                Some(r) => plan
+                    .and_then(|p| p.target(*r, cols))
+                    .unwrap_or(WeightFormat::Bf16),
+                None => WeightFormat::F32,
+            };
+            OutTensor {
+                name: name.clone(),
+                shape: shape.clone(),
+                format,
+            }
+        })
+        .collect();
+    let total: u64 = outs.iter().map(|o| o.bytes() as u64).sum();
+    let bar = if progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("writing {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    write_directory(out, |tmp| {
+        let mut vals = Vec::new();
+        write_safetensors(&tmp.join("model.safetensors"), &outs, |i, r, dst| {
+            vals.resize(outs[i].cols(), 0.0);
+            row_values(seed, i, r, list[i].3, &mut vals);
+            outs[i].format.quantize_row(&vals, dst);
+            bar.inc(dst.len() as u64);
+            Ok(())
+        })?;
+        let text = serde_json::to_string_pretty(config).expect("json");
+        std::fs::write(tmp.join("config.json"), text)
+            .map_err(|e| Error::file(tmp, format!("cannot write config.json: {e}")))
+    })?;
+    bar.finish_and_clear();
+    Ok(total)
+}

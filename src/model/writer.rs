@@ -1,0 +1,141 @@
+//! Streaming safetensors writer for quantized (`wmoe quantize`) and synthetic (`wmoe synth`)
+//! checkpoints: the header is computed from the tensor list, then each tensor is streamed row
+//! by row, so host memory stays bounded by a row, never the model. Files are written under a
+//! temporary name and renamed when complete.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::QUANT_METADATA_KEY;
+use crate::error::{Error, Result};
+use crate::gpu::WeightFormat;
+
+/// One tensor to write: its Hugging Face name, logical shape and storage format.
+#[derive(Clone, Debug)]
+pub struct OutTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub format: WeightFormat,
+}
+
+impl OutTensor {
+    pub fn cols(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.shape.iter().product::<usize>() / self.cols().max(1)
+    }
+
+    /// Canonical bytes of the whole tensor.
+    pub fn bytes(&self) -> usize {
+        self.rows() * self.format.row_bytes(self.cols())
+    }
+}
+
+fn dtype_name(f: WeightFormat) -> &'static str {
+    match f {
+        WeightFormat::F32 => "F32",
+        WeightFormat::F16 => "F16",
+        WeightFormat::Bf16 => "BF16",
+        _ => "U8",
+    }
+}
+
+/// Writes `tensors` to `path`. `fill(i, row, out)` writes row `row` of tensor `i` in its
+/// format's canonical layout into `out` (`format.row_bytes(cols)` bytes).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[OutTensor],
+    mut fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    let mut quant = serde_json::Map::new();
+    let mut offset = 0usize;
+    for t in tensors {
+        if !t.format.fits(t.cols()) {
+            return Err(Error::tensor(
+                path,
+                &t.name,
+                format!(
+                    "rows of {} are not whole {} blocks",
+                    t.cols(),
+                    t.format.name()
+                ),
+            ));
+        }
+        let stored_shape = if t.format.is_quantized() {
+            quant.insert(
+                t.name.clone(),
+                serde_json::json!({ "format": t.format.name(), "shape": t.shape }),
+            );
+            vec![t.rows(), t.format.row_bytes(t.cols())]
+        } else {
+            t.shape.clone()
+        };
+        let end = offset + t.bytes();
+        header.insert(t.name.clone(), serde_json::json!({ "dtype": dtype_name(t.format), "shape": stored_shape, "data_offsets": [offset, end] }));
+        offset = end;
+    }
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), "pt".into());
+    if !quant.is_empty() {
+        meta.insert(
+            QUANT_METADATA_KEY.into(),
+            serde_json::Value::String(serde_json::Value::Object(quant).to_string()),
+        );
+    }
+    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+    let mut text = serde_json::Value::Object(header).to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let tmp = PathBuf::from(format!("{}.partial", path.display()));
+    let io = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
+    let result = (|| -> Result<()> {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
+        w.write_all(&(text.len() as u64).to_le_bytes())
+            .map_err(io)?;
+        w.write_all(text.as_bytes()).map_err(io)?;
+        let mut row = Vec::new();
+        for (i, t) in tensors.iter().enumerate() {
+            row.clear();
+            row.resize(t.format.row_bytes(t.cols()), 0);
+            for r in 0..t.rows() {
+                fill(i, r, &mut row)?;
+                w.write_all(&row).map_err(io)?;
+            }
+        }
+        w.into_inner()
+            .map_err(|e| io(e.into_error()))?
+            .sync_all()
+            .map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates the output directory `out` through a temporary sibling that is renamed into place
+/// only when `build` succeeds; `out` must not exist yet.
+pub fn write_directory(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if out.exists() {
+        return Err(Error::file(
+            out,
+            "already exists; remove it or choose another --out",
+        ));
+    }
+    let tmp = PathBuf::from(format!("{}.partial", out.display()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::file(&tmp, format!("cannot create: {e}")))?;
+    let result = build(&tmp).and_then(|()| {
+        std::fs::rename(&tmp, out).map_err(|e| Error::file(out, format!("cannot create: {e}")))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

@@ -1,0 +1,154 @@
+//! Quantized models: for every format, a model quantized while loading (and the same model
+//! written by `quantize` and loaded back) gives the logits of the forward pass with the same
+//! dequantized weights in f32, for prefill and decode.
+
+use std::path::{Path, PathBuf};
+
+use wmoe::gpu::testing;
+use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::model::quantize::quantize_checkpoint;
+use wmoe::model::synth::{synth, synth_config};
+use wmoe::model::QuantPlan;
+use wmoe::{GpuContext, LogitsMode, Model, Session, SessionOptions};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wmoe-quant-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+const PROMPT: [u32; 19] = [
+    1, 17, 300, 42, 5, 99, 128, 7, 255, 256, 13, 400, 31, 2, 77, 501, 64, 8, 90,
+];
+
+/// Prefill logits of every position, then decode logits of two more tokens.
+fn run(ctx: &GpuContext, model: &Model) -> (Vec<f32>, Vec<f32>) {
+    let opts = SessionOptions {
+        max_context: 64,
+        chunk: 8,
+        kv: KvType::F32,
+    };
+    let mut s = Session::new(ctx, model, opts).unwrap();
+    let prefill = s.prefill(&PROMPT, LogitsMode::All).unwrap();
+    let mut decode = s.decode(3).unwrap();
+    decode.extend(s.decode(11).unwrap());
+    (prefill, decode)
+}
+
+fn compare(what: &str, got: &[f32], want: &[f32], vocab: usize) -> f32 {
+    let mut worst = 0f32;
+    for (pos, (g, w)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
+        let scale = w.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let diff = g.iter().zip(w).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        worst = worst.max(diff / scale);
+        assert!(
+            diff <= 5e-3 * scale,
+            "{what} position {pos}: max |Δ| {diff} > 5e-3 · {scale}"
+        );
+        let mut sorted: Vec<(f32, usize)> = w.iter().cloned().zip(0..).collect();
+        sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if sorted[0].0 - sorted[1].0 > 0.1 {
+            let am = g
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
+            assert_eq!(am, sorted[0].1, "{what} position {pos}: argmax differs");
+        }
+    }
+    worst
+}
+
+#[test]
+fn every_format_matches_its_dequantized_f32_model() {
+    let Some(ctx) = testing::context() else {
+        return;
+    };
+    let base = tmp("base");
+    synth(
+        &base,
+        &synth_config("test-256", None).unwrap(),
+        None,
+        7,
+        false,
+    )
+    .unwrap();
+    let base_model = Model::load(ctx, &base, false).unwrap();
+    let (p_base, _) = run(ctx, &base_model);
+    let base_bytes = base_model.weights.gpu_bytes();
+    drop(base_model);
+    for plan in [
+        "q8_0", "q4_0", "q4_1", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m",
+    ] {
+        let plan = QuantPlan::parse(plan).unwrap();
+        let (q_dir, f_dir) = (
+            tmp(&format!("{}-q", plan.name())),
+            tmp(&format!("{}-f32", plan.name())),
+        );
+        let on_load = Model::load_with(ctx, &base, Some(plan), false).unwrap();
+        let v = on_load.config.vocab;
+        let (pa, da) = run(ctx, &on_load);
+        // The test proves something only if quantization really changed weights and logits.
+        assert!(
+            on_load.weights.gpu_bytes() < base_bytes,
+            "{}: not smaller than bf16",
+            plan.name()
+        );
+        let moved = pa
+            .iter()
+            .zip(&p_base)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(
+            moved > 1e-3,
+            "{}: logits identical to the bf16 model ({moved})",
+            plan.name()
+        );
+        // Written quantized, loaded without re-quantizing: bit-identical weights.
+        quantize_checkpoint(&base, plan, &q_dir).unwrap();
+        let stored = Model::load(ctx, &q_dir, false).unwrap();
+        assert_eq!(stored.weights.gpu_bytes(), on_load.weights.gpu_bytes());
+        let (pb, db) = run(ctx, &stored);
+        assert_eq!(
+            pa,
+            pb,
+            "{}: pre-quantized checkpoint differs from quantize-on-load",
+            plan.name()
+        );
+        assert_eq!(da, db);
+        // The same weights dequantized to f32.
+        quantize_checkpoint(
+            &q_dir,
+            QuantPlan::Uniform(wmoe::gpu::WeightFormat::F32),
+            &f_dir,
+        )
+        .unwrap();
+        let f32_model = Model::load(ctx, &f_dir, false).unwrap();
+        let (pf, df) = run(ctx, &f32_model);
+        let w1 = compare(&format!("{} prefill", plan.name()), &pa, &pf, v);
+        let w2 = compare(&format!("{} decode", plan.name()), &da, &df, v);
+        eprintln!("{}: vs dequantized f32: worst max|Δ|/max|ref| prefill {w1:.2e} decode {w2:.2e}; vs bf16 max |Δ| {moved:.3}; weights {:.2} MiB (bf16 {:.2} MiB)", plan.name(), on_load.weights.gpu_bytes() as f64 / 1048576.0, base_bytes as f64 / 1048576.0);
+        for d in [q_dir, f_dir] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[test]
+fn quantize_refuses_an_existing_output_and_leaves_nothing_behind() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/tiny-moe");
+    let out = tmp("exists");
+    std::fs::create_dir_all(&out).unwrap();
+    let e = quantize_checkpoint(&src, QuantPlan::parse("q8_0").unwrap(), &out).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let bad = tmp("bad-src");
+    let e =
+        quantize_checkpoint(&bad, QuantPlan::parse("q8_0").unwrap(), &tmp("never")).unwrap_err();
+    assert!(e.to_string().contains("config.json"), "{e}");
+    assert!(
+        !tmp("never").exists()
+            && !PathBuf::from(format!("{}.partial", tmp("never").display())).exists()
+    );
+    let _ = std::fs::remove_dir_all(out);
+}
