@@ -1,5 +1,7 @@
-// Batched matrix-vector product y[b] (+)= W[m_b] · x[b]; with EXPERTS, m_b = ids[b] picks one
-// matrix of a stacked expert tensor on the GPU. One workgroup computes ROWS rows of one b.
+// Batched matrix-vector products y[b] (+)= W[m_b] · x[b]. A workgroup computes ROWS rows for
+// TOKENS batch entries at once, decoding each 32-weight unit once for all of them. With
+// EXPERTS, m_b = ids[b] (the decode expert matvec; TOKENS = 1). With GATHER, workgroup z is
+// (expert e, tile) and its batch entries are the (token, slot) pairs routed to e (prefill).
 struct Params {
     k: u32,            // columns of W (length of x)
     n: u32,            // rows of one matrix (length of y[b])
@@ -8,7 +10,11 @@ struct Params {
     page_rows: u32,    // rows held by this page
     x_stride: u32,     // elements between x[b] and x[b+1] (0: every b reads the same x)
     y_stride: u32,     // elements between y[b] and y[b+1]
-    row_groups: u32,   // workgroups per b = ceil(n / ROWS)
+    row_groups: u32,   // workgroups per batch tile = ceil(n / ROWS)
+    batch: u32,        // batch entries (plain mode)
+    x_div: u32,        // GATHER: x row = pair / x_div
+    tiles: u32,        // GATHER: batch tiles per expert (upper bound)
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -18,8 +24,15 @@ struct Params {
 #ifdef EXPERTS
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 #endif
+#ifdef GATHER
+@group(0) @binding(4) var<storage, read> counts: array<u32>;
+@group(0) @binding(5) var<storage, read> offsets: array<u32>;
+@group(0) @binding(6) var<storage, read> pairs: array<u32>;
+#endif
 
-var<workgroup> partial: array<f32, WG * ROWS>;
+const NONE = 0xffffffffu;
+
+var<workgroup> partial: array<f32, WG * ROWS * TOKENS>;
 var<workgroup> chosen: u32;
 
 @compute @workgroup_size(WG)
@@ -29,51 +42,105 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (g >= p.row_groups) {
         return;
     }
-    let b = wid.z;
+    // Which matrix, and which x / y rows, this workgroup serves.
     var m = 0u;
+    var x_rows: array<u32, TOKENS>;
+    var y_rows: array<u32, TOKENS>;
 #ifdef EXPERTS
     if (lid == 0u) {
-        chosen = ids[b];
+        chosen = ids[wid.z];
     }
     m = workgroupUniformLoad(&chosen);
+    x_rows[0] = wid.z * p.x_stride;
+    y_rows[0] = wid.z * p.y_stride;
+#else
+#ifdef GATHER
+    m = wid.z / p.tiles;
+    let first_pair = (wid.z % p.tiles) * TOKENS;
+    if (lid == 0u) {
+        chosen = counts[m];
+    }
+    let count = workgroupUniformLoad(&chosen);
+    if (first_pair >= count) {
+        return;
+    }
+    for (var t = 0u; t < TOKENS; t++) {
+        x_rows[t] = NONE;
+        y_rows[t] = NONE;
+        if (first_pair + t < count) {
+            let pair = pairs[offsets[m] + first_pair + t];
+            x_rows[t] = (pair / p.x_div) * p.x_stride;
+            y_rows[t] = pair * p.y_stride;
+        }
+    }
+#else
+    for (var t = 0u; t < TOKENS; t++) {
+        let b = wid.z * TOKENS + t;
+        x_rows[t] = select(NONE, b * p.x_stride, b < p.batch);
+        y_rows[t] = select(NONE, b * p.y_stride, b < p.batch);
+    }
+#endif
 #endif
     let first = m * p.n + g * ROWS;
     if (first + ROWS <= p.page_row0 || first >= p.page_row0 + p.page_rows) {
         return;
     }
-    let xb = b * p.x_stride;
-    var acc: array<f32, ROWS>;
+    var acc: array<f32, ROWS * TOKENS>;
+    var wv: array<f32, 32>;
+    let units = p.k / 32u;
     for (var r = 0u; r < ROWS; r++) {
         let row = first + r;
-        acc[r] = 0.0;
-        if (g * ROWS + r < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows) {
-            let base = (row - p.page_row0) * p.row_words;
-            var s = 0.0;
-            for (var k = lid; k < p.k; k += WG) {
-                s += w_load(base, k, p.k) * x[xb + k];
-            }
-            acc[r] = s;
+        for (var t = 0u; t < TOKENS; t++) {
+            acc[r * TOKENS + t] = 0.0;
         }
-        partial[r * WG + lid] = acc[r];
+        if (g * ROWS + r >= p.n || row < p.page_row0 || row >= p.page_row0 + p.page_rows) {
+            continue;
+        }
+        let base = (row - p.page_row0) * p.row_words;
+        for (var u = lid; u < units; u += WG) {
+            w_unit(base, u, p.k, &wv);
+            for (var t = 0u; t < TOKENS; t++) {
+                if (x_rows[t] != NONE) {
+                    let xo = x_rows[t] + u * 32u;
+                    var s = 0.0;
+                    for (var j = 0u; j < 32u; j++) {
+                        s += wv[j] * x[xo + j];
+                    }
+                    acc[r * TOKENS + t] += s;
+                }
+            }
+        }
+        for (var k = units * 32u + lid; k < p.k; k += WG) {
+            let wk = w_load(base, k, p.k);
+            for (var t = 0u; t < TOKENS; t++) {
+                if (x_rows[t] != NONE) {
+                    acc[r * TOKENS + t] += wk * x[x_rows[t] + k];
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < ROWS * TOKENS; i++) {
+        partial[i * WG + lid] = acc[i];
     }
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
-            for (var r = 0u; r < ROWS; r++) {
-                partial[r * WG + lid] += partial[r * WG + lid + stride];
+            for (var i = 0u; i < ROWS * TOKENS; i++) {
+                partial[i * WG + lid] += partial[i * WG + lid + stride];
             }
         }
         workgroupBarrier();
     }
-    if (lid < ROWS) {
-        let r = lid;
+    for (var i = lid; i < ROWS * TOKENS; i += WG) {
+        let r = i / TOKENS;
+        let t = i % TOKENS;
         let row = first + r;
-        if (g * ROWS + r < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows) {
-            let out = b * p.y_stride + g * ROWS + r;
+        if (y_rows[t] != NONE && g * ROWS + r < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows) {
+            let out = y_rows[t] + g * ROWS + r;
 #ifdef ACCUMULATE
-            y[out] += partial[r * WG];
+            y[out] += partial[i * WG];
 #else
-            y[out] = partial[r * WG];
+            y[out] = partial[i * WG];
 #endif
         }
     }

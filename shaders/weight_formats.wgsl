@@ -107,3 +107,137 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
     return w_half(base, b) * f32(sc) * f32(q);
 #endif
 }
+
+// Decodes elements 32·u .. 32·u+31 of a row (all formats' rows are whole units of 32 except
+// float rows, whose tail the caller reads with w_load).
+fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
+#ifdef W_F32
+    for (var j = 0u; j < 32u; j++) {
+        (*v)[j] = bitcast<f32>(w[base + u * 32u + j]);
+    }
+#endif
+#ifdef W_F16
+    for (var j = 0u; j < 16u; j++) {
+        let pair = unpack2x16float(w[base + u * 16u + j]);
+        (*v)[2u * j] = pair.x;
+        (*v)[2u * j + 1u] = pair.y;
+    }
+#endif
+#ifdef W_BF16
+    for (var j = 0u; j < 16u; j++) {
+        let word = w[base + u * 16u + j];
+        (*v)[2u * j] = bitcast<f32>(word << 16u);
+        (*v)[2u * j + 1u] = bitcast<f32>(word & 0xffff0000u);
+    }
+#endif
+#ifdef W_Q8_0
+    let d = w_half(base, u);
+    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
+    for (var i = 0u; i < 8u; i++) {
+        let word = w[body + i];
+        for (var k = 0u; k < 4u; k++) {
+            (*v)[4u * i + k] = d * f32(bitcast<i32>(word << (24u - 8u * k)) >> 24u);
+        }
+    }
+#endif
+#ifdef W_Q4_0
+    let d = w_half(base, u);
+    let body = base + (cols / 32u + 1u) / 2u + u * 4u;
+    for (var i = 0u; i < 4u; i++) {
+        let word = w[body + i];
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (word >> (8u * k)) & 0xffu;
+            (*v)[4u * i + k] = (f32(byte & 15u) - 8.0) * d;
+            (*v)[4u * i + k + 16u] = (f32(byte >> 4u) - 8.0) * d;
+        }
+    }
+#endif
+#ifdef W_Q4_1
+    let blk = base + u * 5u;
+    let dm = unpack2x16float(w[blk]);
+    for (var i = 0u; i < 4u; i++) {
+        let word = w[blk + 1u + i];
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (word >> (8u * k)) & 0xffu;
+            (*v)[4u * i + k] = f32(byte & 15u) * dm.x + dm.y;
+            (*v)[4u * i + k + 16u] = f32(byte >> 4u) * dm.x + dm.y;
+        }
+    }
+#endif
+#ifdef W_Q5_0
+    let nb = cols / 32u;
+    let d = w_half(base, u);
+    let body = base + (nb + 1u) / 2u;
+    let qh = w[body + u];
+    for (var i = 0u; i < 4u; i++) {
+        let word = w[body + nb + u * 4u + i];
+        for (var k = 0u; k < 4u; k++) {
+            let j = 4u * i + k;
+            let byte = (word >> (8u * k)) & 0xffu;
+            let lo = (byte & 15u) | (((qh >> j) & 1u) << 4u);
+            let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
+            (*v)[j] = (f32(lo) - 16.0) * d;
+            (*v)[j + 16u] = (f32(hi) - 16.0) * d;
+        }
+    }
+#endif
+#ifdef W_Q4_K
+    let is = u & 7u;
+    let blk = base + (u >> 3u) * 36u;
+    let dm = unpack2x16float(w[blk]);
+    let sm = k_scale_min(blk + 1u, is);
+    let scale = dm.x * sm.x;
+    let off = dm.y * sm.y;
+    let shift = (is & 1u) * 4u;
+    let qs = blk + 4u + (is >> 1u) * 8u;
+    for (var i = 0u; i < 8u; i++) {
+        let word = w[qs + i];
+        for (var k = 0u; k < 4u; k++) {
+            (*v)[4u * i + k] = scale * f32((word >> (8u * k + shift)) & 15u) - off;
+        }
+    }
+#endif
+#ifdef W_Q5_K
+    let is = u & 7u;
+    let blk = base + (u >> 3u) * 44u;
+    let dm = unpack2x16float(w[blk]);
+    let sm = k_scale_min(blk + 1u, is);
+    let scale = dm.x * sm.x;
+    let off = dm.y * sm.y;
+    let shift = (is & 1u) * 4u;
+    let qs = blk + 12u + (is >> 1u) * 8u;
+    let mask = select(1u, 2u, (is & 1u) == 1u) << (2u * (is >> 1u));
+    for (var i = 0u; i < 8u; i++) {
+        let word = w[qs + i];
+        let hword = w[blk + 4u + i];
+        for (var k = 0u; k < 4u; k++) {
+            var q = (word >> (8u * k + shift)) & 15u;
+            q += select(0u, 16u, ((hword >> (8u * k)) & mask) != 0u);
+            (*v)[4u * i + k] = scale * f32(q) - off;
+        }
+    }
+#endif
+#ifdef W_Q6_K
+    let b = u >> 3u;
+    let r = u & 7u;
+    let n = r >> 2u;
+    let quarter = r & 3u;
+    let d = w_half(base, b);
+    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
+    let ql = body + (n * 64u + 32u * (quarter & 1u)) / 4u;
+    let qh = body + 32u + n * 8u;
+    let lo_shift = select(0u, 4u, quarter >= 2u);
+    let sc0 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 2u * quarter) << 24u) >> 24u);
+    let sc1 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 1u + 2u * quarter) << 24u) >> 24u);
+    for (var i = 0u; i < 8u; i++) {
+        let lw = w[ql + i];
+        let hw = w[qh + i];
+        let sc = select(sc0, sc1, i >= 4u);
+        for (var k = 0u; k < 4u; k++) {
+            let lo = (lw >> (8u * k + lo_shift)) & 15u;
+            let hi = (hw >> (8u * k + 2u * quarter)) & 3u;
+            (*v)[4u * i + k] = sc * f32(i32(lo | (hi << 4u)) - 32);
+        }
+    }
+#endif
+}

@@ -131,6 +131,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Prompt-processing and generation throughput, printed like llama-bench.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        device: DeviceArgs,
+        /// Prompt tokens (pp test; 0 skips it).
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        n_prompt: usize,
+        /// Generated tokens (tg test; 0 skips it).
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        n_gen: usize,
+        /// Repetitions of each test (after one warm-up).
+        #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+        reps: usize,
+        /// Print a JSON list of rows with llama-bench's field names.
+        #[arg(long)]
+        json: bool,
+    },
     /// Greedy generation.
     Generate {
         #[command(flatten)]
@@ -208,6 +227,37 @@ fn run(cli: Cli) -> wmoe::Result<()> {
                 }
             };
             wmoe::npy::write_f32(&out, &[tokens.len(), m.config.vocab], &logits)?;
+        }
+        Command::Bench {
+            model,
+            device: d,
+            n_prompt,
+            n_gen,
+            reps,
+            json,
+        } => {
+            let ctx = GpuContext::new(&device(&d))?;
+            let dir = model
+                .model
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(wmoe::DEFAULT_MODEL));
+            let t = std::time::Instant::now();
+            let m = Model::load_with(&ctx, &dir, model.quant, !json)?;
+            let load_s = t.elapsed().as_secs_f64();
+            let opts = model.session(&m, n_prompt.max(n_gen + 1));
+            let r = wmoe::runtime::bench::bench(
+                &ctx,
+                &m,
+                n_prompt,
+                n_gen,
+                reps.max(1),
+                model.chunk,
+                opts.kv,
+            )?;
+            print_bench(&ctx, &m, &dir, &r, load_s, json);
+            if let Some(p) = ctx.profile_report() {
+                eprintln!("{p}");
+            }
         }
         Command::Quantize { model, kind, out } => {
             let r = wmoe::model::quantize::quantize_checkpoint(&model, kind, &out)?;
@@ -295,6 +345,68 @@ fn run(cli: Cli) -> wmoe::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The llama-bench table (or its JSON rows) for a bench report.
+fn print_bench(
+    ctx: &GpuContext,
+    m: &Model,
+    dir: &std::path::Path,
+    r: &wmoe::runtime::bench::BenchReport,
+    load_s: f64,
+    json: bool,
+) {
+    let size = m.weights.gpu_bytes();
+    let params = m.weights.n_params();
+    let backend = format!("wgpu-{:?}", ctx.info.backend).to_lowercase();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let formats: std::collections::BTreeSet<&str> = m
+        .weights
+        .matrices()
+        .iter()
+        .map(|t| t.format.name())
+        .collect();
+    let model_type = format!(
+        "{} {}",
+        m.config.model_type,
+        formats.into_iter().collect::<Vec<_>>().join("+")
+    );
+    if json {
+        let rows: Vec<serde_json::Value> = r
+            .rows
+            .iter()
+            .map(|row| {
+                let (avg, sd) = row.ts();
+                let (avg_s, sd_s) = row.secs();
+                serde_json::json!({
+                    "build_commit": env!("CARGO_PKG_VERSION"), "backends": backend, "gpu_info": ctx.info.name,
+                    "model_filename": dir.display().to_string(), "model_type": model_type, "model_size": size,
+                    "model_n_params": params, "n_prompt": row.n_prompt, "n_gen": row.n_gen,
+                    "avg_ns": (avg_s * 1e9) as u64, "stddev_ns": (sd_s * 1e9) as u64, "avg_ts": avg, "stddev_ts": sd,
+                    "samples_ns": row.samples.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
+                    "samples_ts": row.samples_ts(), "load_s": load_s, "ttft_s": r.ttft, "gpu_weight_bytes": size,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    println!("| model | size | params | backend | test | t/s |");
+    println!("| --- | ---: | ---: | --- | ---: | ---: |");
+    for row in &r.rows {
+        let (avg, sd) = row.ts();
+        println!(
+            "| {name} ({model_type}) | {:.2} GiB | {:.2} B | {backend} | {} | {avg:.2} ± {sd:.2} |",
+            size as f64 / (1u64 << 30) as f64,
+            params as f64 / 1e9,
+            row.name()
+        );
+    }
+    println!();
+    println!("device: {} ({:?}); load {load_s:.2} s; time to first token (pp{}) {:.3} s; GPU weights {:.1} MiB", ctx.info.name, ctx.info.backend, r.rows.first().map_or(0, |x| x.n_prompt), r.ttft, size as f64 / (1 << 20) as f64);
 }
 
 fn main() -> ExitCode {

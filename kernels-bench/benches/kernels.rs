@@ -1,14 +1,16 @@
 //! Criterion benches of the kernel families at LFM2-8B-A1B shapes (H 2048, 32 experts top-4,
 //! expert width 1792, 32/8 heads of 64, vocab 65536). Throughput is the bytes each kernel must
-//! read (weights + activations), so criterion's GiB/s compares directly with the copy bench.
+//! read (weights + activations), so criterion's GiB/s compares directly with the copy bench;
+//! products also report FLOP counts in their names' units where weights are reused.
+//! `WMOE_BENCH_FILTER=substring` limits the run to matching names (criterion's own filter works too).
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
-use wmoe::gpu::{Binding, GpuContext, WeightFormat};
+use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, ALL_FORMATS};
 use wmoe::kernels::qk_norm_rope::{Heads, KvType};
-use wmoe::kernels::{attention, copy, matmul, matvec};
+use wmoe::kernels::{attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, shortconv};
 
 const H: usize = 2048;
 const FE: usize = 1792;
@@ -20,8 +22,11 @@ fn bench(
     name: &str,
     bytes: u64,
     ctx: &GpuContext,
-    record: &dyn Fn(&mut wmoe::gpu::Recorder),
+    record: &dyn Fn(&mut Recorder),
 ) {
+    if std::env::var("WMOE_BENCH_FILTER").is_ok_and(|f| !name.contains(&f)) {
+        return;
+    }
     run_once(ctx, record); // compile the pipelines
     let mut g = c.benchmark_group("kernels");
     g.throughput(Throughput::Bytes(bytes));
@@ -31,32 +36,19 @@ fn bench(
     g.finish();
 }
 
-fn kernels(c: &mut Criterion) {
-    let ctx = device();
-    eprintln!("device: {} ({:?})", ctx.info.name, ctx.info.backend);
-
-    let copy_bytes = 64u64 << 20;
-    let (src, dst) = (
-        ctx.storage("src", copy_bytes),
-        ctx.storage("dst", copy_bytes),
-    );
-    bench(c, "copy 64 MiB", 2 * copy_bytes, &ctx, &|rec| {
-        copy::record(rec, &(&src).into(), &(&dst).into(), copy_bytes)
-    });
-
-    let x = ctx.storage("x", (4 * FE * TOP_K) as u64);
-    let y = ctx.storage("y", (4 * 65536) as u64);
-    for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
-        let w = random_weights(&ctx, format, H, H, 1);
-        let v = matvec::Variant::for_device(&ctx, format, false, false);
-        let bytes = w.gpu_bytes() + 8 * H as u64;
+fn products(c: &mut Criterion, ctx: &GpuContext) {
+    let x = ctx.storage("x", (4 * 512 * 7168) as u64);
+    let y = ctx.storage("y", (4 * 512 * 7168) as u64);
+    for format in ALL_FORMATS {
+        let w = random_weights(ctx, format, H, H, 1);
+        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Plain, false, 1);
         bench(
             c,
             &format!("matvec {} 2048x2048", format.name()),
-            bytes,
-            &ctx,
+            w.gpu_bytes() + 8 * H as u64,
+            ctx,
             &|rec| {
-                let args = matvec::Args {
+                let a = matvec::Args {
                     w: &w,
                     n: H as u32,
                     x: (&x).into(),
@@ -65,91 +57,140 @@ fn kernels(c: &mut Criterion) {
                     y_stride: H as u32,
                     batch: 1,
                     ids: None,
+                    gather: None,
                 };
-                matvec::record(rec, v, &args)
+                matvec::record(rec, v, &a)
             },
         );
     }
+    for format in [WeightFormat::Q4_0, WeightFormat::Q4K, WeightFormat::Bf16] {
+        let m = 64u32;
+        let w = random_weights(ctx, format, H, H, 1);
+        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Plain, false, m);
+        bench(
+            c,
+            &format!("prefill batched matvec {} 64x2048x2048", format.name()),
+            w.gpu_bytes(),
+            ctx,
+            &|rec| {
+                let a = matvec::Args {
+                    w: &w,
+                    n: H as u32,
+                    x: (&x).into(),
+                    x_stride: H as u32,
+                    y: (&y).into(),
+                    y_stride: H as u32,
+                    batch: m,
+                    ids: None,
+                    gather: None,
+                };
+                matvec::record(rec, v, &a)
+            },
+        );
+        let mv = matmul::Variant {
+            format,
+            gather: false,
+            accumulate: false,
+        };
+        bench(
+            c,
+            &format!("prefill tiled matmul {} 64x2048x2048", format.name()),
+            w.gpu_bytes(),
+            ctx,
+            &|rec| {
+                let a = matmul::Args {
+                    w: &w,
+                    n: H as u32,
+                    m,
+                    x: (&x).into(),
+                    x_stride: H as u32,
+                    y: (&y).into(),
+                    y_stride: H as u32,
+                    gather: None,
+                };
+                matmul::record(rec, mv, &a)
+            },
+        );
+    }
+}
 
-    let head = random_weights(&ctx, WeightFormat::Bf16, 65536, H, 1);
-    let v = matvec::Variant::for_device(&ctx, WeightFormat::Bf16, false, false);
-    bench(
-        c,
-        "lm head bf16 65536x2048",
-        head.gpu_bytes(),
-        &ctx,
-        &|rec| {
-            let args = matvec::Args {
-                w: &head,
-                n: 65536,
-                x: (&x).into(),
-                x_stride: H as u32,
-                y: (&y).into(),
-                y_stride: 65536,
-                batch: 1,
-                ids: None,
-            };
-            matvec::record(rec, v, &args)
-        },
-    );
-    drop(head);
-
-    let gate_up = random_weights(&ctx, WeightFormat::Bf16, EXPERTS * 2 * FE, H, 2 * FE);
+fn experts(c: &mut Criterion, ctx: &GpuContext) {
+    let x = ctx.storage("x", (4 * 64 * TOP_K * 2 * FE) as u64);
+    let out = ctx.storage("expert out", (4 * 64 * TOP_K * 2 * FE) as u64);
     let ids = ctx.storage_with("ids", &[3u32, 17, 20, 31]);
-    let out = ctx.storage("expert out", (4 * TOP_K * 2 * FE) as u64);
-    let v = matvec::Variant::for_device(&ctx, WeightFormat::Bf16, true, false);
-    let active = (TOP_K * 2 * FE * H * 2) as u64;
-    bench(
-        c,
-        "expert matvec bf16 gate_up top-4 of 32",
-        active,
-        &ctx,
-        &|rec| {
-            let args = matvec::Args {
-                w: &gate_up,
-                n: (2 * FE) as u32,
-                x: (&x).into(),
-                x_stride: 0,
-                y: (&out).into(),
-                y_stride: (2 * FE) as u32,
-                batch: TOP_K as u32,
-                ids: Some((&ids).into()),
-            };
-            matvec::record(rec, v, &args)
-        },
-    );
-    drop(gate_up);
+    for format in [WeightFormat::Q4_0, WeightFormat::Q4K, WeightFormat::Bf16] {
+        let gate_up = random_weights(ctx, format, EXPERTS * 2 * FE, H, 2 * FE);
+        let active = (TOP_K * 2 * FE * format.row_words(H) * 4) as u64;
+        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Experts, false, 1);
+        bench(
+            c,
+            &format!("expert matvec {} gate_up top-4 of 32", format.name()),
+            active,
+            ctx,
+            &|rec| {
+                let a = matvec::Args {
+                    w: &gate_up,
+                    n: (2 * FE) as u32,
+                    x: (&x).into(),
+                    x_stride: 0,
+                    y: (&out).into(),
+                    y_stride: (2 * FE) as u32,
+                    batch: TOP_K as u32,
+                    ids: Some((&ids).into()),
+                    gather: None,
+                };
+                matvec::record(rec, v, &a)
+            },
+        );
+        // Grouped expert product of a 64-token chunk (gather included).
+        let t = 64usize;
+        let route: Vec<u32> = (0..t * TOP_K)
+            .map(|i| ((i * 7 + i / TOP_K) % EXPERTS) as u32)
+            .collect();
+        let rb = ctx.storage_with("route", &route);
+        let lists = moe_gather::Buffers::new(ctx, EXPERTS, t * TOP_K);
+        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Gather, false, t as u32);
+        bench(
+            c,
+            &format!("grouped expert gate_up {} 64 tokens", format.name()),
+            gate_up.gpu_bytes(),
+            ctx,
+            &|rec| {
+                moe_gather::record(
+                    rec,
+                    &(&rb).into(),
+                    &lists,
+                    (t * TOP_K) as u32,
+                    EXPERTS as u32,
+                );
+                let a = matvec::Args {
+                    w: &gate_up,
+                    n: (2 * FE) as u32,
+                    x: (&x).into(),
+                    x_stride: H as u32,
+                    y: (&out).into(),
+                    y_stride: (2 * FE) as u32,
+                    batch: 0,
+                    ids: None,
+                    gather: Some(lists.gather(EXPERTS as u32, t as u32, TOP_K as u32)),
+                };
+                matvec::record(rec, v, &a)
+            },
+        );
+    }
+}
 
-    let m = 128usize;
-    let w = random_weights(&ctx, WeightFormat::Bf16, H, H, 1);
-    let xm = ctx.storage("xm", (4 * m * H) as u64);
-    let ym = ctx.storage("ym", (4 * m * H) as u64);
-    let mv = matmul::Variant {
-        format: WeightFormat::Bf16,
-        gather: false,
-        accumulate: false,
-    };
-    bench(
-        c,
-        "matmul bf16 128x2048x2048",
-        w.gpu_bytes() + (8 * m * H) as u64,
-        &ctx,
-        &|rec| {
-            let args = matmul::Args {
-                w: &w,
-                n: H as u32,
-                m: m as u32,
-                x: (&xm).into(),
-                x_stride: H as u32,
-                y: (&ym).into(),
-                y_stride: H as u32,
-                gather: None,
-            };
-            matmul::record(rec, mv, &args)
-        },
+fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
+    let copy_bytes = 64u64 << 20;
+    let (src, dst) = (
+        ctx.storage("src", copy_bytes),
+        ctx.storage("dst", copy_bytes),
     );
+    bench(c, "copy 64 MiB", 2 * copy_bytes, ctx, &|rec| {
+        copy::record(rec, &(&src).into(), &(&dst).into(), copy_bytes)
+    });
 
-    for ctx_len in [1024u32, 8192] {
+    for ctx_len in [1024u32, 8192, 32768] {
         let heads = Heads {
             n_heads: 32,
             n_kv: 8,
@@ -157,20 +198,20 @@ fn kernels(c: &mut Criterion) {
             kv: KvType::F16,
         };
         let kv_bytes = (ctx_len * heads.kv_words() * 4) as u64;
-        let (k, vv) = (ctx.storage("k", kv_bytes), ctx.storage("v", kv_bytes));
+        let (k, v) = (ctx.storage("k", kv_bytes), ctx.storage("v", kv_bytes));
         let (q, o) = (ctx.storage("q", 4 * 2048), ctx.storage("o", 4 * 2048));
         bench(
             c,
             &format!("decode attention f16 KV ctx {ctx_len}"),
             2 * kv_bytes,
-            &ctx,
+            ctx,
             &|rec| {
                 attention::record(
                     rec,
                     heads,
                     &Binding::whole(&q),
                     &(&k).into(),
-                    &(&vv).into(),
+                    &(&v).into(),
                     &(&o).into(),
                     1,
                     ctx_len - 1,
@@ -178,11 +219,72 @@ fn kernels(c: &mut Criterion) {
             },
         );
     }
+    let proj = ctx.storage("proj", (4 * 3 * H) as u64);
+    let kernel = ctx.storage("kernel", (4 * 3 * H) as u64);
+    let state = ctx.storage("state", (4 * 2 * H) as u64);
+    let out = ctx.storage("out", (4 * H) as u64);
+    bench(c, "shortconv decode", (4 * 8 * H) as u64, ctx, &|rec| {
+        shortconv::record(
+            rec,
+            &(&proj).into(),
+            &(&kernel).into(),
+            &(&state).into(),
+            &(&out).into(),
+            H as u32,
+            1,
+            3,
+        )
+    });
+    let logits = ctx.storage("router logits", 4 * 32);
+    let bias = ctx.storage("bias", 4 * 32);
+    let (ids, wts) = (ctx.storage("ids", 16), ctx.storage("w", 16));
+    let routing = moe_router::Routing {
+        n_experts: 32,
+        top_k: 4,
+        use_bias: true,
+        norm_topk: true,
+        scale: 1.0,
+    };
+    bench(c, "moe router decode", 256, ctx, &|rec| {
+        moe_router::record(
+            rec,
+            routing,
+            &(&logits).into(),
+            &(&bias).into(),
+            &(&ids).into(),
+            &(&wts).into(),
+            1,
+        )
+    });
+    let (xn, wn) = (
+        ctx.storage("x", (4 * H) as u64),
+        ctx.storage("w", (4 * H) as u64),
+    );
+    bench(c, "rmsnorm 2048", (12 * H) as u64, ctx, &|rec| {
+        rmsnorm::record(
+            rec,
+            &(&xn).into(),
+            &(&wn).into(),
+            &(&out).into(),
+            H as u32,
+            1,
+            0,
+            1e-5,
+        )
+    });
+}
+
+fn kernels(c: &mut Criterion) {
+    let ctx = device();
+    eprintln!("device: {} ({:?})", ctx.info.name, ctx.info.backend);
+    small_kernels(c, &ctx);
+    products(c, &ctx);
+    experts(c, &ctx);
 }
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    config = Criterion::default().sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2));
     targets = kernels
 }
 criterion_main!(benches);

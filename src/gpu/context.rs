@@ -151,6 +151,7 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
+    profile: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
     pipelines: Mutex<HashMap<(&'static str, Defines), wgpu::ComputePipeline>>,
 }
 
@@ -215,6 +216,9 @@ impl GpuContext {
             limits,
             features,
             binding_cap: opts.max_binding,
+            profile: (std::env::var("WMOE_PROFILE").is_ok_and(|v| v == "1")
+                && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES))
+            .then(|| Mutex::new(Default::default())),
             pipelines: Mutex::new(HashMap::new()),
         })
     }
@@ -226,6 +230,43 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
             .min(1 << 30)
             .min(self.binding_cap.unwrap_or(u64::MAX))
+    }
+
+    /// Whether per-dispatch GPU timing is on (`WMOE_PROFILE=1` and timestamp queries inside
+    /// passes available).
+    pub fn profiling(&self) -> bool {
+        self.profile.is_some()
+    }
+
+    /// Adds one timed dispatch to the profile.
+    pub fn record_profile(&self, label: &str, ns: f64) {
+        if let Some(p) = &self.profile {
+            let mut p = p.lock().expect("profile poisoned");
+            let e = p.entry(label.to_string()).or_default();
+            e.0 += 1;
+            e.1 += ns;
+        }
+    }
+
+    /// The profile so far, one line per kernel label, slowest first; `None` when not profiling.
+    pub fn profile_report(&self) -> Option<String> {
+        let p = self.profile.as_ref()?.lock().expect("profile poisoned");
+        let total: f64 = p.values().map(|v| v.1).sum();
+        let mut rows: Vec<_> = p.iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let mut out = format!(
+            "{:<44} {:>8} {:>12} {:>10} {:>6}\n",
+            "kernel", "calls", "total ms", "avg us", "%"
+        );
+        for (label, (n, ns)) in rows {
+            out += &format!(
+                "{label:<44} {n:>8} {:>12.2} {:>10.1} {:>6.1}\n",
+                ns / 1e6,
+                ns / 1e3 / *n as f64,
+                100.0 * ns / total.max(1.0)
+            );
+        }
+        Some(out)
     }
 
     /// True on CPU rasterizers such as Mesa lavapipe, where narrow workgroups win.

@@ -30,7 +30,7 @@ impl From<&wgpu::Buffer> for Binding {
 
 struct Dispatch {
     pipeline: wgpu::ComputePipeline,
-    label: &'static str,
+    label: String,
     params_offset: u64,
     params_size: u64,
     bindings: Vec<Binding>,
@@ -73,7 +73,7 @@ impl<'a> Recorder<'a> {
     /// A grid with a zero dimension is skipped.
     pub fn dispatch<P: bytemuck::Pod>(
         &mut self,
-        label: &'static str,
+        label: &str,
         pipeline: &wgpu::ComputePipeline,
         params: &P,
         storage: &[Binding],
@@ -89,7 +89,7 @@ impl<'a> Recorder<'a> {
         self.arena.resize((params_offset + padded) as usize, 0);
         self.dispatches.push(Dispatch {
             pipeline: pipeline.clone(),
-            label,
+            label: label.to_string(),
             params_offset,
             params_size: (bytes.len() as u64).next_multiple_of(16),
             bindings: storage.to_vec(),
@@ -125,8 +125,8 @@ impl<'a> Recorder<'a> {
     }
 
     /// Labels of the recorded dispatches, in order.
-    pub fn labels(&self) -> Vec<&'static str> {
-        self.dispatches.iter().map(|d| d.label).collect()
+    pub fn labels(&self) -> Vec<&str> {
+        self.dispatches.iter().map(|d| d.label.as_str()).collect()
     }
 
     /// Writes the arena, records one compute pass and submits it.
@@ -164,30 +164,72 @@ impl<'a> Recorder<'a> {
                     });
                 }
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some(d.label),
+                    label: Some(&d.label),
                     layout: &d.pipeline.get_bind_group_layout(0),
                     entries: &entries,
                 })
             })
             .collect();
         let mut enc = device.create_command_encoder(&Default::default());
+        // WMOE_PROFILE=1: a timestamp before and after each dispatch (where the device can).
+        let timed = if self.ctx.profiling() {
+            self.dispatches.len().min(MAX_TIMED)
+        } else {
+            0
+        };
+        let queries = (timed > 0).then(|| {
+            device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * timed as u32,
+            })
+        });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("step"),
                 timestamp_writes: None,
             });
-            for (d, g) in self.dispatches.iter().zip(&groups) {
+            for (i, (d, g)) in self.dispatches.iter().zip(&groups).enumerate() {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, g, &[]);
+                if let Some(q) = queries.as_ref().filter(|_| i < timed) {
+                    pass.write_timestamp(q, 2 * i as u32);
+                }
                 pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                if let Some(q) = queries.as_ref().filter(|_| i < timed) {
+                    pass.write_timestamp(q, 2 * i as u32 + 1);
+                }
             }
         }
         for c in &self.copies {
             enc.copy_buffer_to_buffer(&c.src, c.src_offset, &c.dst, c.dst_offset, c.size);
         }
-        self.ctx.queue.submit([enc.finish()])
+        let Some(q) = queries else {
+            return self.ctx.queue.submit([enc.finish()]);
+        };
+        let bytes = 16 * timed as u64;
+        let resolved = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        enc.resolve_query_set(&q, 0..2 * timed as u32, &resolved, 0);
+        let index = self.ctx.queue.submit([enc.finish()]);
+        if let Ok(raw) = self.ctx.read_bytes(&resolved, 0, bytes) {
+            let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
+            let period = self.ctx.queue.get_timestamp_period() as f64;
+            for (i, d) in self.dispatches.iter().take(timed).enumerate() {
+                let ns = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period;
+                self.ctx.record_profile(&d.label, ns);
+            }
+        }
+        index
     }
 }
+
+/// Dispatches timed per submit under WMOE_PROFILE (two queries each, 4096 per query set).
+const MAX_TIMED: usize = 2048;
 
 /// A grid of `n` workgroups folded into x and y so no dimension passes 65535; kernels
 /// linearise with `wid.x + wid.y * nwg.x` and exit past `n`.

@@ -111,7 +111,12 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         if let Some(g) = &a.gather {
             b.extend([g.counts.clone(), g.offsets.clone(), g.pairs.clone()]);
         }
-        rec.dispatch("matmul", &pipeline, &params, &b, groups);
+        let label = format!(
+            "matmul {}{}",
+            v.format.name(),
+            if v.gather { " gather" } else { "" }
+        );
+        rec.dispatch(&label, &pipeline, &params, &b, groups);
     }
 }
 
@@ -253,6 +258,32 @@ mod tests {
             );
             let err = rel_err(&ctx.read_f32(&y, 0, t * top_k * n).unwrap(), &y_ref);
             assert!(err < 1e-10, "{format:?} pages={} err={err}", w.pages.len());
+            // The gathered batched matvec (the CPU-device prefill path) gives the same.
+            let y2 = poisoned(ctx, t * top_k * n);
+            let mut rec = Recorder::new(ctx);
+            let v = matvec::Variant {
+                format,
+                mode: matvec::Mode::Gather,
+                accumulate: false,
+                wg: 8,
+                rows: 2,
+                tokens: 8,
+            };
+            let args = matvec::Args {
+                w: &w,
+                n: n as u32,
+                x: (&xb).into(),
+                x_stride: k as u32,
+                y: (&y2).into(),
+                y_stride: n as u32,
+                batch: 0,
+                ids: None,
+                gather: Some(lists.gather(e as u32, t as u32, top_k as u32)),
+            };
+            matvec::record(&mut rec, v, &args);
+            rec.submit();
+            let err = rel_err(&ctx.read_f32(&y2, 0, t * top_k * n).unwrap(), &y_ref);
+            assert!(err < 1e-10, "gathered matvec {format:?} err={err}");
         }
     }
 }

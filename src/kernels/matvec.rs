@@ -1,6 +1,7 @@
 //! Batched matrix-vector product, `y[b] (+)= W[m_b] · x[b]`, the decode path's projection and
 //! (with `experts`) the decode expert matvec whose matrix ids are read on the GPU.
 
+use super::matmul::Gather;
 use crate::gpu::{fold_groups, Binding, Defines, Recorder, WeightFormat, WeightTensor};
 
 pub fn source() -> String {
@@ -11,16 +12,29 @@ pub fn source() -> String {
     )
 }
 
+/// Where each workgroup's matrix and batch entries come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// One matrix; batch entries in tiles of `tokens`.
+    Plain,
+    /// Matrix `ids[b]` per batch entry (the decode expert matvec).
+    Experts,
+    /// Per expert, the pairs the gather kernel routed to it, in tiles of `tokens`.
+    Gather,
+}
+
 /// Pipeline key; the dispatch reads its tiling from the same struct.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Variant {
     pub format: WeightFormat,
-    pub experts: bool,
+    pub mode: Mode,
     pub accumulate: bool,
     /// Threads per workgroup (a power of two).
     pub wg: u32,
     /// Output rows per workgroup.
     pub rows: u32,
+    /// Batch entries per workgroup (1 with `Mode::Experts`).
+    pub tokens: u32,
 }
 
 impl Variant {
@@ -29,9 +43,12 @@ impl Variant {
             (self.format.define(), String::new()),
             ("WG", format!("{}u", self.wg)),
             ("ROWS", format!("{}u", self.rows)),
+            ("TOKENS", format!("{}u", self.tokens)),
         ];
-        if self.experts {
-            d.push(("EXPERTS", String::new()));
+        match self.mode {
+            Mode::Plain => {}
+            Mode::Experts => d.push(("EXPERTS", String::new())),
+            Mode::Gather => d.push(("GATHER", String::new())),
         }
         if self.accumulate {
             d.push(("ACCUMULATE", String::new()));
@@ -39,20 +56,28 @@ impl Variant {
         super::defines(&d)
     }
 
-    /// The tiling for this device: narrow workgroups on CPU rasterizers, wide ones on GPUs.
+    /// The tiling for this device: narrow workgroups on CPU rasterizers (their SIMD width),
+    /// wide ones on GPUs; `batch` > 1 takes token tiles that reuse each decoded weight.
     pub fn for_device(
         ctx: &crate::gpu::GpuContext,
         format: WeightFormat,
-        experts: bool,
+        mode: Mode,
         accumulate: bool,
+        batch: u32,
     ) -> Self {
-        let (wg, rows) = if ctx.is_cpu() { (8, 4) } else { (64, 4) };
+        let (wg, rows) = if ctx.is_cpu() { (8, 2) } else { (64, 4) };
+        let tokens = if mode == Mode::Experts || batch <= 1 {
+            1
+        } else {
+            8
+        };
         Variant {
             format,
-            experts,
+            mode,
             accumulate,
             wg,
             rows,
+            tokens,
         }
     }
 }
@@ -68,6 +93,10 @@ struct Params {
     x_stride: u32,
     y_stride: u32,
     row_groups: u32,
+    batch: u32,
+    x_div: u32,
+    tiles: u32,
+    _pad: u32,
 }
 
 /// Inputs of one batched matvec.
@@ -79,16 +108,40 @@ pub struct Args<'a> {
     pub x_stride: u32,
     pub y: Binding,
     pub y_stride: u32,
+    /// Batch entries (`Mode::Plain`, `Mode::Experts`).
     pub batch: u32,
-    /// Matrix id per batch entry (required with `Variant::experts`).
+    /// Matrix id per batch entry (`Mode::Experts`).
     pub ids: Option<Binding>,
+    /// Per-expert pair lists (`Mode::Gather`).
+    pub gather: Option<Gather>,
 }
 
 /// Records one dispatch per weight page.
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
-    assert_eq!(v.experts, a.ids.is_some(), "expert variant needs ids");
+    assert_eq!(
+        v.mode == Mode::Experts,
+        a.ids.is_some(),
+        "expert mode needs ids"
+    );
+    assert_eq!(
+        v.mode == Mode::Gather,
+        a.gather.is_some(),
+        "gather mode needs lists"
+    );
+    assert!(
+        v.mode != Mode::Experts || v.tokens == 1,
+        "expert mode takes one entry per workgroup"
+    );
     let pipeline = rec.ctx().pipeline("matvec", &source(), &v.defines());
     let row_groups = a.n.div_ceil(v.rows);
+    let (z, x_div, tiles) = match (&a.gather, v.mode) {
+        (Some(g), _) => {
+            let tiles = g.max_rows.div_ceil(v.tokens);
+            (g.n_experts * tiles, g.x_div, tiles)
+        }
+        (None, Mode::Experts) => (a.batch, 1, 0),
+        (None, _) => (a.batch.div_ceil(v.tokens), 1, 0),
+    };
     for page in &a.w.pages {
         let params = Params {
             k: a.w.cols,
@@ -99,17 +152,19 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             x_stride: a.x_stride,
             y_stride: a.y_stride,
             row_groups,
+            batch: a.batch,
+            x_div,
+            tiles,
+            _pad: 0,
         };
         let mut b = vec![Binding::whole(&page.buffer), a.x.clone(), a.y.clone()];
         b.extend(a.ids.clone());
-        // Workgroups whose rows lie outside this page exit at once.
-        rec.dispatch(
-            "matvec",
-            &pipeline,
-            &params,
-            &b,
-            fold_groups(row_groups, a.batch),
-        );
+        if let Some(g) = &a.gather {
+            b.extend([g.counts.clone(), g.offsets.clone(), g.pairs.clone()]);
+        }
+        // Workgroups whose rows or expert lie outside this page exit at once.
+        let label = format!("matvec {} {:?} x{}", v.format.name(), v.mode, v.tokens);
+        rec.dispatch(&label, &pipeline, &params, &b, fold_groups(row_groups, z));
     }
 }
 
@@ -156,6 +211,7 @@ mod tests {
         page_bytes: Option<u64>,
         wg: u32,
         rows: u32,
+        tokens: u32,
     ) {
         let Some(ctx) = context() else { return };
         let k = cols_for(format, k);
@@ -179,12 +235,15 @@ mod tests {
         };
         let xb = ctx.storage_with("x", &x);
         let idb = ctx.storage_with("ids", &ids);
+        let mode = if experts { Mode::Experts } else { Mode::Plain };
+        let tokens = if experts { 1 } else { tokens };
         let v = Variant {
             format,
-            experts,
+            mode,
             accumulate,
             wg,
             rows,
+            tokens,
         };
         let mut rec = Recorder::new(ctx);
         record(
@@ -199,6 +258,7 @@ mod tests {
                 y_stride: n as u32,
                 batch: batch as u32,
                 ids: experts.then(|| (&idb).into()),
+                gather: None,
             },
         );
         rec.submit();
@@ -227,11 +287,12 @@ mod tests {
     fn matvec_matches_reference_all_formats() {
         // page_bytes here counts row groups per page (rows, or whole experts).
         for f in ALL_FORMATS {
-            case(f, false, false, 37, 45, 1, None, 8, 4);
-            case(f, false, true, 130, 77, 3, None, 64, 4);
-            case(f, false, false, 100, 64, 2, Some(16), 8, 4); // several pages
-            case(f, true, false, 29, 33, 4, None, 8, 4);
-            case(f, true, true, 24, 40, 3, Some(2), 64, 2); // experts across pages
+            case(f, false, false, 37, 45, 1, None, 8, 4, 1);
+            case(f, false, true, 130, 77, 3, None, 64, 4, 1);
+            case(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages
+            case(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
+            case(f, true, false, 29, 33, 4, None, 8, 4, 1);
+            case(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
         }
     }
 }

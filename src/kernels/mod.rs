@@ -41,10 +41,11 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 matvec::source(),
                 matvec::Variant {
                     format: f,
-                    experts: false,
+                    mode: matvec::Mode::Plain,
                     accumulate: acc,
                     wg: 64,
                     rows: 4,
+                    tokens: 8,
                 }
                 .defines(),
             ));
@@ -53,10 +54,15 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 matvec::source(),
                 matvec::Variant {
                     format: f,
-                    experts: true,
+                    mode: if acc {
+                        matvec::Mode::Experts
+                    } else {
+                        matvec::Mode::Gather
+                    },
                     accumulate: acc,
                     wg: 8,
                     rows: 2,
+                    tokens: if acc { 1 } else { 8 },
                 }
                 .defines(),
             ));

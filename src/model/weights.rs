@@ -68,22 +68,34 @@ impl ModelWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// Every weight matrix (the embedding once, even when tied).
+    pub fn matrices(&self) -> Vec<&WeightTensor> {
+        let mut v = vec![&self.embed];
+        v.extend(self.lm_head.as_ref());
+        for l in &self.layers {
+            match &l.mixer {
+                Mixer::Conv(c) => v.extend([&c.in_proj, &c.out_proj]),
+                Mixer::Attn(a) => v.extend([&a.qkv, &a.out_proj]),
+            }
+            match &l.ffn {
+                FfnWeights::Dense { gate_up, down } => v.extend([gate_up, down]),
+                FfnWeights::Moe(m) => v.extend([&m.router, &m.gate_up, &m.down]),
+            }
+        }
+        v
+    }
+
     /// Bytes of all weight pages on the GPU.
     pub fn gpu_bytes(&self) -> u64 {
-        let mut total = self.embed.gpu_bytes() + self.lm_head.as_ref().map_or(0, |t| t.gpu_bytes());
-        for l in &self.layers {
-            total += match &l.mixer {
-                Mixer::Conv(c) => c.in_proj.gpu_bytes() + c.out_proj.gpu_bytes(),
-                Mixer::Attn(a) => a.qkv.gpu_bytes() + a.out_proj.gpu_bytes(),
-            };
-            total += match &l.ffn {
-                FfnWeights::Dense { gate_up, down } => gate_up.gpu_bytes() + down.gpu_bytes(),
-                FfnWeights::Moe(m) => {
-                    m.router.gpu_bytes() + m.gate_up.gpu_bytes() + m.down.gpu_bytes()
-                }
-            };
-        }
-        total
+        self.matrices().iter().map(|t| t.gpu_bytes()).sum()
+    }
+
+    /// Parameters in the weight matrices (norms and biases excluded).
+    pub fn n_params(&self) -> u64 {
+        self.matrices()
+            .iter()
+            .map(|t| t.rows as u64 * t.cols as u64)
+            .sum()
     }
 }
 

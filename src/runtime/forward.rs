@@ -74,6 +74,12 @@ impl Scratch {
     }
 }
 
+/// Whether prefill products use the batched matvec (CPU devices, where decoding each weight
+/// once per token tile beats shared-memory tiles) rather than the tiled matmul (GPUs).
+fn batched_matvec(ctx: &GpuContext) -> bool {
+    ctx.is_cpu()
+}
+
 /// `y (+)= W · x` for `m` rows: the matvec for one row, the tiled matmul for more.
 #[allow(clippy::too_many_arguments)]
 fn linear(
@@ -85,8 +91,9 @@ fn linear(
     accumulate: bool,
 ) {
     let (n, k) = (w.rows, w.cols);
-    if m == 1 {
-        let v = matvec::Variant::for_device(rec.ctx(), w.format, false, accumulate);
+    if m == 1 || batched_matvec(rec.ctx()) {
+        let v =
+            matvec::Variant::for_device(rec.ctx(), w.format, matvec::Mode::Plain, accumulate, m);
         let args = matvec::Args {
             w,
             n,
@@ -94,8 +101,9 @@ fn linear(
             x_stride: k,
             y: y.into(),
             y_stride: n,
-            batch: 1,
+            batch: m,
             ids: None,
+            gather: None,
         };
         matvec::record(rec, v, &args);
     } else {
@@ -113,6 +121,56 @@ fn linear(
             y: y.into(),
             y_stride: n,
             gather: None,
+        };
+        matmul::record(rec, v, &args);
+    }
+}
+
+/// The grouped expert product over gathered pairs: `y[pair] = W[e] · x[pair / x_div]`.
+fn grouped(
+    rec: &mut Recorder,
+    w: &WeightTensor,
+    n: u32,
+    x: &wgpu::Buffer,
+    x_stride: u32,
+    y: &wgpu::Buffer,
+    g: matmul::Gather,
+) {
+    if batched_matvec(rec.ctx()) {
+        let v = matvec::Variant::for_device(
+            rec.ctx(),
+            w.format,
+            matvec::Mode::Gather,
+            false,
+            g.max_rows,
+        );
+        let args = matvec::Args {
+            w,
+            n,
+            x: x.into(),
+            x_stride,
+            y: y.into(),
+            y_stride: n,
+            batch: 0,
+            ids: None,
+            gather: Some(g),
+        };
+        matvec::record(rec, v, &args);
+    } else {
+        let v = matmul::Variant {
+            format: w.format,
+            gather: true,
+            accumulate: false,
+        };
+        let args = matmul::Args {
+            w,
+            n,
+            m: 0,
+            x: x.into(),
+            x_stride,
+            y: y.into(),
+            y_stride: n,
+            gather: Some(g),
         };
         matmul::record(rec, v, &args);
     }
@@ -219,7 +277,13 @@ pub(crate) fn record_chunk(
                     t,
                 );
                 if t == 1 {
-                    let v = matvec::Variant::for_device(rec.ctx(), m.gate_up.format, true, false);
+                    let v = matvec::Variant::for_device(
+                        rec.ctx(),
+                        m.gate_up.format,
+                        matvec::Mode::Experts,
+                        false,
+                        1,
+                    );
                     let args = matvec::Args {
                         w: &m.gate_up,
                         n: 2 * fe,
@@ -229,10 +293,17 @@ pub(crate) fn record_chunk(
                         y_stride: 2 * fe,
                         batch: k,
                         ids: Some(b(&sc.ids)),
+                        gather: None,
                     };
                     matvec::record(rec, v, &args);
                     swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, k);
-                    let v = matvec::Variant::for_device(rec.ctx(), m.down.format, true, false);
+                    let v = matvec::Variant::for_device(
+                        rec.ctx(),
+                        m.down.format,
+                        matvec::Mode::Experts,
+                        false,
+                        1,
+                    );
                     let args = matvec::Args {
                         w: &m.down,
                         n: h,
@@ -242,44 +313,31 @@ pub(crate) fn record_chunk(
                         y_stride: h,
                         batch: k,
                         ids: Some(b(&sc.ids)),
+                        gather: None,
                     };
                     matvec::record(rec, v, &args);
                 } else {
                     let lists = sc.lists.as_ref().expect("MoE scratch");
                     moe_gather::record(rec, &b(&sc.ids), lists, t * k, routing.n_experts);
-                    let v = matmul::Variant {
-                        format: m.gate_up.format,
-                        gather: true,
-                        accumulate: false,
-                    };
-                    let args = matmul::Args {
-                        w: &m.gate_up,
-                        n: 2 * fe,
-                        m: 0,
-                        x: b(&sc.xn),
-                        x_stride: h,
-                        y: b(&sc.proj),
-                        y_stride: 2 * fe,
-                        gather: Some(lists.gather(routing.n_experts, t, k)),
-                    };
-                    matmul::record(rec, v, &args);
+                    grouped(
+                        rec,
+                        &m.gate_up,
+                        2 * fe,
+                        &sc.xn,
+                        h,
+                        &sc.proj,
+                        lists.gather(routing.n_experts, t, k),
+                    );
                     swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, t * k);
-                    let v = matmul::Variant {
-                        format: m.down.format,
-                        gather: true,
-                        accumulate: false,
-                    };
-                    let args = matmul::Args {
-                        w: &m.down,
-                        n: h,
-                        m: 0,
-                        x: b(&sc.act),
-                        x_stride: fe,
-                        y: b(&sc.expert_out),
-                        y_stride: h,
-                        gather: Some(lists.gather(routing.n_experts, t, 1)),
-                    };
-                    matmul::record(rec, v, &args);
+                    grouped(
+                        rec,
+                        &m.down,
+                        h,
+                        &sc.act,
+                        fe,
+                        &sc.expert_out,
+                        lists.gather(routing.n_experts, t, 1),
+                    );
                 }
                 moe_combine::record(
                     rec,

@@ -1,6 +1,7 @@
 //! The host scheduler: a loaded model, sessions that own the KV cache and conv state, and
 //! the per-chunk recording of the forward pass (one submit per chunk or decode step).
 
+pub mod bench;
 mod forward;
 mod model;
 mod session;
