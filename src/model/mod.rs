@@ -3,6 +3,8 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod quantize;
 pub mod source;
 pub mod synth;

@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::qk_norm_rope;
+use crate::model::gguf::GgufSource;
+use crate::model::gguf_tokenizer::tokenizer_from_gguf;
 use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan};
 
 pub struct Model {
+    /// The checkpoint directory or GGUF file it was loaded from.
     pub dir: PathBuf,
     pub config: Config,
     pub weights: ModelWeights,
@@ -23,46 +26,83 @@ impl Model {
     }
 
     /// Loads a checkpoint, quantizing its matrices while streaming them to the GPU when
-    /// `quant` is given.
+    /// `quant` is given. `path` is a Hugging Face checkpoint directory or a GGUF file (`lfm2`
+    /// / `lfm2moe`); a GGUF model takes its tokenizer from a tokenizer.json beside the file,
+    /// else from the file's tokenizer metadata.
     pub fn load_with(
         ctx: &GpuContext,
-        dir: &Path,
+        path: &Path,
         quant: Option<QuantPlan>,
         progress: bool,
     ) -> Result<Self> {
-        if !dir.is_dir() {
+        if path.is_file() {
+            if path
+                .extension()
+                .is_some_and(|e| e == "safetensors" || e == "json")
+            {
+                return Err(Error::file(
+                    path,
+                    "is a file of a Hugging Face checkpoint; pass the directory that holds it (or a .gguf file)",
+                ));
+            }
+            return Self::load_gguf(ctx, path, quant, progress);
+        }
+        if !path.is_dir() {
             return Err(Error::file(
-                dir,
-                "not a directory; pass a checkpoint directory with config.json and *.safetensors",
+                path,
+                "no such directory or file; pass a checkpoint directory with config.json and *.safetensors, or a .gguf file",
             ));
         }
+        let dir = path;
         let config = Config::from_file(&dir.join("config.json"))?;
         let ck = Checkpoint::open(dir)?;
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
-        let tok_path = dir.join("tokenizer.json");
-        let tokenizer =
-            if tok_path.exists() {
-                Some(tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| {
-                    Error::file(&tok_path, format!("cannot load the tokenizer: {e}"))
-                })?)
-            } else {
-                None
-            };
+        let tokenizer = tokenizer_json(&dir.join("tokenizer.json"))?;
+        Ok(Self::assemble(dir, config, weights, tokenizer))
+    }
+
+    /// Loads an `lfm2` / `lfm2moe` GGUF file.
+    fn load_gguf(
+        ctx: &GpuContext,
+        path: &Path,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
+        let src = GgufSource::open(path)?;
+        let config = Config::from_gguf(src.file())?;
+        let weights = ModelWeights::load(ctx, &src, &config, quant, progress)?;
+        let beside = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("tokenizer.json");
+        let tokenizer = match tokenizer_json(&beside)? {
+            Some(t) => Some(t),
+            None => tokenizer_from_gguf(src.file())?,
+        };
+        Ok(Self::assemble(path, config, weights, tokenizer))
+    }
+
+    fn assemble(
+        path: &Path,
+        config: Config,
+        weights: ModelWeights,
+        tokenizer: Option<tokenizers::Tokenizer>,
+    ) -> Self {
         let inv_freq = qk_norm_rope::inv_freq(config.rope_theta, config.head_dim);
-        Ok(Model {
-            dir: dir.to_path_buf(),
+        Model {
+            dir: path.to_path_buf(),
             config,
             weights,
             inv_freq,
             tokenizer,
-        })
+        }
     }
 
     /// Token ids of `text` (no special tokens added: chat templates carry their own BOS).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let tok = self.tokenizer.as_ref().ok_or_else(|| {
             Error::Input(format!(
-                "{} has no tokenizer.json; pass --tokens instead of --prompt",
+                "{} has no tokenizer (no tokenizer.json, no GGUF tokenizer metadata); pass --tokens instead of --prompt",
                 self.dir.display()
             ))
         })?;
@@ -84,4 +124,14 @@ impl Model {
             }
         }
     }
+}
+
+/// The tokenizer in `path`, or `None` when there is no such file.
+fn tokenizer_json(path: &Path) -> Result<Option<tokenizers::Tokenizer>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    tokenizers::Tokenizer::from_file(path)
+        .map(Some)
+        .map_err(|e| Error::file(path, format!("cannot load the tokenizer: {e}")))
 }
