@@ -31,7 +31,7 @@ struct DeviceArgs {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Checkpoint directory (config.json + *.safetensors); default: the bundled tiny model.
+    /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled tiny model.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Longest sequence the session holds (prompt + generated tokens).
@@ -43,7 +43,7 @@ struct ModelArgs {
     /// KV cache type: f16, f32, or auto (f32 while the whole f32 cache stays ≤ 256 MiB).
     #[arg(long, value_enum, default_value = "auto")]
     kv_type: KvArg,
-    /// Quantize f32/f16/bf16 matrices while loading: q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m, q4_k_s.
+    /// Quantize f32/f16/bf16 matrices while loading (already quantized ones are kept): q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k, q4_k_m, q4_k_s.
     #[arg(long, value_parser = parse_plan)]
     quant: Option<QuantPlan>,
 }
@@ -156,7 +156,7 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         device: DeviceArgs,
-        /// Prompt text (needs tokenizer.json beside the model).
+        /// Prompt text (needs a tokenizer: tokenizer.json beside the model, or GGUF tokenizer metadata).
         #[arg(long, conflicts_with = "tokens")]
         prompt: Option<String>,
         /// Comma-separated prompt token ids.

@@ -98,8 +98,9 @@ impl WeightTensor {
                 )));
             }
             ctx.queue.write_buffer(&buffer, 0, &staging);
-            // Flush the queue's staging copy so host memory stays at about one page.
+            // Flush the queue's staging copy and wait, so host memory stays at about one page.
             ctx.queue.submit([]);
+            let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
             pages.push(WeightPage {
                 buffer,
                 row0: row0 as u32,

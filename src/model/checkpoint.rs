@@ -136,6 +136,12 @@ impl TensorSource for Checkpoint {
         self.tensors.contains_key(name)
     }
 
+    fn release(&self, view: &TensorView) {
+        for (_, map) in &self.files {
+            super::source::drop_pages(map, view.bytes);
+        }
+    }
+
     fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.tensors.keys().cloned().collect();
         v.sort();

@@ -267,7 +267,7 @@ impl GgufTensorInfo {
 /// An opened, parsed GGUF file.
 pub struct GgufFile {
     pub path: PathBuf,
-    map: Mmap,
+    pub(crate) map: Mmap,
     pub version: u32,
     pub alignment: u64,
     /// Byte offset of the data section (tensor offsets are relative to it).
@@ -811,6 +811,10 @@ impl TensorSource for GgufSource {
             shape: e.shape.clone(),
             bytes,
         })
+    }
+
+    fn release(&self, view: &TensorView) {
+        super::source::drop_pages(&self.file.map, view.bytes);
     }
 
     fn contains(&self, name: &str) -> bool {

@@ -47,6 +47,10 @@ pub trait TensorSource {
     /// Bytes of all tensor data (for progress reporting).
     fn total_bytes(&self) -> u64;
 
+    /// Tells the OS the mapped bytes of `view` will not be read again soon, so a loader that
+    /// has uploaded them keeps host memory bounded (default: nothing to do).
+    fn release(&self, _view: &TensorView) {}
+
     /// The tensor `name`, checked to have `shape`.
     fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<TensorView<'_>> {
         let v = self.get(name)?;
@@ -58,5 +62,24 @@ pub trait TensorSource {
             ));
         }
         Ok(v)
+    }
+}
+
+/// Drops the resident pages of `bytes` (a slice of `map`) from this process's memory; they
+/// are re-read from the file if touched again.
+pub fn drop_pages(map: &memmap2::Mmap, bytes: &[u8]) {
+    const PAGE: usize = 4096;
+    let base = map.as_ptr() as usize;
+    let start = bytes.as_ptr() as usize;
+    if start < base || start + bytes.len() > base + map.len() {
+        return;
+    }
+    let first = (start - base).next_multiple_of(PAGE);
+    let end = (start - base + bytes.len()) / PAGE * PAGE;
+    if end > first {
+        // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops cached
+        // pages, and later reads fault them back in from the unchanged file. No reference into
+        // these pages is invalidated (their contents stay the same).
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first) };
     }
 }
