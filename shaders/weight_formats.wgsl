@@ -68,6 +68,14 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
     let q = lo | (((qh >> j) & 1u) << 4u);
     return (f32(q) - 16.0) * w_half(base, b);
 #endif
+#ifdef W_Q5_1
+    let j = k & 31u;
+    let blk = base + (k >> 5u) * 6u;
+    let dm = unpack2x16float(w[blk]);
+    let byte = w_byte(blk + 2u, j & 15u);
+    let lo = select(byte & 15u, byte >> 4u, j >= 16u);
+    return f32(lo | (((w[blk + 1u] >> j) & 1u) << 4u)) * dm.x + dm.y;
+#endif
 #ifdef W_Q4_K
     let blk = base + (k >> 8u) * 36u;
     let j = k & 255u;
@@ -178,6 +186,22 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
             let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
             (*v)[j] = (f32(lo) - 16.0) * d;
             (*v)[j + 16u] = (f32(hi) - 16.0) * d;
+        }
+    }
+#endif
+#ifdef W_Q5_1
+    let blk = base + u * 6u;
+    let dm = unpack2x16float(w[blk]);
+    let qh = w[blk + 1u];
+    for (var i = 0u; i < 4u; i++) {
+        let word = w[blk + 2u + i];
+        for (var k = 0u; k < 4u; k++) {
+            let j = 4u * i + k;
+            let byte = (word >> (8u * k)) & 0xffu;
+            let lo = (byte & 15u) | (((qh >> j) & 1u) << 4u);
+            let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
+            (*v)[j] = f32(lo) * dm.x + dm.y;
+            (*v)[j + 16u] = f32(hi) * dm.x + dm.y;
         }
     }
 #endif

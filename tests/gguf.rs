@@ -151,7 +151,7 @@ fn block_layouts_match_gguf_py() {
     let g = GgufFile::open(&gguf("formats.gguf")).unwrap();
     let mut seen = Vec::new();
     for name in [
-        "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q4_k", "q5_k", "q6_k",
+        "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
     ] {
         let t = g.tensor(name).unwrap();
         let (format, bytes) = g.tensor_data(t).unwrap();
@@ -472,8 +472,8 @@ fn unsupported_tensor_types_are_named() {
     let iq = patched("tiny-moe-mixed.gguf", "iq2.gguf", |b| {
         set_type(b, "blk.3.ffn_down_exps.weight", 16)
     });
-    let q51 = patched("tiny-moe-mixed.gguf", "q51.gguf", |b| {
-        set_type(b, "blk.2.attn_q.weight", 7)
+    let q2k = patched("tiny-moe-mixed.gguf", "q2k.gguf", |b| {
+        set_type(b, "blk.2.attn_q.weight", 10)
     });
     for (path, tensor, hf, ty) in [
         (
@@ -483,10 +483,10 @@ fn unsupported_tensor_types_are_named() {
             "IQ2_XXS",
         ),
         (
-            &q51,
+            &q2k,
             "blk.2.attn_q.weight",
             "model.layers.2.self_attn.q_proj.weight",
-            "Q5_1",
+            "Q2_K",
         ),
     ] {
         let src = GgufSource::open(path).unwrap();
@@ -497,7 +497,7 @@ fn unsupported_tensor_types_are_named() {
                 path.to_str().unwrap(),
                 &format!("tensor '{tensor}'"),
                 &format!("has type {ty}, which wmoe does not support"),
-                "supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K",
+                "supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K",
             ],
         );
         if let Some(ctx) = testing::context() {

@@ -522,7 +522,7 @@ def _gguf_version() -> str:
 def random_blocks(qt: QT, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
     """Valid canonical bytes of qt for a [rows, cols] tensor: quantized random values for the
     types gguf-py can quantize, random bytes with sane f16 scales for the K-quants."""
-    if qt in (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.BF16):
+    if qt in (QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.BF16):
         return gguf.quants.quantize(rng.standard_normal((rows, cols)).astype(np.float32), qt)
     block, size = gguf.GGML_QUANT_SIZES[qt]
     nb = rows * cols // block
@@ -566,7 +566,7 @@ def make_formats() -> dict:
         "test.array_nested", [[1, 2], [3]], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.ARRAY
     )
     rows, cols = 2, 256
-    for qt in (QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K):
+    for qt in (QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1, QT.Q4_K, QT.Q5_K, QT.Q6_K):
         if qt == QT.F16:
             data = rng.standard_normal((rows, cols)).astype(np.float16)
             w.add_tensor(qt.name.lower(), data)

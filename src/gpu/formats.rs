@@ -1,5 +1,5 @@
 //! Weight formats: float (f32, f16, bf16) and GGUF block quantizations (q8_0, q4_0, q4_1,
-//! q5_0, q4_K, q5_K, q6_K). Each has a canonical byte layout (GGUF's, block after block) and
+//! q5_0, q5_1, q4_K, q5_K, q6_K). Each has a canonical byte layout (GGUF's, block after block) and
 //! a GPU row layout the shaders read as `array<u32>`. Blocks that are not 4-byte aligned are
 //! repacked per row into separate aligned arrays: `[f16 scales, padded to a word][the rest]`.
 //! Host-side quantizers, dequantizers and the repacking live here, beside the layouts.
@@ -16,12 +16,13 @@ pub enum WeightFormat {
     Q4_0,
     Q4_1,
     Q5_0,
+    Q5_1,
     Q4K,
     Q5K,
     Q6K,
 }
 
-pub const ALL_FORMATS: [WeightFormat; 10] = [
+pub const ALL_FORMATS: [WeightFormat; 11] = [
     WeightFormat::F32,
     WeightFormat::F16,
     WeightFormat::Bf16,
@@ -29,6 +30,7 @@ pub const ALL_FORMATS: [WeightFormat; 10] = [
     WeightFormat::Q4_0,
     WeightFormat::Q4_1,
     WeightFormat::Q5_0,
+    WeightFormat::Q5_1,
     WeightFormat::Q4K,
     WeightFormat::Q5K,
     WeightFormat::Q6K,
@@ -46,6 +48,7 @@ impl WeightFormat {
             Q4_0 => "W_Q4_0",
             Q4_1 => "W_Q4_1",
             Q5_0 => "W_Q5_0",
+            Q5_1 => "W_Q5_1",
             Q4K => "W_Q4_K",
             Q5K => "W_Q5_K",
             Q6K => "W_Q6_K",
@@ -62,6 +65,7 @@ impl WeightFormat {
             Q4_0 => "q4_0",
             Q4_1 => "q4_1",
             Q5_0 => "q5_0",
+            Q5_1 => "q5_1",
             Q4K => "q4_k",
             Q5K => "q5_k",
             Q6K => "q6_k",
@@ -87,7 +91,7 @@ impl WeightFormat {
         use WeightFormat::*;
         match self {
             F32 | F16 | Bf16 => 1,
-            Q8_0 | Q4_0 | Q4_1 | Q5_0 => 32,
+            Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 => 32,
             Q4K | Q5K | Q6K => 256,
         }
     }
@@ -102,6 +106,7 @@ impl WeightFormat {
             Q4_0 => 18,
             Q4_1 => 20,
             Q5_0 => 22,
+            Q5_1 => 24,
             Q4K => 144,
             Q5K => 176,
             Q6K => 210,
@@ -130,6 +135,7 @@ impl WeightFormat {
             Q4_0 => scales + nb * 4,
             Q4_1 => nb * 5,
             Q5_0 => scales + nb * 5,
+            Q5_1 => nb * 6,
             Q4K => nb * 36,
             Q5K => nb * 44,
             Q6K => scales + nb * 52,
@@ -157,7 +163,7 @@ impl WeightFormat {
             }
         };
         match self {
-            F32 | F16 | Bf16 | Q4_1 | Q4K | Q5K => dst[..src.len()].copy_from_slice(src),
+            F32 | F16 | Bf16 | Q4_1 | Q5_1 | Q4K | Q5K => dst[..src.len()].copy_from_slice(src),
             Q8_0 | Q4_0 | Q6K => split(dst, 2),
             Q5_0 => {
                 // [scales][qh words][qs]
@@ -207,6 +213,15 @@ impl WeightFormat {
                             let (d, m) = (h(blk, 0), h(blk, 2));
                             out.extend(blk[4..20].iter().map(|&q| (q & 15) as f32 * d + m));
                             out.extend(blk[4..20].iter().map(|&q| (q >> 4) as f32 * d + m));
+                        }
+                        Q5_1 => {
+                            let (d, m) = (h(blk, 0), h(blk, 2));
+                            let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
+                            for e in 0..32 {
+                                let byte = blk[8 + e % 16];
+                                let lo = if e < 16 { byte & 15 } else { byte >> 4 } as u32;
+                                out.push((lo | ((qh >> e) & 1) << 4) as f32 * d + m);
+                            }
                         }
                         Q5_0 => {
                             let d = h(blk, 0);
@@ -293,6 +308,7 @@ impl WeightFormat {
                         Q4_0 => quantize_q4_0(x, blk),
                         Q4_1 => quantize_q4_1(x, blk),
                         Q5_0 => quantize_q5_0(x, blk),
+                        Q5_1 => quantize_q5_1(x, blk),
                         Q4K => quantize_k(x, blk, 4),
                         Q5K => quantize_k(x, blk, 5),
                         Q6K => quantize_q6_k(x, blk),
@@ -371,6 +387,23 @@ fn quantize_q4_1(x: &[f32], blk: &mut [u8]) {
     for j in 0..16 {
         blk[4 + j] = q(x[j]) | q(x[j + 16]) << 4;
     }
+}
+
+fn quantize_q5_1(x: &[f32], blk: &mut [u8]) {
+    let lo = x.iter().fold(f32::MAX, |m, &v| m.min(v));
+    let hi = x.iter().fold(f32::MIN, |m, &v| m.max(v));
+    let d = (hi - lo) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    put_f16(&mut blk[0..2], d);
+    put_f16(&mut blk[2..4], lo);
+    let q = |v: f32| (((v - lo) * id + 0.5) as i32).clamp(0, 31) as u32;
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let (a, b) = (q(x[j]), q(x[j + 16]));
+        blk[8 + j] = (a & 15) as u8 | ((b & 15) as u8) << 4;
+        qh |= (a >> 4) << j | (b >> 4) << (j + 16);
+    }
+    blk[4..8].copy_from_slice(&qh.to_le_bytes());
 }
 
 /// q4_K (`bits` 4) and q5_K (`bits` 5).
@@ -502,6 +535,7 @@ mod tests {
             (WeightFormat::Q8_0, 1e-4),
             (WeightFormat::Q6K, 1e-3),
             (WeightFormat::Q5_0, 3e-3),
+            (WeightFormat::Q5_1, 3e-3),
             (WeightFormat::Q4_0, 1.5e-2),
             (WeightFormat::Q4K, 1.5e-2),
             (WeightFormat::Q4_1, 1.5e-2),

@@ -163,7 +163,7 @@ const GGML_TYPES: &[(u32, &str, usize, usize)] = &[
 ];
 
 /// The ggml types wmoe reads, in the order error messages list them.
-const SUPPORTED: [(GgmlType, WeightFormat); 10] = [
+const SUPPORTED: [(GgmlType, WeightFormat); 11] = [
     (GgmlType::F32, WeightFormat::F32),
     (GgmlType::F16, WeightFormat::F16),
     (GgmlType::BF16, WeightFormat::Bf16),
@@ -171,6 +171,7 @@ const SUPPORTED: [(GgmlType, WeightFormat); 10] = [
     (GgmlType::Q4_0, WeightFormat::Q4_0),
     (GgmlType::Q4_1, WeightFormat::Q4_1),
     (GgmlType::Q5_0, WeightFormat::Q5_0),
+    (GgmlType::Q5_1, WeightFormat::Q5_1),
     (GgmlType::Q4_K, WeightFormat::Q4K),
     (GgmlType::Q5_K, WeightFormat::Q5K),
     (GgmlType::Q6_K, WeightFormat::Q6K),
@@ -231,7 +232,7 @@ impl GgmlType {
     }
 }
 
-/// "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K".
+/// "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K".
 pub fn supported_types() -> String {
     SUPPORTED
         .iter()
@@ -1140,10 +1141,11 @@ mod tests {
         assert_eq!(GgmlType::IQ2_XXS.name(), "IQ2_XXS");
         assert_eq!(GgmlType(99).name(), "unknown type id 99");
         assert_eq!(GgmlType::from_name("q5_1"), Some(GgmlType::Q5_1));
+        assert_eq!(GgmlType::Q5_1.format(), Some(WeightFormat::Q5_1));
         assert_eq!(GgmlType::Q2_K.format(), None);
         assert_eq!(
             supported_types(),
-            "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q5_K, Q6_K"
+            "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"
         );
     }
 }
