@@ -2,7 +2,11 @@
 //! written by `quantize` and loaded back) gives the logits of the forward pass with the same
 //! dequantized weights in f32, for prefill and decode.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::compare;
 
 use wmoe::gpu::testing;
 use wmoe::kernels::qk_norm_rope::KvType;
@@ -33,31 +37,6 @@ fn run(ctx: &GpuContext, model: &Model) -> (Vec<f32>, Vec<f32>) {
     let mut decode = s.decode(3).unwrap();
     decode.extend(s.decode(11).unwrap());
     (prefill, decode)
-}
-
-fn compare(what: &str, got: &[f32], want: &[f32], vocab: usize) -> f32 {
-    let mut worst = 0f32;
-    for (pos, (g, w)) in got.chunks(vocab).zip(want.chunks(vocab)).enumerate() {
-        let scale = w.iter().fold(0f32, |a, x| a.max(x.abs()));
-        let diff = g.iter().zip(w).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-        worst = worst.max(diff / scale);
-        assert!(
-            diff <= 5e-3 * scale,
-            "{what} position {pos}: max |Δ| {diff} > 5e-3 · {scale}"
-        );
-        let mut sorted: Vec<(f32, usize)> = w.iter().cloned().zip(0..).collect();
-        sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
-        if sorted[0].0 - sorted[1].0 > 0.1 {
-            let am = g
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap()
-                .0;
-            assert_eq!(am, sorted[0].1, "{what} position {pos}: argmax differs");
-        }
-    }
-    worst
 }
 
 #[test]
@@ -125,8 +104,8 @@ fn every_format_matches_its_dequantized_f32_model() {
         .unwrap();
         let f32_model = Model::load(ctx, &f_dir, false).unwrap();
         let (pf, df) = run(ctx, &f32_model);
-        let w1 = compare(&format!("{} prefill", plan.name()), &pa, &pf, v);
-        let w2 = compare(&format!("{} decode", plan.name()), &da, &df, v);
+        let w1 = compare(&plan.name(), "prefill", &pa, &pf, v);
+        let w2 = compare(&plan.name(), "decode", &da, &df, v);
         eprintln!("{}: vs dequantized f32: worst max|Δ|/max|ref| prefill {w1:.2e} decode {w2:.2e}; vs bf16 max |Δ| {moved:.3}; weights {:.2} MiB (bf16 {:.2} MiB)", plan.name(), on_load.weights.gpu_bytes() as f64 / 1048576.0, base_bytes as f64 / 1048576.0);
         for d in [q_dir, f_dir] {
             let _ = std::fs::remove_dir_all(d);

@@ -80,6 +80,8 @@ pub fn drop_pages(map: &memmap2::Mmap, bytes: &[u8]) {
         // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops cached
         // pages, and later reads fault them back in from the unchanged file. No reference into
         // these pages is invalidated (their contents stay the same).
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first) };
+        let _ = unsafe {
+            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+        };
     }
 }

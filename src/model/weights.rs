@@ -296,15 +296,18 @@ impl ModelWeights {
         // One GPU matrix from row-concatenated parts, in the plan's format for `role`;
         // matrices already quantized in the file keep their format (no second rounding).
         // Uploaded bytes are released from the mapping so host memory stays bounded.
-        let mat = |label: &str, parts: &[TensorView], cols: usize, group_rows: usize, role: Role| {
-            let already = parts.iter().any(|p| p.format.is_quantized());
-            let target = quant.filter(|_| !already).and_then(|q| q.target(role, cols));
-            let t = upload_concat(ctx, label, parts, cols, group_rows, target, &bar);
-            for p in parts {
-                ck.release(p);
-            }
-            t
-        };
+        let mat =
+            |label: &str, parts: &[TensorView], cols: usize, group_rows: usize, role: Role| {
+                let already = parts.iter().any(|p| p.format.is_quantized());
+                let target = quant
+                    .filter(|_| !already)
+                    .and_then(|q| q.target(role, cols));
+                let t = upload_concat(ctx, label, parts, cols, group_rows, target, &bar);
+                for p in parts {
+                    ck.release(p);
+                }
+                t
+            };
         let embed = mat(
             "embed_tokens",
             &[ck.get_shaped("model.embed_tokens.weight", &[cfg.vocab, h])?],
