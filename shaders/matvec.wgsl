@@ -85,9 +85,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (first + ROWS <= p.page_row0 || first >= p.page_row0 + p.page_rows) {
         return;
     }
-    var acc: array<f32, ROWS * TOKENS>;
     var wv: array<f32, 32>;
     let units = p.k / 32u;
+#ifdef LANE_ROWS
+    // One row per invocation (ROWS == WG): every lane reads the same activations, so those
+    // loads are uniform, and no reduction is needed (CPU devices vectorise across lanes).
+    let lane_row = first + lid;
+    if (g * ROWS + lid >= p.n || lane_row < p.page_row0 || lane_row >= p.page_row0 + p.page_rows) {
+        return;
+    }
+    let lane_base = (lane_row - p.page_row0) * p.row_words;
+    var sums: array<f32, TOKENS>;
+    for (var t = 0u; t < TOKENS; t++) {
+        sums[t] = 0.0;
+    }
+    for (var u = 0u; u < units; u++) {
+        w_unit(lane_base, u, p.k, &wv);
+        for (var t = 0u; t < TOKENS; t++) {
+            if (x_rows[t] != NONE) {
+                let xo = x_rows[t] + u * 32u;
+                var s = 0.0;
+                for (var j = 0u; j < 32u; j++) {
+                    s += wv[j] * x[xo + j];
+                }
+                sums[t] += s;
+            }
+        }
+    }
+    for (var k = units * 32u; k < p.k; k++) {
+        let wk = w_load(lane_base, k, p.k);
+        for (var t = 0u; t < TOKENS; t++) {
+            if (x_rows[t] != NONE) {
+                sums[t] += wk * x[x_rows[t] + k];
+            }
+        }
+    }
+    for (var t = 0u; t < TOKENS; t++) {
+        if (y_rows[t] != NONE) {
+#ifdef ACCUMULATE
+            y[y_rows[t] + g * ROWS + lid] += sums[t];
+#else
+            y[y_rows[t] + g * ROWS + lid] = sums[t];
+#endif
+        }
+    }
+    return;
+#else
+    var acc: array<f32, ROWS * TOKENS>;
     for (var r = 0u; r < ROWS; r++) {
         let row = first + r;
         for (var t = 0u; t < TOKENS; t++) {
@@ -144,4 +188,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
         }
     }
+#endif
 }

@@ -268,6 +268,7 @@ mod tests {
                 wg: 8,
                 rows: 2,
                 tokens: 8,
+                lane_rows: false,
             };
             let args = matvec::Args {
                 w: &w,

@@ -35,6 +35,9 @@ pub struct Variant {
     pub rows: u32,
     /// Batch entries per workgroup (1 with `Mode::Experts`).
     pub tokens: u32,
+    /// One row per invocation (`rows == wg`), no reduction: CPU devices, whose SIMD lanes
+    /// then share every activation load.
+    pub lane_rows: bool,
 }
 
 impl Variant {
@@ -53,11 +56,15 @@ impl Variant {
         if self.accumulate {
             d.push(("ACCUMULATE", String::new()));
         }
+        if self.lane_rows {
+            d.push(("LANE_ROWS", String::new()));
+        }
         super::defines(&d)
     }
 
     /// The tiling for this device: narrow workgroups on CPU rasterizers (their SIMD width),
     /// wide ones on GPUs; `batch` > 1 takes token tiles that reuse each decoded weight.
+    /// `WMOE_NO_LANE_ROWS=1` forces the reduction path on CPU devices too.
     pub fn for_device(
         ctx: &crate::gpu::GpuContext,
         format: WeightFormat,
@@ -65,7 +72,10 @@ impl Variant {
         accumulate: bool,
         batch: u32,
     ) -> Self {
-        let (wg, rows) = if ctx.is_cpu() { (8, 2) } else { (64, 4) };
+        // CPU rasterizers: one row per SIMD lane (measured 10-35% faster on lavapipe than a
+        // K-split with a reduction, docs/PERF.md); GPUs: K split over 64 threads.
+        let lane_rows = ctx.is_cpu() && !std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1");
+        let (wg, rows) = if lane_rows { (8, 8) } else { (64, 4) };
         let tokens = if mode == Mode::Experts || batch <= 1 {
             1
         } else {
@@ -78,6 +88,7 @@ impl Variant {
             wg,
             rows,
             tokens,
+            lane_rows,
         }
     }
 }
@@ -244,6 +255,7 @@ mod tests {
             wg,
             rows,
             tokens,
+            lane_rows: rows == wg,
         };
         let mut rec = Recorder::new(ctx);
         record(
@@ -293,6 +305,10 @@ mod tests {
             case(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
             case(f, true, false, 29, 33, 4, None, 8, 4, 1);
             case(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
+                                                               // One row per lane (rows == wg), the CPU-device variant.
+            case(f, false, true, 45, 70, 19, Some(16), 8, 8, 8);
+            case(f, false, false, 37, 45, 1, None, 8, 8, 1);
+            case(f, true, false, 29, 33, 4, Some(2), 8, 8, 1);
         }
     }
 }

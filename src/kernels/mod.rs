@@ -46,6 +46,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     wg: 64,
                     rows: 4,
                     tokens: 8,
+                    lane_rows: false,
                 }
                 .defines(),
             ));
@@ -63,6 +64,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     wg: 8,
                     rows: 2,
                     tokens: if acc { 1 } else { 8 },
+                    lane_rows: acc,
                 }
                 .defines(),
             ));
