@@ -2,13 +2,11 @@
 
 use crate::gpu::{Binding, Recorder, WeightTensor};
 
-pub fn source() -> String {
-    format!(
-        "{}{}",
-        super::WEIGHT_FORMATS,
-        include_str!("../../shaders/embedding.wgsl")
-    )
-}
+/// The kernel with the shared weight-format loaders prepended (joined at compile time).
+pub const SOURCE: &str = concat!(
+    include_str!("../../shaders/weight_formats.wgsl"),
+    include_str!("../../shaders/embedding.wgsl")
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -30,7 +28,7 @@ pub fn record(
     n_tokens: u32,
 ) {
     let defs = super::defines(&[(table.format.define(), String::new())]);
-    let pipeline = rec.ctx().pipeline("embedding", &source(), &defs);
+    let pipeline = rec.ctx().pipeline("embedding", SOURCE, &defs);
     for page in &table.pages {
         let params = Params {
             h: table.cols,

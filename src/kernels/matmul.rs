@@ -3,13 +3,11 @@
 
 use crate::gpu::{Binding, Defines, Recorder, WeightFormat, WeightTensor};
 
-pub fn source() -> String {
-    format!(
-        "{}{}",
-        super::WEIGHT_FORMATS,
-        include_str!("../../shaders/matmul.wgsl")
-    )
-}
+/// The kernel with the shared weight-format loaders prepended (joined at compile time).
+pub const SOURCE: &str = concat!(
+    include_str!("../../shaders/weight_formats.wgsl"),
+    include_str!("../../shaders/matmul.wgsl")
+);
 
 /// Output tile edge (rows and columns) of one workgroup, as in the shader.
 pub const TILE: u32 = 32;
@@ -80,7 +78,7 @@ pub struct Args<'a> {
 /// Records one dispatch per weight page.
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     assert_eq!(v.gather, a.gather.is_some(), "gather variant needs lists");
-    let pipeline = rec.ctx().pipeline("matmul", &source(), &v.defines());
+    let pipeline = rec.ctx().pipeline("matmul", SOURCE, &v.defines());
     for page in &a.w.pages {
         let (groups, x_div, n_offset) = match &a.gather {
             Some(g) => (

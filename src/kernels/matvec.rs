@@ -4,13 +4,11 @@
 use super::matmul::Gather;
 use crate::gpu::{fold_groups, Binding, Defines, Recorder, WeightFormat, WeightTensor};
 
-pub fn source() -> String {
-    format!(
-        "{}{}",
-        super::WEIGHT_FORMATS,
-        include_str!("../../shaders/matvec.wgsl")
-    )
-}
+/// The kernel with the shared weight-format loaders prepended (joined at compile time).
+pub const SOURCE: &str = concat!(
+    include_str!("../../shaders/weight_formats.wgsl"),
+    include_str!("../../shaders/matvec.wgsl")
+);
 
 /// Where each workgroup's matrix and batch entries come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,7 +141,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         v.mode != Mode::Experts || v.tokens == 1,
         "expert mode takes one entry per workgroup"
     );
-    let pipeline = rec.ctx().pipeline("matvec", &source(), &v.defines());
+    let pipeline = rec.ctx().pipeline("matvec", SOURCE, &v.defines());
     let row_groups = a.n.div_ceil(v.rows);
     let (z, x_div, tiles) = match (&a.gather, v.mode) {
         (Some(g), _) => {

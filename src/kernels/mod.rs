@@ -17,9 +17,6 @@ pub mod swiglu;
 
 use crate::gpu::Defines;
 
-/// The element loaders every weight-reading shader appends.
-pub(crate) const WEIGHT_FORMATS: &str = include_str!("../../shaders/weight_formats.wgsl");
-
 /// Sorted defines from `(name, value)` pairs (empty value: a flag).
 pub(crate) fn defines(pairs: &[(&str, String)]) -> Defines {
     let mut d: Defines = pairs
@@ -38,7 +35,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         for acc in [false, true] {
             v.push((
                 "matvec",
-                matvec::source(),
+                matvec::SOURCE.to_string(),
                 matvec::Variant {
                     format: f,
                     mode: matvec::Mode::Plain,
@@ -52,7 +49,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
             ));
             v.push((
                 "matvec",
-                matvec::source(),
+                matvec::SOURCE.to_string(),
                 matvec::Variant {
                     format: f,
                     mode: if acc {
@@ -70,7 +67,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
             ));
             v.push((
                 "matmul",
-                matmul::source(),
+                matmul::SOURCE.to_string(),
                 matmul::Variant {
                     format: f,
                     gather: false,
@@ -80,7 +77,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
             ));
             v.push((
                 "matmul",
-                matmul::source(),
+                matmul::SOURCE.to_string(),
                 matmul::Variant {
                     format: f,
                     gather: true,
@@ -91,7 +88,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         }
         v.push((
             "embedding",
-            embedding::source(),
+            embedding::SOURCE.to_string(),
             defines(&[(f.define(), String::new())]),
         ));
     }
