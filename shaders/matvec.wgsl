@@ -30,7 +30,36 @@ struct Params {
 @group(0) @binding(6) var<storage, read> pairs: array<u32>;
 #endif
 
+// x again, as vec4s, after the mode's own bindings.
+#ifdef X_VEC4
+#ifdef EXPERTS
+@group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
+#else
+#ifdef GATHER
+@group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
+#else
+@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
+#endif
+#endif
+#endif
+
 const NONE = 0xffffffffu;
+
+#ifdef LANE_ROWS
+// The activations of unit `u` of the x row at `row` (row 0 when the batch entry is empty).
+fn x_unit(row: u32, u: u32) -> Unit {
+    let o = select(0u, row, row != NONE) + u * 32u;
+#ifdef X_VEC4
+    let i = o / 4u;
+    return Unit(x4[i], x4[i + 1u], x4[i + 2u], x4[i + 3u], x4[i + 4u], x4[i + 5u], x4[i + 6u], x4[i + 7u]);
+#else
+    return Unit(vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]), vec4<f32>(x[o + 4u], x[o + 5u], x[o + 6u], x[o + 7u]),
+                vec4<f32>(x[o + 8u], x[o + 9u], x[o + 10u], x[o + 11u]), vec4<f32>(x[o + 12u], x[o + 13u], x[o + 14u], x[o + 15u]),
+                vec4<f32>(x[o + 16u], x[o + 17u], x[o + 18u], x[o + 19u]), vec4<f32>(x[o + 20u], x[o + 21u], x[o + 22u], x[o + 23u]),
+                vec4<f32>(x[o + 24u], x[o + 25u], x[o + 26u], x[o + 27u]), vec4<f32>(x[o + 28u], x[o + 29u], x[o + 30u], x[o + 31u]));
+#endif
+}
+#endif
 
 var<workgroup> partial: array<f32, WG * ROWS * TOKENS>;
 var<workgroup> chosen: u32;
@@ -85,52 +114,69 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (first + ROWS <= p.page_row0 || first >= p.page_row0 + p.page_rows) {
         return;
     }
-    var wv: array<f32, 32>;
     let units = p.k / 32u;
 #ifdef LANE_ROWS
-    // One row per invocation (ROWS == WG): every lane reads the same activations, so those
-    // loads are uniform, and no reduction is needed (CPU devices vectorise across lanes).
-    let lane_row = first + lid;
-    if (g * ROWS + lid >= p.n || lane_row < p.page_row0 || lane_row >= p.page_row0 + p.page_rows) {
-        return;
+    // LROWS rows per invocation (row g*ROWS + r*WG + lid), no reduction. On CPU devices every
+    // storage load is a scalar load per SIMD lane, so each activation a lane loads serves
+    // LROWS rows, and each decoded weight unit TOKENS batch entries.
+    var bases: array<u32, LROWS>;
+    var live: array<bool, LROWS>;
+    for (var r = 0u; r < LROWS; r++) {
+        let i = g * ROWS + r * WG + lid;
+        let row = m * p.n + i;
+        live[r] = i < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows;
+        bases[r] = select(0u, (row - p.page_row0) * p.row_words, live[r]);
     }
-    let lane_base = (lane_row - p.page_row0) * p.row_words;
-    var sums: array<f32, TOKENS>;
-    for (var t = 0u; t < TOKENS; t++) {
-        sums[t] = 0.0;
+    var acc: array<f32, LROWS * TOKENS>;
+    for (var i = 0u; i < LROWS * TOKENS; i++) {
+        acc[i] = 0.0;
     }
     for (var u = 0u; u < units; u++) {
-        w_unit(lane_base, u, p.k, &wv);
-        for (var t = 0u; t < TOKENS; t++) {
-            if (x_rows[t] != NONE) {
-                let xo = x_rows[t] + u * 32u;
-                var s = 0.0;
-                for (var j = 0u; j < 32u; j++) {
-                    s += wv[j] * x[xo + j];
-                }
-                sums[t] += s;
-            }
-        }
-    }
-    for (var k = units * 32u; k < p.k; k++) {
-        let wk = w_load(lane_base, k, p.k);
-        for (var t = 0u; t < TOKENS; t++) {
-            if (x_rows[t] != NONE) {
-                sums[t] += wk * x[x_rows[t] + k];
-            }
-        }
-    }
-    for (var t = 0u; t < TOKENS; t++) {
-        if (y_rows[t] != NONE) {
-#ifdef ACCUMULATE
-            y[y_rows[t] + g * ROWS + lid] += sums[t];
-#else
-            y[y_rows[t] + g * ROWS + lid] = sums[t];
+        let x0 = x_unit(x_rows[0], u);
+#ifdef TOKENS4
+        let x1 = x_unit(x_rows[1], u);
+        let x2 = x_unit(x_rows[2], u);
+        let x3 = x_unit(x_rows[3], u);
 #endif
+        for (var r = 0u; r < LROWS; r++) {
+            let wu = w_unit4(bases[r], u, p.k);
+#ifdef TOKENS4
+            acc[r * 4u] += unit_dot(wu, x0);
+            acc[r * 4u + 1u] += unit_dot(wu, x1);
+            acc[r * 4u + 2u] += unit_dot(wu, x2);
+            acc[r * 4u + 3u] += unit_dot(wu, x3);
+#else
+            acc[r] += unit_dot(wu, x0);
+#endif
+        }
+    }
+    var xv: array<f32, TOKENS>;
+    for (var k = units * 32u; k < p.k; k++) {
+        for (var t = 0u; t < TOKENS; t++) {
+            xv[t] = x[select(0u, x_rows[t] + k, x_rows[t] != NONE)];
+        }
+        for (var r = 0u; r < LROWS; r++) {
+            let wk = w_load(bases[r], k, p.k);
+            for (var t = 0u; t < TOKENS; t++) {
+                acc[r * TOKENS + t] += wk * xv[t];
+            }
+        }
+    }
+    for (var r = 0u; r < LROWS; r++) {
+        for (var t = 0u; t < TOKENS; t++) {
+            if (live[r] && y_rows[t] != NONE) {
+                let out = y_rows[t] + g * ROWS + r * WG + lid;
+#ifdef ACCUMULATE
+                y[out] += acc[r * TOKENS + t];
+#else
+                y[out] = acc[r * TOKENS + t];
+#endif
+            }
         }
     }
     return;
 #else
+    var wv: array<f32, 32>;
     var acc: array<f32, ROWS * TOKENS>;
     for (var r = 0u; r < ROWS; r++) {
         let row = first + r;

@@ -265,3 +265,56 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     }
 #endif
 }
+
+// A 32-weight unit as eight vec4s, elements 4i..4i+3 in the i-th field: registers, not an
+// array, so CPU devices keep it out of memory.
+struct Unit { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32>, g: vec4<f32>, h: vec4<f32> }
+
+fn unit_dot(p: Unit, q: Unit) -> f32 {
+    return dot(p.a, q.a) + dot(p.b, q.b) + dot(p.c, q.c) + dot(p.d, q.d)
+        + dot(p.e, q.e) + dot(p.f, q.f) + dot(p.g, q.g) + dot(p.h, q.h);
+}
+
+#ifdef W_Q4_0
+// Nibbles of `q` (bytes b0..b3) at `shifts`, minus 8, scaled by d.
+fn q4_0_quad(q: u32, shifts: vec4<u32>, d: f32) -> vec4<f32> {
+    return d * (vec4<f32>((vec4<u32>(q) >> shifts) & vec4<u32>(15u)) - vec4<f32>(8.0));
+}
+#endif
+#ifdef W_Q8_0
+// The four signed bytes of `q`, scaled by d.
+fn q8_0_quad(q: u32, d: f32) -> vec4<f32> {
+    return d * vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+#endif
+
+// w_unit as a Unit (vector arithmetic for q4_0 and q8_0, w_unit's array otherwise).
+fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
+#ifdef W_Q4_0
+    let d = w_half(base, u);
+    let body = base + (cols / 32u + 1u) / 2u + u * 4u;
+    let q0 = w[body];
+    let q1 = w[body + 1u];
+    let q2 = w[body + 2u];
+    let q3 = w[body + 3u];
+    let lo = vec4<u32>(0u, 8u, 16u, 24u);
+    let hi = vec4<u32>(4u, 12u, 20u, 28u);
+    return Unit(q4_0_quad(q0, lo, d), q4_0_quad(q1, lo, d), q4_0_quad(q2, lo, d), q4_0_quad(q3, lo, d),
+                q4_0_quad(q0, hi, d), q4_0_quad(q1, hi, d), q4_0_quad(q2, hi, d), q4_0_quad(q3, hi, d));
+#else
+#ifdef W_Q8_0
+    let d = w_half(base, u);
+    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
+    return Unit(q8_0_quad(w[body], d), q8_0_quad(w[body + 1u], d), q8_0_quad(w[body + 2u], d),
+                q8_0_quad(w[body + 3u], d), q8_0_quad(w[body + 4u], d), q8_0_quad(w[body + 5u], d),
+                q8_0_quad(w[body + 6u], d), q8_0_quad(w[body + 7u], d));
+#else
+    var v: array<f32, 32>;
+    w_unit(base, u, cols, &v);
+    return Unit(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]),
+                vec4<f32>(v[8], v[9], v[10], v[11]), vec4<f32>(v[12], v[13], v[14], v[15]),
+                vec4<f32>(v[16], v[17], v[18], v[19]), vec4<f32>(v[20], v[21], v[22], v[23]),
+                vec4<f32>(v[24], v[25], v[26], v[27]), vec4<f32>(v[28], v[29], v[30], v[31]));
+#endif
+#endif
+}

@@ -33,8 +33,9 @@ pub struct Variant {
     pub rows: u32,
     /// Batch entries per workgroup (1 with `Mode::Experts`).
     pub tokens: u32,
-    /// One row per invocation (`rows == wg`), no reduction: CPU devices, whose SIMD lanes
-    /// then share every activation load.
+    /// `rows / wg` whole rows per invocation, no reduction (`tokens` 1 or 4): CPU devices,
+    /// where every storage load costs a scalar load per SIMD lane, so each activation a lane
+    /// loads must serve many rows.
     pub lane_rows: bool,
 }
 
@@ -56,6 +57,10 @@ impl Variant {
         }
         if self.lane_rows {
             d.push(("LANE_ROWS", String::new()));
+            d.push(("LROWS", format!("{}u", self.rows / self.wg)));
+            if self.tokens == 4 {
+                d.push(("TOKENS4", String::new()));
+            }
         }
         super::defines(&d)
     }
@@ -70,14 +75,17 @@ impl Variant {
         accumulate: bool,
         batch: u32,
     ) -> Self {
-        // CPU rasterizers: one row per SIMD lane (measured 10-35% faster on lavapipe than a
-        // K-split with a reduction, docs/PERF.md); GPUs: K split over 64 threads.
+        // CPU rasterizers: whole rows per SIMD lane (docs/PERF.md); GPUs: K split over 64
+        // threads.
         let lane_rows = ctx.is_cpu() && !std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1");
-        let (wg, rows) = if lane_rows { (8, 8) } else { (64, 4) };
-        let tokens = if mode == Mode::Experts || batch <= 1 {
-            1
-        } else {
-            8
+        let single = mode == Mode::Experts || batch <= 1;
+        // Lane rows: 16 rows per lane for one token, 8 rows x 4 tokens for batches
+        // (docs/PERF.md); the K-split takes token tiles of 8.
+        let (wg, rows, tokens) = match (lane_rows, single) {
+            (true, true) => (8, 8 * 16, 1),
+            (true, false) => (8, 8 * 8, 4),
+            (false, true) => (64, 4, 1),
+            (false, false) => (64, 4, 8),
         };
         Variant {
             format,
@@ -141,7 +149,21 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         v.mode != Mode::Experts || v.tokens == 1,
         "expert mode takes one entry per workgroup"
     );
-    let pipeline = rec.ctx().pipeline("matvec", SOURCE, &v.defines());
+    assert!(
+        !v.lane_rows || (v.rows.is_multiple_of(v.wg) && (v.tokens == 1 || v.tokens == 4)),
+        "rows per lane take whole lanes and 1 or 4 tokens"
+    );
+    // Activations as vec4 loads where every unit starts on a 16-byte boundary.
+    let x_vec4 = v.lane_rows
+        && a.x_stride.is_multiple_of(4)
+        && a.w.cols.is_multiple_of(4)
+        && a.x.offset.is_multiple_of(16);
+    let mut defines = v.defines();
+    if x_vec4 {
+        defines.push(("X_VEC4".into(), String::new()));
+        defines.sort();
+    }
+    let pipeline = rec.ctx().pipeline("matvec", SOURCE, &defines);
     let row_groups = a.n.div_ceil(v.rows);
     let (z, x_div, tiles) = match (&a.gather, v.mode) {
         (Some(g), _) => {
@@ -170,6 +192,9 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         b.extend(a.ids.clone());
         if let Some(g) = &a.gather {
             b.extend([g.counts.clone(), g.offsets.clone(), g.pairs.clone()]);
+        }
+        if x_vec4 {
+            b.push(a.x.clone());
         }
         // Workgroups whose rows or expert lie outside this page exit at once.
         let label = format!("matvec {} {:?} x{}", v.format.name(), v.mode, v.tokens);
@@ -253,7 +278,7 @@ mod tests {
             wg,
             rows,
             tokens,
-            lane_rows: rows == wg,
+            lane_rows: rows >= wg,
         };
         let mut rec = Recorder::new(ctx);
         record(
@@ -303,10 +328,13 @@ mod tests {
             case(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
             case(f, true, false, 29, 33, 4, None, 8, 4, 1);
             case(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
-                                                               // One row per lane (rows == wg), the CPU-device variant.
-            case(f, false, true, 45, 70, 19, Some(16), 8, 8, 8);
+                                                               // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
+                                                               // 4 takes the vec4 activation loads.
+            case(f, false, true, 45, 70, 19, Some(16), 8, 16, 4);
+            case(f, false, false, 100, 64, 6, None, 8, 24, 4);
             case(f, false, false, 37, 45, 1, None, 8, 8, 1);
-            case(f, true, false, 29, 33, 4, Some(2), 8, 8, 1);
+            case(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
+            case(f, true, true, 40, 64, 3, None, 8, 16, 1);
         }
     }
 }

@@ -59,12 +59,30 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     },
                     accumulate: acc,
                     wg: 8,
-                    rows: 2,
+                    rows: if acc { 16 } else { 2 },
                     tokens: if acc { 1 } else { 8 },
                     lane_rows: acc,
                 }
                 .defines(),
             ));
+            for mode in [
+                matvec::Mode::Plain,
+                matvec::Mode::Experts,
+                matvec::Mode::Gather,
+            ] {
+                let mut d = matvec::Variant {
+                    format: f,
+                    mode,
+                    accumulate: acc,
+                    wg: 8,
+                    rows: 32,
+                    tokens: if mode == matvec::Mode::Experts { 1 } else { 4 },
+                    lane_rows: true,
+                }
+                .defines();
+                d.push(("X_VEC4".into(), String::new()));
+                v.push(("matvec", matvec::SOURCE.to_string(), d));
+            }
             v.push((
                 "matmul",
                 matmul::SOURCE.to_string(),
