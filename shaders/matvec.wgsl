@@ -30,17 +30,12 @@ struct Params {
 @group(0) @binding(6) var<storage, read> pairs: array<u32>;
 #endif
 
-// x again, as vec4s, after the mode's own bindings.
+// The weight page and x again as vec4s, for aligned rows / activations on CPU devices.
+#ifdef W_VEC4
+@group(0) @binding(8) var<storage, read> w4: array<vec4<u32>>;
+#endif
 #ifdef X_VEC4
-#ifdef EXPERTS
-@group(0) @binding(5) var<storage, read> x4: array<vec4<f32>>;
-#else
-#ifdef GATHER
-@group(0) @binding(7) var<storage, read> x4: array<vec4<f32>>;
-#else
-@group(0) @binding(4) var<storage, read> x4: array<vec4<f32>>;
-#endif
-#endif
+@group(0) @binding(9) var<storage, read> x4: array<vec4<f32>>;
 #endif
 
 const NONE = 0xffffffffu;

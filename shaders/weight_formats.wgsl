@@ -275,10 +275,20 @@ fn unit_dot(p: Unit, q: Unit) -> f32 {
         + dot(p.e, q.e) + dot(p.f, q.f) + dot(p.g, q.g) + dot(p.h, q.h);
 }
 
+const BYTE_SHIFTS = vec4<u32>(0u, 8u, 16u, 24u);
+
 #ifdef W_Q4_0
-// Nibbles of `q` (bytes b0..b3) at `shifts`, minus 8, scaled by d.
+// Nibbles of `q` at `shifts`, minus 8, scaled by d.
 fn q4_0_quad(q: u32, shifts: vec4<u32>, d: f32) -> vec4<f32> {
     return d * (vec4<f32>((vec4<u32>(q) >> shifts) & vec4<u32>(15u)) - vec4<f32>(8.0));
+}
+#endif
+#ifdef W_Q5_0
+// Nibbles of `q` at `shifts` with fifth bits from `qh` at `hshifts`, minus 16, scaled by d.
+fn q5_0_quad(q: u32, shifts: vec4<u32>, qh: u32, hshifts: vec4<u32>, d: f32) -> vec4<f32> {
+    let lo = (vec4<u32>(q) >> shifts) & vec4<u32>(15u);
+    let hi = ((vec4<u32>(qh) >> hshifts) & vec4<u32>(1u)) << vec4<u32>(4u);
+    return d * (vec4<f32>(lo | hi) - vec4<f32>(16.0));
 }
 #endif
 #ifdef W_Q8_0
@@ -287,34 +297,155 @@ fn q8_0_quad(q: u32, d: f32) -> vec4<f32> {
     return d * vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 #endif
+#ifdef W_Q4_K
+// Nibbles of `q` at BYTE_SHIFTS + shift, times scale, minus off.
+fn q4_k_quad(q: u32, shift: u32, scale: f32, off: f32) -> vec4<f32> {
+    return scale * vec4<f32>((vec4<u32>(q) >> (BYTE_SHIFTS + shift)) & vec4<u32>(15u)) - off;
+}
+#endif
+#ifdef W_Q6_K
+// Low nibbles of `lw` and 2-bit highs of `hw`, minus 32, scaled by sc.
+fn q6_k_quad(lw: u32, lo_shift: u32, hw: u32, hi_shift: u32, sc: f32) -> vec4<f32> {
+    let lo = (vec4<u32>(lw) >> (BYTE_SHIFTS + lo_shift)) & vec4<u32>(15u);
+    let hi = ((vec4<u32>(hw) >> (BYTE_SHIFTS + hi_shift)) & vec4<u32>(3u)) << vec4<u32>(4u);
+    return sc * (vec4<f32>(lo | hi) - vec4<f32>(32.0));
+}
+#endif
+#ifdef W_F16
+fn f16_quad(a: u32, b: u32) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
+}
+#endif
+#ifdef W_BF16
+fn bf16_quad(a: u32, b: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xffff0000u, b << 16u, b & 0xffff0000u));
+}
+#endif
 
-// w_unit as a Unit (vector arithmetic for q4_0 and q8_0, w_unit's array otherwise).
-fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
-#ifdef W_Q4_0
-    let d = w_half(base, u);
-    let body = base + (cols / 32u + 1u) / 2u + u * 4u;
-    let q0 = w[body];
-    let q1 = w[body + 1u];
-    let q2 = w[body + 2u];
-    let q3 = w[body + 3u];
-    let lo = vec4<u32>(0u, 8u, 16u, 24u);
-    let hi = vec4<u32>(4u, 12u, 20u, 28u);
-    return Unit(q4_0_quad(q0, lo, d), q4_0_quad(q1, lo, d), q4_0_quad(q2, lo, d), q4_0_quad(q3, lo, d),
-                q4_0_quad(q0, hi, d), q4_0_quad(q1, hi, d), q4_0_quad(q2, hi, d), q4_0_quad(q3, hi, d));
+// Words i..i+3 of the weights (i a multiple of 4 where W_VEC4 makes this one load).
+fn w_quad(i: u32) -> vec4<u32> {
+#ifdef W_VEC4
+    return w4[i >> 2u];
 #else
+    return vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+#endif
+}
+
+// w_unit as a Unit: vector arithmetic for the common formats, w_unit's array otherwise.
+fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
+#ifdef W_F32
+    let o = base + u * 32u;
+    return Unit(bitcast<vec4<f32>>(w_quad(o)), bitcast<vec4<f32>>(w_quad(o + 4u)),
+                bitcast<vec4<f32>>(w_quad(o + 8u)), bitcast<vec4<f32>>(w_quad(o + 12u)),
+                bitcast<vec4<f32>>(w_quad(o + 16u)), bitcast<vec4<f32>>(w_quad(o + 20u)),
+                bitcast<vec4<f32>>(w_quad(o + 24u)), bitcast<vec4<f32>>(w_quad(o + 28u)));
+#endif
+#ifdef W_F16
+    let o = base + u * 16u;
+    let q0 = w_quad(o);
+    let q1 = w_quad(o + 4u);
+    let q2 = w_quad(o + 8u);
+    let q3 = w_quad(o + 12u);
+    return Unit(f16_quad(q0.x, q0.y), f16_quad(q0.z, q0.w), f16_quad(q1.x, q1.y), f16_quad(q1.z, q1.w),
+                f16_quad(q2.x, q2.y), f16_quad(q2.z, q2.w), f16_quad(q3.x, q3.y), f16_quad(q3.z, q3.w));
+#endif
+#ifdef W_BF16
+    let o = base + u * 16u;
+    let q0 = w_quad(o);
+    let q1 = w_quad(o + 4u);
+    let q2 = w_quad(o + 8u);
+    let q3 = w_quad(o + 12u);
+    return Unit(bf16_quad(q0.x, q0.y), bf16_quad(q0.z, q0.w), bf16_quad(q1.x, q1.y), bf16_quad(q1.z, q1.w),
+                bf16_quad(q2.x, q2.y), bf16_quad(q2.z, q2.w), bf16_quad(q3.x, q3.y), bf16_quad(q3.z, q3.w));
+#endif
 #ifdef W_Q8_0
     let d = w_half(base, u);
     let body = base + (cols / 32u + 1u) / 2u + u * 8u;
-    return Unit(q8_0_quad(w[body], d), q8_0_quad(w[body + 1u], d), q8_0_quad(w[body + 2u], d),
-                q8_0_quad(w[body + 3u], d), q8_0_quad(w[body + 4u], d), q8_0_quad(w[body + 5u], d),
-                q8_0_quad(w[body + 6u], d), q8_0_quad(w[body + 7u], d));
-#else
+    let q0 = w_quad(body);
+    let q1 = w_quad(body + 4u);
+    return Unit(q8_0_quad(q0.x, d), q8_0_quad(q0.y, d), q8_0_quad(q0.z, d), q8_0_quad(q0.w, d),
+                q8_0_quad(q1.x, d), q8_0_quad(q1.y, d), q8_0_quad(q1.z, d), q8_0_quad(q1.w, d));
+#endif
+#ifdef W_Q4_0
+    let d = w_half(base, u);
+    let q = w_quad(base + (cols / 32u + 1u) / 2u + u * 4u);
+    let hi = BYTE_SHIFTS + 4u;
+    return Unit(q4_0_quad(q.x, BYTE_SHIFTS, d), q4_0_quad(q.y, BYTE_SHIFTS, d), q4_0_quad(q.z, BYTE_SHIFTS, d),
+                q4_0_quad(q.w, BYTE_SHIFTS, d), q4_0_quad(q.x, hi, d), q4_0_quad(q.y, hi, d),
+                q4_0_quad(q.z, hi, d), q4_0_quad(q.w, hi, d));
+#endif
+#ifdef W_Q5_0
+    let nb = cols / 32u;
+    let d = w_half(base, u);
+    let body = base + (nb + 1u) / 2u;
+    let qh = w[body + u];
+    let qb = body + nb + u * 4u;
+    let q0 = w[qb];
+    let q1 = w[qb + 1u];
+    let q2 = w[qb + 2u];
+    let q3 = w[qb + 3u];
+    let hi = BYTE_SHIFTS + 4u;
+    let j = vec4<u32>(0u, 1u, 2u, 3u);
+    return Unit(q5_0_quad(q0, BYTE_SHIFTS, qh, j, d), q5_0_quad(q1, BYTE_SHIFTS, qh, j + 4u, d),
+                q5_0_quad(q2, BYTE_SHIFTS, qh, j + 8u, d), q5_0_quad(q3, BYTE_SHIFTS, qh, j + 12u, d),
+                q5_0_quad(q0, hi, qh, j + 16u, d), q5_0_quad(q1, hi, qh, j + 20u, d),
+                q5_0_quad(q2, hi, qh, j + 24u, d), q5_0_quad(q3, hi, qh, j + 28u, d));
+#endif
+#ifdef W_Q4_K
+    let is = u & 7u;
+    let blk = base + (u >> 3u) * 36u;
+    let dm = unpack2x16float(w[blk]);
+    let sm = k_scale_min(blk + 1u, is);
+    let scale = dm.x * sm.x;
+    let off = dm.y * sm.y;
+    let shift = (is & 1u) * 4u;
+    let qs = blk + 4u + (is >> 1u) * 8u;
+    let q0 = w_quad(qs);
+    let q1 = w_quad(qs + 4u);
+    return Unit(q4_k_quad(q0.x, shift, scale, off), q4_k_quad(q0.y, shift, scale, off),
+                q4_k_quad(q0.z, shift, scale, off), q4_k_quad(q0.w, shift, scale, off),
+                q4_k_quad(q1.x, shift, scale, off), q4_k_quad(q1.y, shift, scale, off),
+                q4_k_quad(q1.z, shift, scale, off), q4_k_quad(q1.w, shift, scale, off));
+#endif
+#ifdef W_Q6_K
+    let b = u >> 3u;
+    let r = u & 7u;
+    let n = r >> 2u;
+    let quarter = r & 3u;
+    let d = w_half(base, b);
+    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
+    let ql = body + (n * 64u + 32u * (quarter & 1u)) / 4u;
+    let qh = body + 32u + n * 8u;
+    let ls = select(0u, 4u, quarter >= 2u);
+    let hs = 2u * quarter;
+    let sc0 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 2u * quarter) << 24u) >> 24u);
+    let sc1 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 1u + 2u * quarter) << 24u) >> 24u);
+    let l0 = w_quad(ql);
+    let l1 = w_quad(ql + 4u);
+    let h0 = w_quad(qh);
+    let h1 = w_quad(qh + 4u);
+    return Unit(q6_k_quad(l0.x, ls, h0.x, hs, sc0), q6_k_quad(l0.y, ls, h0.y, hs, sc0),
+                q6_k_quad(l0.z, ls, h0.z, hs, sc0), q6_k_quad(l0.w, ls, h0.w, hs, sc0),
+                q6_k_quad(l1.x, ls, h1.x, hs, sc1), q6_k_quad(l1.y, ls, h1.y, hs, sc1),
+                q6_k_quad(l1.z, ls, h1.z, hs, sc1), q6_k_quad(l1.w, ls, h1.w, hs, sc1));
+#endif
+#ifdef W_Q4_1
+    return w_unit_packed(base, u, cols);
+#endif
+#ifdef W_Q5_1
+    return w_unit_packed(base, u, cols);
+#endif
+#ifdef W_Q5_K
+    return w_unit_packed(base, u, cols);
+#endif
+}
+
+// w_unit's array packed into a Unit (formats without a vector decoder yet).
+fn w_unit_packed(base: u32, u: u32, cols: u32) -> Unit {
     var v: array<f32, 32>;
     w_unit(base, u, cols, &v);
     return Unit(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]),
                 vec4<f32>(v[8], v[9], v[10], v[11]), vec4<f32>(v[12], v[13], v[14], v[15]),
                 vec4<f32>(v[16], v[17], v[18], v[19]), vec4<f32>(v[20], v[21], v[22], v[23]),
                 vec4<f32>(v[24], v[25], v[26], v[27]), vec4<f32>(v[28], v[29], v[30], v[31]));
-#endif
-#endif
 }

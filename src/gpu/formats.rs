@@ -142,6 +142,19 @@ impl WeightFormat {
         }
     }
 
+    /// Whether every 4-word group `w_unit4` reads from rows of `cols` elements starts on a
+    /// 16-byte boundary, so the shader may read them as vec4 loads (`W_VEC4`).
+    pub fn quads_aligned(self, cols: usize) -> bool {
+        use WeightFormat::*;
+        let nb = cols / self.block_elems();
+        let body = match self {
+            F32 | F16 | Bf16 | Q4K => 0,
+            Q8_0 | Q4_0 | Q6K => nb.div_ceil(2),
+            Q4_1 | Q5_0 | Q5_1 | Q5K => return false,
+        };
+        self.row_words(cols).is_multiple_of(4) && body.is_multiple_of(4)
+    }
+
     /// Rewrites one canonical row into the GPU row layout (`dst` is `row_words * 4` bytes, zeroed).
     pub fn repack_row(self, src: &[u8], cols: usize, dst: &mut [u8]) {
         use WeightFormat::*;

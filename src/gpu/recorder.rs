@@ -33,7 +33,7 @@ struct Dispatch {
     label: String,
     params_offset: u64,
     params_size: u64,
-    bindings: Vec<Binding>,
+    bindings: Vec<(u32, Binding)>,
     groups: [u32; 3],
 }
 
@@ -79,6 +79,24 @@ impl<'a> Recorder<'a> {
         storage: &[Binding],
         groups: [u32; 3],
     ) {
+        let numbered: Vec<(u32, Binding)> = storage
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32 + 1, b.clone()))
+            .collect();
+        self.dispatch_numbered(label, pipeline, params, numbered, groups);
+    }
+
+    /// `dispatch` with explicit binding numbers (for shaders whose optional bindings sit at
+    /// fixed numbers).
+    pub fn dispatch_numbered<P: bytemuck::Pod>(
+        &mut self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        params: &P,
+        storage: Vec<(u32, Binding)>,
+        groups: [u32; 3],
+    ) {
         if groups.contains(&0) {
             return;
         }
@@ -92,7 +110,7 @@ impl<'a> Recorder<'a> {
             label: label.to_string(),
             params_offset,
             params_size: (bytes.len() as u64).next_multiple_of(16),
-            bindings: storage.to_vec(),
+            bindings: storage,
             groups,
         });
     }
@@ -153,9 +171,9 @@ impl<'a> Recorder<'a> {
                         size: wgpu::BufferSize::new(d.params_size),
                     }),
                 }];
-                for (i, b) in d.bindings.iter().enumerate() {
+                for (i, b) in &d.bindings {
                     entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
+                        binding: *i,
                         resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: &b.buffer,
                             offset: b.offset,

@@ -158,11 +158,14 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         && a.x_stride.is_multiple_of(4)
         && a.w.cols.is_multiple_of(4)
         && a.x.offset.is_multiple_of(16);
+    let w_vec4 = v.lane_rows && a.w.format.quads_aligned(a.w.cols as usize);
     let mut defines = v.defines();
-    if x_vec4 {
-        defines.push(("X_VEC4".into(), String::new()));
-        defines.sort();
+    for (on, name) in [(x_vec4, "X_VEC4"), (w_vec4, "W_VEC4")] {
+        if on {
+            defines.push((name.into(), String::new()));
+        }
     }
+    defines.sort();
     let pipeline = rec.ctx().pipeline("matvec", SOURCE, &defines);
     let row_groups = a.n.div_ceil(v.rows);
     let (z, x_div, tiles) = match (&a.gather, v.mode) {
@@ -193,12 +196,16 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         if let Some(g) = &a.gather {
             b.extend([g.counts.clone(), g.offsets.clone(), g.pairs.clone()]);
         }
+        let mut b: Vec<(u32, Binding)> = (1..).zip(b).collect();
+        if w_vec4 {
+            b.push((8, Binding::whole(&page.buffer)));
+        }
         if x_vec4 {
-            b.push(a.x.clone());
+            b.push((9, a.x.clone()));
         }
         // Workgroups whose rows or expert lie outside this page exit at once.
         let label = format!("matvec {} {:?} x{}", v.format.name(), v.mode, v.tokens);
-        rec.dispatch(&label, &pipeline, &params, &b, fold_groups(row_groups, z));
+        rec.dispatch_numbered(&label, &pipeline, &params, b, fold_groups(row_groups, z));
     }
 }
 
@@ -319,6 +326,16 @@ mod tests {
     }
 
     #[test]
+    fn vec4_weight_rows_at_model_widths() {
+        use WeightFormat::*;
+        for f in [F32, F16, Bf16, Q8_0, Q4_0, Q4K, Q6K] {
+            assert!(f.quads_aligned(2048), "{f:?}");
+        }
+        assert!(!Q4_0.quads_aligned(64));
+        assert!(!Q5_0.quads_aligned(2048));
+    }
+
+    #[test]
     fn matvec_matches_reference_all_formats() {
         // page_bytes here counts row groups per page (rows, or whole experts).
         for f in ALL_FORMATS {
@@ -335,6 +352,9 @@ mod tests {
             case(f, false, false, 37, 45, 1, None, 8, 8, 1);
             case(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
             case(f, true, true, 40, 64, 3, None, 8, 16, 1);
+            // 2048 columns: every format's rows that can be read as vec4 loads are (W_VEC4).
+            case(f, false, false, 24, 2048, 5, None, 8, 16, 4);
+            case(f, true, false, 16, 2048, 3, None, 8, 16, 1);
         }
     }
 }

@@ -81,6 +81,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 }
                 .defines();
                 d.push(("X_VEC4".into(), String::new()));
+                d.push(("W_VEC4".into(), String::new()));
                 v.push(("matvec", matvec::SOURCE.to_string(), d));
             }
             v.push((
