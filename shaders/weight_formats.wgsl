@@ -418,8 +418,10 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
     let qh = body + 32u + n * 8u;
     let ls = select(0u, 4u, quarter >= 2u);
     let hs = 2u * quarter;
-    let sc0 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 2u * quarter) << 24u) >> 24u);
-    let sc1 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 1u + 2u * quarter) << 24u) >> 24u);
+    // The unit's two int8 sub-block scales share one word (their byte offset is even).
+    let sw = w[body + 48u + n * 2u + quarter / 2u] >> (16u * (quarter & 1u));
+    let sc0 = d * f32(bitcast<i32>(sw << 24u) >> 24u);
+    let sc1 = d * f32(bitcast<i32>(sw << 16u) >> 24u);
     let l0 = w_quad(ql);
     let l1 = w_quad(ql + 4u);
     let h0 = w_quad(qh);
