@@ -126,7 +126,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < LROWS * TOKENS; i++) {
         acc[i] = 0.0;
     }
-    for (var u = 0u; u < units; u++) {
+    var u = 0u;
+#ifndef TOKENS4
+    // One token: units in pairs (formats whose scales share a word load it once). Four
+    // tokens keep single units: the pairs' registers spill there (docs/PERF.md).
+    for (; u + 2u <= units; u += 2u) {
+        let x0 = x_unit(x_rows[0], u);
+        let z0 = x_unit(x_rows[0], u + 1u);
+        for (var r = 0u; r < LROWS; r++) {
+            let wp = w_unit4_pair(bases[r], u, p.k);
+            acc[r] += unit_dot(wp.a, x0) + unit_dot(wp.b, z0);
+        }
+    }
+#endif
+    for (; u < units; u++) {
         let x0 = x_unit(x_rows[0], u);
 #ifdef TOKENS4
         let x1 = x_unit(x_rows[1], u);

@@ -283,6 +283,15 @@ fn q4_0_quad(q: u32, shifts: vec4<u32>, d: f32) -> vec4<f32> {
     return d * (vec4<f32>((vec4<u32>(q) >> shifts) & vec4<u32>(15u)) - vec4<f32>(8.0));
 }
 #endif
+#ifdef W_Q4_0
+// A q4_0 unit from its 16 quant bytes and scale.
+fn q4_0_unit(q: vec4<u32>, d: f32) -> Unit {
+    let hi = BYTE_SHIFTS + 4u;
+    return Unit(q4_0_quad(q.x, BYTE_SHIFTS, d), q4_0_quad(q.y, BYTE_SHIFTS, d), q4_0_quad(q.z, BYTE_SHIFTS, d),
+                q4_0_quad(q.w, BYTE_SHIFTS, d), q4_0_quad(q.x, hi, d), q4_0_quad(q.y, hi, d),
+                q4_0_quad(q.z, hi, d), q4_0_quad(q.w, hi, d));
+}
+#endif
 #ifdef W_Q5_0
 // Nibbles of `q` at `shifts` with fifth bits from `qh` at `hshifts`, minus 16, scaled by d.
 fn q5_0_quad(q: u32, shifts: vec4<u32>, qh: u32, hshifts: vec4<u32>, d: f32) -> vec4<f32> {
@@ -295,6 +304,13 @@ fn q5_0_quad(q: u32, shifts: vec4<u32>, qh: u32, hshifts: vec4<u32>, d: f32) -> 
 // The four signed bytes of `q`, scaled by d.
 fn q8_0_quad(q: u32, d: f32) -> vec4<f32> {
     return d * vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+#endif
+#ifdef W_Q8_0
+// A q8_0 unit from its 32 quant bytes and scale.
+fn q8_0_unit(q0: vec4<u32>, q1: vec4<u32>, d: f32) -> Unit {
+    return Unit(q8_0_quad(q0.x, d), q8_0_quad(q0.y, d), q8_0_quad(q0.z, d), q8_0_quad(q0.w, d),
+                q8_0_quad(q1.x, d), q8_0_quad(q1.y, d), q8_0_quad(q1.z, d), q8_0_quad(q1.w, d));
 }
 #endif
 #ifdef W_Q4_K
@@ -359,20 +375,11 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
                 bf16_quad(q2.x, q2.y), bf16_quad(q2.z, q2.w), bf16_quad(q3.x, q3.y), bf16_quad(q3.z, q3.w));
 #endif
 #ifdef W_Q8_0
-    let d = w_half(base, u);
     let body = base + (cols / 32u + 1u) / 2u + u * 8u;
-    let q0 = w_quad(body);
-    let q1 = w_quad(body + 4u);
-    return Unit(q8_0_quad(q0.x, d), q8_0_quad(q0.y, d), q8_0_quad(q0.z, d), q8_0_quad(q0.w, d),
-                q8_0_quad(q1.x, d), q8_0_quad(q1.y, d), q8_0_quad(q1.z, d), q8_0_quad(q1.w, d));
+    return q8_0_unit(w_quad(body), w_quad(body + 4u), w_half(base, u));
 #endif
 #ifdef W_Q4_0
-    let d = w_half(base, u);
-    let q = w_quad(base + (cols / 32u + 1u) / 2u + u * 4u);
-    let hi = BYTE_SHIFTS + 4u;
-    return Unit(q4_0_quad(q.x, BYTE_SHIFTS, d), q4_0_quad(q.y, BYTE_SHIFTS, d), q4_0_quad(q.z, BYTE_SHIFTS, d),
-                q4_0_quad(q.w, BYTE_SHIFTS, d), q4_0_quad(q.x, hi, d), q4_0_quad(q.y, hi, d),
-                q4_0_quad(q.z, hi, d), q4_0_quad(q.w, hi, d));
+    return q4_0_unit(w_quad(base + (cols / 32u + 1u) / 2u + u * 4u), w_half(base, u));
 #endif
 #ifdef W_Q5_0
     let nb = cols / 32u;
@@ -450,4 +457,25 @@ fn w_unit_packed(base: u32, u: u32, cols: u32) -> Unit {
                 vec4<f32>(v[8], v[9], v[10], v[11]), vec4<f32>(v[12], v[13], v[14], v[15]),
                 vec4<f32>(v[16], v[17], v[18], v[19]), vec4<f32>(v[20], v[21], v[22], v[23]),
                 vec4<f32>(v[24], v[25], v[26], v[27]), vec4<f32>(v[28], v[29], v[30], v[31]));
+}
+
+// Units u and u + 1 (u even), in one call so formats whose block scales pair up in one word
+// (q8_0, q4_0) load that word once.
+struct UnitPair { a: Unit, b: Unit }
+
+fn w_unit4_pair(base: u32, u: u32, cols: u32) -> UnitPair {
+#ifdef W_Q8_0
+    let d = unpack2x16float(w[base + u / 2u]);
+    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
+    return UnitPair(q8_0_unit(w_quad(body), w_quad(body + 4u), d.x),
+                    q8_0_unit(w_quad(body + 8u), w_quad(body + 12u), d.y));
+#else
+#ifdef W_Q4_0
+    let d = unpack2x16float(w[base + u / 2u]);
+    let body = base + (cols / 32u + 1u) / 2u + u * 4u;
+    return UnitPair(q4_0_unit(w_quad(body), d.x), q4_0_unit(w_quad(body + 4u), d.y));
+#else
+    return UnitPair(w_unit4(base, u, cols), w_unit4(base, u + 1u, cols));
+#endif
+#endif
 }
