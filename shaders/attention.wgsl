@@ -1,5 +1,7 @@
 // Causal GQA attention over the KV cache (f16 pairs, or f32 with KV_F32), one workgroup per (query head, token): online
 // softmax over blocks of 64 keys; query t of the chunk sees cache positions 0..pos0+t.
+// SPLIT (split-KV decode): workgroup z takes keys [z·split_keys, (z+1)·split_keys) only and
+// writes its unnormalised output, running max and sum to `out` for attention_merge.
 struct Params {
     tokens: u32,
     n_heads: u32,
@@ -8,7 +10,7 @@ struct Params {
     pos0: u32,
     kv_words: u32,
     scale: f32,
-    _pad: u32,
+    split_keys: u32,   // keys per workgroup z (SPLIT), else ≥ any context
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -77,7 +79,8 @@ fn v_elem(pos: u32, h: u32, d: u32) -> f32 {
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
     let t = wid.y;
     let hd = p.head_dim;
@@ -87,14 +90,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         qs[d] = q[q_base + d];
     }
     workgroupBarrier();
-    let n_keys = p.pos0 + t + 1u;
+    let k0 = wid.z * p.split_keys;
+    let n_keys = min(p.pos0 + t + 1u, k0 + p.split_keys);
     var m = NEG;
     var l = 0.0;
     var acc: array<f32, 4>;   // dims lid, lid+64, lid+128, lid+192
     for (var i = 0u; i < 4u; i++) {
         acc[i] = 0.0;
     }
-    for (var kb = 0u; kb < n_keys; kb += 64u) {
+    for (var kb = k0; kb < n_keys; kb += 64u) {
         let j = kb + lid;
         var s = NEG;
         if (j < n_keys) {
@@ -126,10 +130,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         }
         workgroupBarrier();
     }
+#ifdef SPLIT
+    let part = ((t * p.n_heads + head) * nwg.z + wid.z) * (hd + 2u);
+    for (var i = 0u; i < 4u; i++) {
+        let d = lid + 64u * i;
+        if (d < hd) {
+            out[part + d] = acc[i];
+        }
+    }
+    if (lid == 0u) {
+        out[part + hd] = m;
+        out[part + hd + 1u] = l;
+    }
+#else
     for (var i = 0u; i < 4u; i++) {
         let d = lid + 64u * i;
         if (d < hd) {
             out[q_base + d] = acc[i] / l;
         }
     }
+#endif
 }

@@ -61,6 +61,9 @@ var<workgroup> chosen: u32;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#ifdef SUBGROUPS
+        @builtin(subgroup_invocation_id) sg_lane: u32, @builtin(subgroup_size) sg_size: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
     let g = wid.x + wid.y * nwg.x;
     if (g >= p.row_groups) {
@@ -217,6 +220,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
+#ifdef SUBGROUPS
+    // Subgroup sums; each subgroup's first lane leaves one partial per output.
+    let parts = max(WG / sg_size, 1u);
+    for (var i = 0u; i < ROWS * TOKENS; i++) {
+        let sum = subgroupAdd(acc[i]);
+        if (sg_lane == 0u) {
+            partial[i * WG + lid / sg_size] = sum;
+        }
+    }
+    workgroupBarrier();
+#else
+    // Workgroup-memory tree (devices without subgroups, or WMOE_NO_SUBGROUPS=1).
+    let parts = 1u;
     for (var i = 0u; i < ROWS * TOKENS; i++) {
         partial[i * WG + lid] = acc[i];
     }
@@ -229,16 +245,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         workgroupBarrier();
     }
+#endif
     for (var i = lid; i < ROWS * TOKENS; i += WG) {
+        var total = 0.0;
+        for (var j = 0u; j < parts; j++) {
+            total += partial[i * WG + j];
+        }
         let r = i / TOKENS;
         let t = i % TOKENS;
         let row = first + r;
         if (y_rows[t] != NONE && g * ROWS + r < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows) {
             let out = y_rows[t] + g * ROWS + r;
 #ifdef ACCUMULATE
-            y[out] += partial[i * WG];
+            y[out] += total;
 #else
-            y[out] = partial[i * WG];
+            y[out] = total;
 #endif
         }
     }

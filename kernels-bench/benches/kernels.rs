@@ -200,24 +200,29 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         let kv_bytes = (ctx_len * heads.kv_words() * 4) as u64;
         let (k, v) = (ctx.storage("k", kv_bytes), ctx.storage("v", kv_bytes));
         let (q, o) = (ctx.storage("q", 4 * 2048), ctx.storage("o", 4 * 2048));
-        bench(
-            c,
-            &format!("decode attention f16 KV ctx {ctx_len}"),
-            2 * kv_bytes,
-            ctx,
-            &|rec| {
-                attention::record(
-                    rec,
-                    heads,
-                    &Binding::whole(&q),
-                    &(&k).into(),
-                    &(&v).into(),
-                    &(&o).into(),
-                    1,
-                    ctx_len - 1,
-                )
-            },
-        );
+        let parts = ctx.storage("partials", 4 * attention::partials_len(heads) as u64);
+        for split in [false, true] {
+            let name = if split { "split-KV" } else { "one pass" };
+            bench(
+                c,
+                &format!("decode attention f16 KV ctx {ctx_len} {name}"),
+                2 * kv_bytes,
+                ctx,
+                &|rec| {
+                    attention::record(
+                        rec,
+                        heads,
+                        &Binding::whole(&q),
+                        &(&k).into(),
+                        &(&v).into(),
+                        &(&o).into(),
+                        1,
+                        ctx_len - 1,
+                        split.then(|| (&parts).into()).as_ref(),
+                    )
+                },
+            );
+        }
     }
     let proj = ctx.storage("proj", (4 * 3 * H) as u64);
     let kernel = ctx.storage("kernel", (4 * 3 * H) as u64);

@@ -269,6 +269,13 @@ impl GpuContext {
         Some(out)
     }
 
+    /// Whether kernels may use subgroup operations: the device has them and
+    /// `WMOE_NO_SUBGROUPS=1` does not force the workgroup-memory fallbacks.
+    pub fn subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && !std::env::var("WMOE_NO_SUBGROUPS").is_ok_and(|v| v == "1")
+    }
+
     /// True on CPU rasterizers such as Mesa lavapipe, where narrow workgroups win.
     pub fn is_cpu(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu

@@ -1,7 +1,10 @@
-//! Causal GQA attention of a chunk's queries over the KV cache (online softmax).
+//! Causal GQA attention of a chunk's queries over the KV cache (online softmax); a single
+//! query over a long context splits its keys across workgroups (split-KV decode) and
+//! `attention_merge` joins the partials.
 
+use super::attention_merge;
 use super::qk_norm_rope::Heads;
-use crate::gpu::{Binding, Recorder};
+use crate::gpu::{Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
 
@@ -15,10 +18,31 @@ struct Params {
     pos0: u32,
     kv_words: u32,
     scale: f32,
-    _pad: u32,
+    split_keys: u32,
 }
 
-/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t.
+/// Keys per split-KV workgroup; a decode step over more keys than this splits them.
+pub const SPLIT_KEYS: u32 = 256;
+/// Most splits of one query (bounds the partials buffer).
+pub const MAX_SPLITS: u32 = 32;
+
+/// f32 elements the split-KV partials of one query need (`MAX_SPLITS` splits per head).
+pub fn partials_len(heads: Heads) -> usize {
+    (heads.n_heads * MAX_SPLITS * (heads.head_dim + 2)) as usize
+}
+
+/// Splits and keys per split for one query over `n_keys` keys (1 split: no split).
+pub fn split_plan(n_keys: u32) -> (u32, u32) {
+    if n_keys <= SPLIT_KEYS {
+        return (1, n_keys);
+    }
+    let splits = n_keys.div_ceil(SPLIT_KEYS).min(MAX_SPLITS);
+    (splits, n_keys.div_ceil(splits).next_multiple_of(64))
+}
+
+/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t. With
+/// `partials` (≥ `partials_len` floats), a single query over more than `SPLIT_KEYS` keys takes
+/// the split-KV path.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     rec: &mut Recorder,
@@ -29,8 +53,18 @@ pub fn record(
     out: &Binding,
     tokens: u32,
     pos0: u32,
+    partials: Option<&Binding>,
 ) {
-    let pipeline = rec.ctx().pipeline("attention", SOURCE, &heads.kv.defines());
+    let (splits, split_keys) = match partials {
+        Some(_) if tokens == 1 => split_plan(pos0 + 1),
+        _ => (1, u32::MAX),
+    };
+    let mut defines: Defines = heads.kv.defines();
+    if splits > 1 {
+        defines.push(("SPLIT".into(), String::new()));
+        defines.sort();
+    }
+    let pipeline = rec.ctx().pipeline("attention", SOURCE, &defines);
     let params = Params {
         tokens,
         n_heads: heads.n_heads,
@@ -39,16 +73,23 @@ pub fn record(
         pos0,
         kv_words: heads.kv_words(),
         scale: 1.0 / (heads.head_dim as f32).sqrt(),
-        _pad: 0,
+        split_keys,
     };
-    let b = [q.clone(), k_cache.clone(), v_cache.clone(), out.clone()];
+    let target = match partials {
+        Some(parts) if splits > 1 => parts,
+        _ => out,
+    };
+    let b = [q.clone(), k_cache.clone(), v_cache.clone(), target.clone()];
     rec.dispatch(
         "attention",
         &pipeline,
         &params,
         &b,
-        [heads.n_heads, tokens, 1],
+        [heads.n_heads, tokens, splits],
     );
+    if splits > 1 {
+        attention_merge::record(rec, heads, target, out, tokens, splits);
+    }
 }
 
 /// CPU reference for one query vector over `n_keys` cached positions (k, v: [pos][n_kv·hd]).
@@ -90,6 +131,18 @@ mod tests {
     use crate::kernels::qk_norm_rope::KvType;
 
     #[test]
+    fn split_plan_covers_every_key() {
+        for n in [1, 64, 256, 257, 1000, 8192, 100_000] {
+            let (splits, keys) = split_plan(n);
+            assert!(splits <= MAX_SPLITS && splits * keys >= n, "{n}");
+            assert!(
+                splits == 1 || (splits - 1) * keys < n,
+                "{n}: an empty split"
+            );
+        }
+    }
+
+    #[test]
     fn attention_matches_reference() {
         let Some(ctx) = context() else { return };
         for (nh, nkv, hd, t, pos0, kv) in [
@@ -98,6 +151,10 @@ mod tests {
             (6, 2, 24, 1, 70, KvType::F32),
             (2, 1, 256, 2, 3, KvType::F16),
             (4, 2, 32, 4, 100, KvType::F32),
+            // One query over 257..9000 keys: split-KV (2, 7 and 32 splits, a short last split).
+            (4, 2, 64, 1, 256, KvType::F16),
+            (8, 2, 64, 1, 1700, KvType::F32),
+            (2, 1, 32, 1, 8999, KvType::F16),
         ] {
             let heads = Heads {
                 n_heads: nh,
@@ -131,25 +188,32 @@ mod tests {
                 ctx.storage_with("k", &pack(&k)),
                 ctx.storage_with("v", &pack(&v)),
             );
-            let out = poisoned(ctx, q.len());
-            let mut rec = Recorder::new(ctx);
-            record(
-                &mut rec,
-                heads,
-                &(&qb).into(),
-                &(&kb).into(),
-                &(&vb).into(),
-                &(&out).into(),
-                t as u32,
-                pos0 as u32,
-            );
-            rec.submit();
-            let got = ctx.read_f32(&out, 0, q.len()).unwrap();
-            let w = (nh * hd) as usize;
-            for ti in 0..t {
-                let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
-                let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
-                assert!(e < 1e-10, "nh={nh} nkv={nkv} hd={hd} t={ti} err={e}");
+            let parts = poisoned(ctx, partials_len(heads));
+            for split in [false, true] {
+                let out = poisoned(ctx, q.len());
+                let mut rec = Recorder::new(ctx);
+                record(
+                    &mut rec,
+                    heads,
+                    &(&qb).into(),
+                    &(&kb).into(),
+                    &(&vb).into(),
+                    &(&out).into(),
+                    t as u32,
+                    pos0 as u32,
+                    split.then(|| (&parts).into()).as_ref(),
+                );
+                rec.submit();
+                let got = ctx.read_f32(&out, 0, q.len()).unwrap();
+                let w = (nh * hd) as usize;
+                for ti in 0..t {
+                    let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
+                    let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
+                    assert!(
+                        e < 1e-10,
+                        "nh={nh} nkv={nkv} hd={hd} t={ti} split={split} err={e}"
+                    );
+                }
             }
         }
     }

@@ -267,6 +267,7 @@ mod tests {
                 rows: 2,
                 tokens: 8,
                 lane_rows: false,
+                subgroups: false,
             };
             let args = matvec::Args {
                 w: &w,

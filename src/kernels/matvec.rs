@@ -37,6 +37,9 @@ pub struct Variant {
     /// where every storage load costs a scalar load per SIMD lane, so each activation a lane
     /// loads must serve many rows.
     pub lane_rows: bool,
+    /// K-split sums reduced with `subgroupAdd` (devices with subgroups), else a
+    /// workgroup-memory tree.
+    pub subgroups: bool,
 }
 
 impl Variant {
@@ -55,6 +58,9 @@ impl Variant {
         if self.accumulate {
             d.push(("ACCUMULATE", String::new()));
         }
+        if self.subgroups && !self.lane_rows {
+            d.push(("SUBGROUPS", String::new()));
+        }
         if self.lane_rows {
             d.push(("LANE_ROWS", String::new()));
             d.push(("LROWS", format!("{}u", self.rows / self.wg)));
@@ -67,7 +73,8 @@ impl Variant {
 
     /// The tiling for this device: narrow workgroups on CPU rasterizers (their SIMD width),
     /// wide ones on GPUs; `batch` > 1 takes token tiles that reuse each decoded weight.
-    /// `WMOE_NO_LANE_ROWS=1` forces the reduction path on CPU devices too.
+    /// `WMOE_NO_LANE_ROWS=1` forces the reduction path on CPU devices too;
+    /// `WMOE_NO_SUBGROUPS=1` forces that reduction's workgroup-memory fallback.
     pub fn for_device(
         ctx: &crate::gpu::GpuContext,
         format: WeightFormat,
@@ -95,6 +102,7 @@ impl Variant {
             rows,
             tokens,
             lane_rows,
+            subgroups: !lane_rows && ctx.subgroups(),
         }
     }
 }
@@ -253,8 +261,12 @@ mod tests {
         wg: u32,
         rows: u32,
         tokens: u32,
+        subgroups: bool,
     ) {
         let Some(ctx) = context() else { return };
+        if subgroups && !ctx.subgroups() {
+            return;
+        }
         let k = cols_for(format, k);
         let mut rng = Rng::new((n * 31 + k * 7 + batch) as u64);
         let n_mats = if experts { 5 } else { 1 };
@@ -286,6 +298,7 @@ mod tests {
             rows,
             tokens,
             lane_rows: rows >= wg,
+            subgroups,
         };
         let mut rec = Recorder::new(ctx);
         record(
@@ -325,6 +338,31 @@ mod tests {
         );
     }
 
+    /// `case` with the K-split reduced both through subgroups (where the device has them)
+    /// and through workgroup memory.
+    #[allow(clippy::too_many_arguments)]
+    fn cases(
+        format: WeightFormat,
+        experts: bool,
+        accumulate: bool,
+        n: usize,
+        k: usize,
+        batch: usize,
+        page_bytes: Option<u64>,
+        wg: u32,
+        rows: u32,
+        tokens: u32,
+    ) {
+        for sg in [false, true] {
+            if sg && rows >= wg {
+                continue; // lane rows need no reduction
+            }
+            case(
+                format, experts, accumulate, n, k, batch, page_bytes, wg, rows, tokens, sg,
+            );
+        }
+    }
+
     #[test]
     fn vec4_weight_rows_at_model_widths() {
         use WeightFormat::*;
@@ -339,22 +377,22 @@ mod tests {
     fn matvec_matches_reference_all_formats() {
         // page_bytes here counts row groups per page (rows, or whole experts).
         for f in ALL_FORMATS {
-            case(f, false, false, 37, 45, 1, None, 8, 4, 1);
-            case(f, false, true, 130, 77, 3, None, 64, 4, 1);
-            case(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages
-            case(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
-            case(f, true, false, 29, 33, 4, None, 8, 4, 1);
-            case(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
-                                                               // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
-                                                               // 4 takes the vec4 activation loads.
-            case(f, false, true, 45, 70, 19, Some(16), 8, 16, 4);
-            case(f, false, false, 100, 64, 6, None, 8, 24, 4);
-            case(f, false, false, 37, 45, 1, None, 8, 8, 1);
-            case(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
-            case(f, true, true, 40, 64, 3, None, 8, 16, 1);
+            cases(f, false, false, 37, 45, 1, None, 8, 4, 1);
+            cases(f, false, true, 130, 77, 3, None, 64, 4, 1);
+            cases(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages
+            cases(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
+            cases(f, true, false, 29, 33, 4, None, 8, 4, 1);
+            cases(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
+                                                                // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
+                                                                // 4 takes the vec4 activation loads.
+            cases(f, false, true, 45, 70, 19, Some(16), 8, 16, 4);
+            cases(f, false, false, 100, 64, 6, None, 8, 24, 4);
+            cases(f, false, false, 37, 45, 1, None, 8, 8, 1);
+            cases(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
+            cases(f, true, true, 40, 64, 3, None, 8, 16, 1);
             // 2048 columns: every format's rows that can be read as vec4 loads are (W_VEC4).
-            case(f, false, false, 24, 2048, 5, None, 8, 16, 4);
-            case(f, true, false, 16, 2048, 3, None, 8, 16, 1);
+            cases(f, false, false, 24, 2048, 5, None, 8, 16, 4);
+            cases(f, true, false, 16, 2048, 3, None, 8, 16, 1);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod argmax;
 pub mod attention;
+pub mod attention_merge;
 pub mod copy;
 pub mod embedding;
 pub mod matmul;
@@ -44,6 +45,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     rows: 4,
                     tokens: 8,
                     lane_rows: false,
+                    subgroups: acc,
                 }
                 .defines(),
             ));
@@ -62,6 +64,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     rows: if acc { 16 } else { 2 },
                     tokens: if acc { 1 } else { 8 },
                     lane_rows: acc,
+                    subgroups: false,
                 }
                 .defines(),
             ));
@@ -78,6 +81,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     rows: 32,
                     tokens: if mode == matvec::Mode::Experts { 1 } else { 4 },
                     lane_rows: true,
+                    subgroups: false,
                 }
                 .defines();
                 d.push(("X_VEC4".into(), String::new()));
@@ -114,6 +118,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     for (name, src) in [
         ("argmax", argmax::SOURCE),
         ("attention", attention::SOURCE),
+        ("attention_merge", attention_merge::SOURCE),
         ("copy", copy::SOURCE),
         ("moe_combine", moe_combine::SOURCE),
         ("moe_gather", moe_gather::SOURCE),
@@ -130,6 +135,12 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("qk_norm_rope", qk_norm_rope::SOURCE),
     ] {
         v.push((name, src.to_string(), qk_norm_rope::KvType::F32.defines()));
+    }
+    for kv in [qk_norm_rope::KvType::F16, qk_norm_rope::KvType::F32] {
+        let mut d = kv.defines();
+        d.push(("SPLIT".into(), String::new()));
+        d.sort();
+        v.push(("attention", attention::SOURCE.to_string(), d));
     }
     v
 }

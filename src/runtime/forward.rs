@@ -5,7 +5,7 @@
 use super::session::{LayerState, LogitsMode, Session};
 use crate::error::{Error, Result};
 use crate::gpu::{Binding, GpuContext, Recorder, WeightTensor};
-use crate::kernels::qk_norm_rope::Heads;
+use crate::kernels::qk_norm_rope::{Heads, KvType};
 use crate::kernels::{
     argmax, attention, embedding, matmul, matvec, moe_combine, moe_gather, moe_router,
     qk_norm_rope, rmsnorm, shortconv, swiglu,
@@ -22,6 +22,7 @@ pub(crate) struct Scratch {
     proj: wgpu::Buffer,
     act: wgpu::Buffer,
     q: wgpu::Buffer,
+    attn_parts: wgpu::Buffer,
     expert_out: wgpu::Buffer,
     router_logits: wgpu::Buffer,
     ids: wgpu::Buffer,
@@ -60,6 +61,15 @@ impl Scratch {
             proj: ctx.storage("projection", f(chunk * proj_row)),
             act: ctx.storage("activation", f(chunk * act_row)),
             q: ctx.storage("queries", f(chunk * cfg.n_heads * hd)),
+            attn_parts: ctx.storage(
+                "split-KV partials",
+                f(attention::partials_len(Heads {
+                    n_heads: cfg.n_heads as u32,
+                    n_kv: cfg.n_kv_heads as u32,
+                    head_dim: hd as u32,
+                    kv: KvType::F32,
+                })),
+            ),
             expert_out: ctx.storage("expert outputs", f(chunk * k * h)),
             router_logits: ctx.storage("router logits", f(chunk * e)),
             ids: ctx.storage("expert ids", f(chunk * k)),
@@ -235,7 +245,17 @@ pub(crate) fn record_chunk(
                     v_cache: b(v),
                 };
                 qk_norm_rope::record(rec, heads, &args, t, pos0, cfg.norm_eps);
-                attention::record(rec, heads, &b(&sc.q), &b(k), &b(v), &b(&sc.act), t, pos0);
+                attention::record(
+                    rec,
+                    heads,
+                    &b(&sc.q),
+                    &b(k),
+                    &b(v),
+                    &b(&sc.act),
+                    t,
+                    pos0,
+                    Some(&b(&sc.attn_parts)),
+                );
                 linear(rec, &a.out_proj, &sc.act, &sc.h, t, true);
             }
             _ => unreachable!("layer state is built from the same weights"),
