@@ -131,14 +131,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     var u = 0u;
 #ifndef TOKENS4
-    // One token: units in pairs (formats whose scales share a word load it once). Four
-    // tokens keep single units: the pairs' registers spill there (docs/PERF.md).
+    // One token: units in pairs (formats whose scales share a word load it once), each
+    // weight dotted in its quantized form (w_dot). Four tokens keep single decoded units,
+    // shared by the tokens: pairs' registers spill there (docs/PERF.md).
     for (; u + 2u <= units; u += 2u) {
-        let x0 = x_unit(x_rows[0], u);
-        let z0 = x_unit(x_rows[0], u + 1u);
+        let x0 = x_prep(x_unit(x_rows[0], u));
+        let z0 = x_prep(x_unit(x_rows[0], u + 1u));
         for (var r = 0u; r < LROWS; r++) {
-            let wp = w_unit4_pair(bases[r], u, p.k);
-            acc[r] += unit_dot(wp.a, x0) + unit_dot(wp.b, z0);
+            acc[r] += w_dot_pair(bases[r], u, p.k, x0, z0);
         }
     }
 #endif
@@ -149,15 +149,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let x2 = x_unit(x_rows[2], u);
         let x3 = x_unit(x_rows[3], u);
 #endif
+#ifndef TOKENS4
+        let xp = x_prep(x0);
+#endif
         for (var r = 0u; r < LROWS; r++) {
-            let wu = w_unit4(bases[r], u, p.k);
 #ifdef TOKENS4
+            let wu = w_unit4(bases[r], u, p.k);
             acc[r * 4u] += unit_dot(wu, x0);
             acc[r * 4u + 1u] += unit_dot(wu, x1);
             acc[r * 4u + 2u] += unit_dot(wu, x2);
             acc[r * 4u + 3u] += unit_dot(wu, x3);
 #else
-            acc[r] += unit_dot(wu, x0);
+            acc[r] += w_dot(bases[r], u, p.k, xp);
 #endif
         }
     }

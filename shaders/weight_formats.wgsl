@@ -459,8 +459,7 @@ fn w_unit_packed(base: u32, u: u32, cols: u32) -> Unit {
                 vec4<f32>(v[24], v[25], v[26], v[27]), vec4<f32>(v[28], v[29], v[30], v[31]));
 }
 
-// Units u and u + 1 (u even), in one call so formats whose block scales pair up in one word
-// (q8_0, q4_0) load that word once.
+// Units u and u + 1 (u even), in one call so q8_0 loads the scale word they share once.
 struct UnitPair { a: Unit, b: Unit }
 
 fn w_unit4_pair(base: u32, u: u32, cols: u32) -> UnitPair {
@@ -470,12 +469,112 @@ fn w_unit4_pair(base: u32, u: u32, cols: u32) -> UnitPair {
     return UnitPair(q8_0_unit(w_quad(body), w_quad(body + 4u), d.x),
                     q8_0_unit(w_quad(body + 8u), w_quad(body + 12u), d.y));
 #else
+    return UnitPair(w_unit4(base, u, cols), w_unit4(base, u + 1u, cols));
+#endif
+}
+
+// Activations of one unit prepared for `w_dot`: for q4_0 and q6_K scaled by NIBBLE_SCALES so
+// quants masked in place (no per-element shift) multiply exactly, plus the sums over elements
+// 0..15 and 16..31 that fold the formats' zero points out of the per-element work.
+struct XUnit { v: Unit, sums: vec2<f32> }
+
+const NIBBLE_SCALES = vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+const NIBBLES = vec4<u32>(0xfu, 0xf00u, 0xf0000u, 0xf000000u);
+
+fn x_prep(x: Unit) -> XUnit {
+#ifdef W_Q4_0
+    return x_scaled(x);
+#else
+#ifdef W_Q6_K
+    return x_scaled(x);
+#else
+    return XUnit(x, vec2<f32>(0.0));
+#endif
+#endif
+}
+
+fn x_scaled(x: Unit) -> XUnit {
+    let lo = x.a + x.b + x.c + x.d;
+    let hi = x.e + x.f + x.g + x.h;
+    let s = NIBBLE_SCALES;
+    return XUnit(Unit(x.a * s, x.b * s, x.c * s, x.d * s, x.e * s, x.f * s, x.g * s, x.h * s),
+                 vec2<f32>(lo.x + lo.y + lo.z + lo.w, hi.x + hi.y + hi.z + hi.w));
+}
+
+// Σ over the four bytes of `q` of (their bits under `mask`, in place) × x.
+fn masked_dot(q: u32, mask: vec4<u32>, x: vec4<f32>) -> f32 {
+    return dot(vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(q) & mask)), x);
+}
+
+#ifdef W_Q4_0
+// d · Σ (q − 8) x over one q4_0 unit, as d · (Σ q x − 8 Σ x).
+fn q4_0_dot(q: vec4<u32>, d: f32, x: XUnit) -> f32 {
+    let h = q >> vec4<u32>(4u);
+    let s = masked_dot(q.x, NIBBLES, x.v.a) + masked_dot(q.y, NIBBLES, x.v.b)
+        + masked_dot(q.z, NIBBLES, x.v.c) + masked_dot(q.w, NIBBLES, x.v.d)
+        + masked_dot(h.x, NIBBLES, x.v.e) + masked_dot(h.y, NIBBLES, x.v.f)
+        + masked_dot(h.z, NIBBLES, x.v.g) + masked_dot(h.w, NIBBLES, x.v.h);
+    return d * (s - 8.0 * (x.sums.x + x.sums.y));
+}
+#endif
+
+#ifdef W_Q6_K
+// The 6-bit quants of one q6_K quad (low nibbles of `l`, high pairs of `h`, both pre-shifted
+// so each byte's bits sit in place) against x.
+fn q6_k_quad_dot(l: u32, h: u32, x: vec4<f32>) -> f32 {
+    let q = (vec4<u32>(l) & NIBBLES) | (vec4<u32>(h) & vec4<u32>(0x30u, 0x3000u, 0x300000u, 0x30000000u));
+    return dot(vec4<f32>(bitcast<vec4<i32>>(q)), x);
+}
+#endif
+
+// Σ_j W[row][32u + j] · x_j over unit u of the row whose first word is `base`.
+fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
+#ifdef W_Q4_0
+    return q4_0_dot(w_quad(base + (cols / 32u + 1u) / 2u + u * 4u), w_half(base, u), x);
+#endif
+#ifdef W_Q6_K
+    let b = u >> 3u;
+    let r = u & 7u;
+    let n = r >> 2u;
+    let quarter = r & 3u;
+    let d = w_half(base, b);
+    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
+    let ql = body + (n * 64u + 32u * (quarter & 1u)) / 4u;
+    let qh = body + 32u + n * 8u;
+    let sw = w[body + 48u + n * 2u + quarter / 2u] >> (16u * (quarter & 1u));
+    let sc0 = d * f32(bitcast<i32>(sw << 24u) >> 24u);
+    let sc1 = d * f32(bitcast<i32>(sw << 16u) >> 24u);
+    let l0 = w_quad(ql) >> vec4<u32>(select(0u, 4u, quarter >= 2u));
+    let l1 = w_quad(ql + 4u) >> vec4<u32>(select(0u, 4u, quarter >= 2u));
+    // High pairs at bit 4 of each byte: shift right by 2·quarter, then left by 4.
+    let hs = 2u * quarter;
+    let h0 = (w_quad(qh) >> vec4<u32>(hs)) << vec4<u32>(4u);
+    let h1 = (w_quad(qh + 4u) >> vec4<u32>(hs)) << vec4<u32>(4u);
+    let lo = q6_k_quad_dot(l0.x, h0.x, x.v.a) + q6_k_quad_dot(l0.y, h0.y, x.v.b)
+        + q6_k_quad_dot(l0.z, h0.z, x.v.c) + q6_k_quad_dot(l0.w, h0.w, x.v.d);
+    let hi = q6_k_quad_dot(l1.x, h1.x, x.v.e) + q6_k_quad_dot(l1.y, h1.y, x.v.f)
+        + q6_k_quad_dot(l1.z, h1.z, x.v.g) + q6_k_quad_dot(l1.w, h1.w, x.v.h);
+    return sc0 * (lo - 32.0 * x.sums.x) + sc1 * (hi - 32.0 * x.sums.y);
+#endif
+#ifndef W_Q4_0
+#ifndef W_Q6_K
+    return unit_dot(w_unit4(base, u, cols), x.v);
+#endif
+#endif
+}
+
+// w_dot of units u and u + 1 (u even); q4_0 and q8_0 load their shared scale word once.
+fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
 #ifdef W_Q4_0
     let d = unpack2x16float(w[base + u / 2u]);
     let body = base + (cols / 32u + 1u) / 2u + u * 4u;
-    return UnitPair(q4_0_unit(w_quad(body), d.x), q4_0_unit(w_quad(body + 4u), d.y));
+    return q4_0_dot(w_quad(body), d.x, x) + q4_0_dot(w_quad(body + 4u), d.y, z);
 #else
-    return UnitPair(w_unit4(base, u, cols), w_unit4(base, u + 1u, cols));
+#ifdef W_Q8_0
+    let wp = w_unit4_pair(base, u, cols);
+    return unit_dot(wp.a, x.v) + unit_dot(wp.b, z.v);
+#else
+    return w_dot(base, u, cols, x) + w_dot(base, u + 1u, cols, z);
 #endif
 #endif
 }
