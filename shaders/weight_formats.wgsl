@@ -114,6 +114,12 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
     let sc = bitcast<i32>(w_byte(body + 48u, n * 8u + l / 16u + 2u * quarter) << 24u) >> 24u;
     return w_half(base, b) * f32(sc) * f32(q);
 #endif
+#ifdef W_Q6_K_WIDE
+    let u = k >> 5u;
+    let e = k & 31u;
+    let sc = bitcast<f32>(w[base + 2u * u + (e >> 4u)]);
+    return sc * (f32(w_byte(base + cols / 32u * 2u, k)) - 32.0);
+#endif
 }
 
 // Decodes elements 32·u .. 32·u+31 of a row (all formats' rows are whole units of 32 except
@@ -264,6 +270,18 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
         }
     }
 #endif
+#ifdef W_Q6_K_WIDE
+    let s0 = bitcast<f32>(w[base + 2u * u]);
+    let s1 = bitcast<f32>(w[base + 2u * u + 1u]);
+    let body = base + cols / 32u * 2u + u * 8u;
+    for (var i = 0u; i < 8u; i++) {
+        let word = w[body + i];
+        let sc = select(s0, s1, i >= 4u);
+        for (var k = 0u; k < 4u; k++) {
+            (*v)[4u * i + k] = sc * (f32((word >> (8u * k)) & 0xffu) - 32.0);
+        }
+    }
+#endif
 }
 
 // A 32-weight unit as eight vec4s, elements 4i..4i+3 in the i-th field: registers, not an
@@ -325,6 +343,12 @@ fn q6_k_quad(lw: u32, lo_shift: u32, hw: u32, hi_shift: u32, sc: f32) -> vec4<f3
     let lo = (vec4<u32>(lw) >> (BYTE_SHIFTS + lo_shift)) & vec4<u32>(15u);
     let hi = ((vec4<u32>(hw) >> (BYTE_SHIFTS + hi_shift)) & vec4<u32>(3u)) << vec4<u32>(4u);
     return sc * (vec4<f32>(lo | hi) - vec4<f32>(32.0));
+}
+#endif
+#ifdef W_Q6_K_WIDE
+// The four biased quant bytes of `q`, minus 32, scaled by sc.
+fn q6_k_wide_quad(q: u32, sc: f32) -> vec4<f32> {
+    return sc * (vec4<f32>((vec4<u32>(q) >> BYTE_SHIFTS) & vec4<u32>(0xffu)) - vec4<f32>(32.0));
 }
 #endif
 #ifdef W_F16
@@ -447,6 +471,16 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
 #ifdef W_Q5_K
     return w_unit_packed(base, u, cols);
 #endif
+#ifdef W_Q6_K_WIDE
+    let s0 = bitcast<f32>(w[base + 2u * u]);
+    let s1 = bitcast<f32>(w[base + 2u * u + 1u]);
+    let body = base + cols / 32u * 2u + u * 8u;
+    let q0 = w_quad(body);
+    let q1 = w_quad(body + 4u);
+    return Unit(q6_k_wide_quad(q0.x, s0), q6_k_wide_quad(q0.y, s0), q6_k_wide_quad(q0.z, s0),
+                q6_k_wide_quad(q0.w, s0), q6_k_wide_quad(q1.x, s1), q6_k_wide_quad(q1.y, s1),
+                q6_k_wide_quad(q1.z, s1), q6_k_wide_quad(q1.w, s1));
+#endif
 }
 
 // w_unit's array packed into a Unit (formats without a vector decoder yet).
@@ -482,14 +516,10 @@ const NIBBLE_SCALES = vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.
 const NIBBLES = vec4<u32>(0xfu, 0xf00u, 0xf0000u, 0xf000000u);
 
 fn x_prep(x: Unit) -> XUnit {
-#ifdef W_Q4_0
-    return x_scaled(x);
-#else
-#ifdef W_Q6_K
+#ifdef MASKED_DOT
     return x_scaled(x);
 #else
     return XUnit(x, vec2<f32>(0.0));
-#endif
 #endif
 }
 
@@ -556,10 +586,13 @@ fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
         + q6_k_quad_dot(l1.z, h1.z, x.v.g) + q6_k_quad_dot(l1.w, h1.w, x.v.h);
     return sc0 * (lo - 32.0 * x.sums.x) + sc1 * (hi - 32.0 * x.sums.y);
 #endif
-#ifndef W_Q4_0
-#ifndef W_Q6_K
-    return unit_dot(w_unit4(base, u, cols), x.v);
+#ifdef W_Q6_K_WIDE
+    let s = vec2<f32>(bitcast<f32>(w[base + 2u * u]), bitcast<f32>(w[base + 2u * u + 1u]));
+    let body = base + cols / 32u * 2u + u * 8u;
+    return q6_k_wide_dot(w_quad(body), w_quad(body + 4u), s, x);
 #endif
+#ifndef MASKED_DOT
+    return unit_dot(w_unit4(base, u, cols), x.v);
 #endif
 }
 
@@ -570,6 +603,12 @@ fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
     let body = base + (cols / 32u + 1u) / 2u + u * 4u;
     return q4_0_dot(w_quad(body), d.x, x) + q4_0_dot(w_quad(body + 4u), d.y, z);
 #else
+#ifdef W_Q6_K_WIDE
+    let sc = bitcast<vec4<f32>>(w_quad(base + 2u * u));
+    let body = base + cols / 32u * 2u + u * 8u;
+    return q6_k_wide_dot(w_quad(body), w_quad(body + 4u), sc.xy, x)
+        + q6_k_wide_dot(w_quad(body + 8u), w_quad(body + 12u), sc.zw, z);
+#else
 #ifdef W_Q8_0
     let wp = w_unit4_pair(base, u, cols);
     return unit_dot(wp.a, x.v) + unit_dot(wp.b, z.v);
@@ -577,4 +616,17 @@ fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
     return w_dot(base, u, cols, x) + w_dot(base, u + 1u, cols, z);
 #endif
 #endif
+#endif
 }
+
+#ifdef W_Q6_K_WIDE
+// Σ sc · (q − 32) x over one Q6KWide unit: quants q0 (weights 0..15), q1 (16..31), scales s.
+fn q6_k_wide_dot(q0: vec4<u32>, q1: vec4<u32>, s: vec2<f32>, x: XUnit) -> f32 {
+    let m = vec4<u32>(0x3fu, 0x3f00u, 0x3f0000u, 0x3f000000u);
+    let lo = masked_dot(q0.x, m, x.v.a) + masked_dot(q0.y, m, x.v.b)
+        + masked_dot(q0.z, m, x.v.c) + masked_dot(q0.w, m, x.v.d);
+    let hi = masked_dot(q1.x, m, x.v.e) + masked_dot(q1.y, m, x.v.f)
+        + masked_dot(q1.z, m, x.v.g) + masked_dot(q1.w, m, x.v.h);
+    return s.x * (lo - 32.0 * x.sums.x) + s.y * (hi - 32.0 * x.sums.y);
+}
+#endif

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
-use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, ALL_FORMATS};
+use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS};
 use wmoe::kernels::qk_norm_rope::{Heads, KvType};
 use wmoe::kernels::{attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, shortconv};
 
@@ -39,7 +39,7 @@ fn bench(
 fn products(c: &mut Criterion, ctx: &GpuContext) {
     let x = ctx.storage("x", (4 * 512 * 7168) as u64);
     let y = ctx.storage("y", (4 * 512 * 7168) as u64);
-    for format in ALL_FORMATS {
+    for format in GPU_FORMATS {
         let w = random_weights(ctx, format, H, H, 1);
         let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Plain, false, 1);
         bench(

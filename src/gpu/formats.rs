@@ -20,6 +20,11 @@ pub enum WeightFormat {
     Q4K,
     Q5K,
     Q6K,
+    /// q6_K re-encoded for CPU devices (never a file format): per 32 weights, two f32
+    /// sub-block scales (d · scale, exact in f32) and 32 biased 6-bit quants as bytes. 10 bits
+    /// per weight instead of 6.56, but the decode matvec reads 2.5 vector loads per 32 weights
+    /// instead of 6 and masks quants in place (docs/PERF.md). Results equal q6_K's.
+    Q6KWide,
 }
 
 pub const ALL_FORMATS: [WeightFormat; 11] = [
@@ -34,6 +39,22 @@ pub const ALL_FORMATS: [WeightFormat; 11] = [
     WeightFormat::Q4K,
     WeightFormat::Q5K,
     WeightFormat::Q6K,
+];
+
+/// Every GPU row layout: the file formats plus the CPU-device re-encodings.
+pub const GPU_FORMATS: [WeightFormat; 12] = [
+    WeightFormat::F32,
+    WeightFormat::F16,
+    WeightFormat::Bf16,
+    WeightFormat::Q8_0,
+    WeightFormat::Q4_0,
+    WeightFormat::Q4_1,
+    WeightFormat::Q5_0,
+    WeightFormat::Q5_1,
+    WeightFormat::Q4K,
+    WeightFormat::Q5K,
+    WeightFormat::Q6K,
+    WeightFormat::Q6KWide,
 ];
 
 impl WeightFormat {
@@ -52,6 +73,7 @@ impl WeightFormat {
             Q4K => "W_Q4_K",
             Q5K => "W_Q5_K",
             Q6K => "W_Q6_K",
+            Q6KWide => "W_Q6_K_WIDE",
         }
     }
 
@@ -69,6 +91,7 @@ impl WeightFormat {
             Q4K => "q4_k",
             Q5K => "q5_k",
             Q6K => "q6_k",
+            Q6KWide => "q6_k_wide",
         }
     }
 
@@ -77,6 +100,32 @@ impl WeightFormat {
         ALL_FORMATS
             .into_iter()
             .find(|f| f.name().eq_ignore_ascii_case(s))
+    }
+
+    /// Whether the decode matvec dots this format's quants masked in place against
+    /// pre-scaled activations (`MASKED_DOT` in the shaders).
+    pub fn masked_dot(self) -> bool {
+        matches!(
+            self,
+            WeightFormat::Q4_0 | WeightFormat::Q6K | WeightFormat::Q6KWide
+        )
+    }
+
+    /// The format whose canonical (file) bytes this one's GPU rows are built from.
+    pub fn canonical(self) -> Self {
+        match self {
+            WeightFormat::Q6KWide => WeightFormat::Q6K,
+            f => f,
+        }
+    }
+
+    /// The GPU layout for weights of this format on a device: q6_K becomes `Q6KWide` on CPU
+    /// devices.
+    pub fn on_device(self, cpu: bool) -> Self {
+        match self {
+            WeightFormat::Q6K if cpu => WeightFormat::Q6KWide,
+            f => f,
+        }
     }
 
     pub fn is_quantized(self) -> bool {
@@ -92,7 +141,7 @@ impl WeightFormat {
         match self {
             F32 | F16 | Bf16 => 1,
             Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 => 32,
-            Q4K | Q5K | Q6K => 256,
+            Q4K | Q5K | Q6K | Q6KWide => 256,
         }
     }
 
@@ -109,7 +158,7 @@ impl WeightFormat {
             Q5_1 => 24,
             Q4K => 144,
             Q5K => 176,
-            Q6K => 210,
+            Q6K | Q6KWide => 210,
         }
     }
 
@@ -139,6 +188,7 @@ impl WeightFormat {
             Q4K => nb * 36,
             Q5K => nb * 44,
             Q6K => scales + nb * 52,
+            Q6KWide => cols / 32 * 10,
         }
     }
 
@@ -150,6 +200,7 @@ impl WeightFormat {
         let body = match self {
             F32 | F16 | Bf16 | Q4K => 0,
             Q8_0 | Q4_0 | Q6K => nb.div_ceil(2),
+            Q6KWide => cols / 32 * 2,
             Q4_1 | Q5_0 | Q5_1 | Q5K => return false,
         };
         self.row_words(cols).is_multiple_of(4) && body.is_multiple_of(4)
@@ -178,6 +229,26 @@ impl WeightFormat {
         match self {
             F32 | F16 | Bf16 | Q4_1 | Q5_1 | Q4K | Q5K => dst[..src.len()].copy_from_slice(src),
             Q8_0 | Q4_0 | Q6K => split(dst, 2),
+            Q6KWide => {
+                // [f32 scale of each 16 weights][one byte per biased quant]
+                let body0 = cols / 32 * 8;
+                for b in 0..nb {
+                    let blk = &src[b * bb..(b + 1) * bb];
+                    let d = f16::from_le_bytes([blk[208], blk[209]]).to_f32();
+                    for j in 0..256 {
+                        let (n, quarter, l) = (j / 128, (j % 128) / 32, j % 32);
+                        let e = b * 256 + j;
+                        if l % 16 == 0 {
+                            let sc = d * blk[192 + n * 8 + l / 16 + 2 * quarter] as i8 as f32;
+                            dst[e / 16 * 4..e / 16 * 4 + 4].copy_from_slice(&sc.to_le_bytes());
+                        }
+                        let byte = blk[n * 64 + l + 32 * (quarter & 1)];
+                        let lo = if quarter < 2 { byte & 15 } else { byte >> 4 };
+                        let hi = (blk[128 + n * 32 + l] >> (2 * quarter)) & 3;
+                        dst[body0 + e] = lo | hi << 4;
+                    }
+                }
+            }
             Q5_0 => {
                 // [scales][qh words][qs]
                 let body0 = nb.div_ceil(2) * 4;
@@ -270,7 +341,7 @@ impl WeightFormat {
                                 out.push(d * sc as f32 * q as f32 - dmin * m as f32);
                             }
                         }
-                        Q6K => {
+                        Q6K | Q6KWide => {
                             let d = h(blk, 208);
                             let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
                             for j in 0..256 {
@@ -324,7 +395,7 @@ impl WeightFormat {
                         Q5_1 => quantize_q5_1(x, blk),
                         Q4K => quantize_k(x, blk, 4),
                         Q5K => quantize_k(x, blk, 5),
-                        Q6K => quantize_q6_k(x, blk),
+                        Q6K | Q6KWide => quantize_q6_k(x, blk),
                         F32 | F16 | Bf16 => unreachable!(),
                     }
                 }

@@ -8,7 +8,7 @@ mod shader;
 mod weights;
 
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
-pub use formats::{WeightFormat, ALL_FORMATS};
+pub use formats::{WeightFormat, ALL_FORMATS, GPU_FORMATS};
 pub use recorder::{fold_groups, Binding, Recorder};
 pub use shader::{preprocess, Defines};
 pub use weights::{upload_canonical, upload_f32_matrix, WeightPage, WeightTensor};

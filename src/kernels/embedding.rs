@@ -53,12 +53,12 @@ pub fn record(
 mod tests {
     use super::*;
     use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, Rng};
-    use crate::gpu::ALL_FORMATS;
+    use crate::gpu::GPU_FORMATS;
 
     #[test]
     fn embedding_matches_reference() {
         let Some(ctx) = context() else { return };
-        for f in ALL_FORMATS {
+        for f in GPU_FORMATS {
             let (v, h, t) = (301usize, cols_for(f, 67), 13usize);
             let mut rng = Rng::new(5);
             let page = Some((50 * f.row_words(h) * 4) as u64);

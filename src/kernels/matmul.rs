@@ -122,7 +122,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
 mod tests {
     use super::*;
     use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, rel_err, Rng};
-    use crate::gpu::ALL_FORMATS;
+    use crate::gpu::GPU_FORMATS;
     use crate::kernels::{matvec, moe_gather};
 
     fn dense_case(
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn dense_matmul_matches_reference() {
-        for f in ALL_FORMATS {
+        for f in GPU_FORMATS {
             dense_case(f, false, 1, 33, 17, None);
             dense_case(f, true, 45, 70, 51, None);
             dense_case(f, false, 67, 100, 64, Some(24)); // pages of 24 rows
@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn grouped_expert_matmul_matches_reference() {
         let Some(ctx) = context() else { return };
-        for (fi, format) in ALL_FORMATS.into_iter().enumerate() {
+        for (fi, format) in GPU_FORMATS.into_iter().enumerate() {
             let (t, top_k, e, n, k) = (37usize, 3usize, 7usize, 41usize, cols_for(format, 35));
             let mut rng = Rng::new(99 + fi as u64);
             let page = Some((2 * n * format.row_words(k) * 4) as u64); // two experts per page

@@ -58,6 +58,9 @@ impl Variant {
         if self.accumulate {
             d.push(("ACCUMULATE", String::new()));
         }
+        if self.format.masked_dot() {
+            d.push(("MASKED_DOT", String::new()));
+        }
         if self.subgroups && !self.lane_rows {
             d.push(("SUBGROUPS", String::new()));
         }
@@ -247,7 +250,7 @@ pub fn reference(
 mod tests {
     use super::*;
     use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, rel_err, Rng};
-    use crate::gpu::ALL_FORMATS;
+    use crate::gpu::GPU_FORMATS;
 
     #[allow(clippy::too_many_arguments)]
     fn case(
@@ -366,7 +369,7 @@ mod tests {
     #[test]
     fn vec4_weight_rows_at_model_widths() {
         use WeightFormat::*;
-        for f in [F32, F16, Bf16, Q8_0, Q4_0, Q4K, Q6K] {
+        for f in [F32, F16, Bf16, Q8_0, Q4_0, Q4K, Q6K, Q6KWide] {
             assert!(f.quads_aligned(2048), "{f:?}");
         }
         assert!(!Q4_0.quads_aligned(64));
@@ -376,7 +379,7 @@ mod tests {
     #[test]
     fn matvec_matches_reference_all_formats() {
         // page_bytes here counts row groups per page (rows, or whole experts).
-        for f in ALL_FORMATS {
+        for f in GPU_FORMATS {
             cases(f, false, false, 37, 45, 1, None, 8, 4, 1);
             cases(f, false, true, 130, 77, 3, None, 64, 4, 1);
             cases(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages

@@ -32,7 +32,7 @@ pub(crate) fn defines(pairs: &[(&str, String)]) -> Defines {
 #[cfg(test)]
 pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     let mut v = Vec::new();
-    for f in crate::gpu::ALL_FORMATS {
+    for f in crate::gpu::GPU_FORMATS {
         for acc in [false, true] {
             v.push((
                 "matvec",

@@ -225,7 +225,7 @@ fn upload_concat(
     } else {
         WeightFormat::F32
     };
-    let format = target.unwrap_or(common);
+    let format = target.unwrap_or(common).on_device(ctx.is_cpu());
     let mut starts = Vec::with_capacity(parts.len());
     let mut rows = 0;
     for p in parts {
@@ -256,7 +256,7 @@ fn upload_concat(
             let local = row - starts[part];
             let src = &p.bytes[local * src_bytes..(local + 1) * src_bytes];
             let dst = &mut out[r * row_bytes..(r + 1) * row_bytes];
-            if p.format == format {
+            if p.format == format.canonical() {
                 format.repack_row(src, cols, dst);
             } else {
                 format.quantize_row(&p.format.dequant_row(src, cols), &mut canonical);
