@@ -60,7 +60,7 @@ fn prefill_decode_and_greedy_match_transformers() {
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let r = read_reference(&dir);
-        let model = Model::load(ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut model = Model::load(ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
         let v = model.config.vocab;
         let n = r.prompt.len();
         // Prefill in one chunk and in odd-sized chunks: both must match.
@@ -125,6 +125,26 @@ fn prefill_decode_and_greedy_match_transformers() {
         .unwrap();
         let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
         assert_eq!(greedy, r.greedy, "{name}: greedy continuation");
+        drop(s);
+        // Tokens are read back one step late: a stop at EOS still returns exactly the tokens
+        // up to and including the first EOS.
+        let stop = r.greedy[r.greedy.len() / 2];
+        let first = r.greedy.iter().position(|&t| t == stop).unwrap();
+        let eos = std::mem::replace(&mut model.config.eos, vec![stop]);
+        let mut s = Session::new(
+            ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 32,
+                chunk: 64,
+                kv: KvType::F32,
+            },
+        )
+        .unwrap();
+        let got = s.generate(&r.prompt, r.greedy.len(), false).unwrap();
+        assert_eq!(got, r.greedy[..=first], "{name}: greedy stops at EOS");
+        drop(s);
+        model.config.eos = eos;
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Session<'m> {
     pub(crate) state: Vec<LayerState>,
     pub(crate) scratch: Scratch,
     pos: usize,
+    /// Two host-mappable slots the generation loop reads sampled tokens back through, one
+    /// step behind the GPU.
+    readback: [wgpu::Buffer; 2],
 }
 
 impl<'m> Session<'m> {
@@ -102,6 +105,18 @@ impl<'m> Session<'m> {
             state,
             scratch,
             pos: 0,
+            readback: [0, 1].map(|i| {
+                ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(if i == 0 {
+                        "token readback 0"
+                    } else {
+                        "token readback 1"
+                    }),
+                    size: 4,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }),
         };
         s.reset();
         Ok(s)
@@ -149,14 +164,60 @@ impl<'m> Session<'m> {
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
     /// logits and samples greedily on the GPU.
     fn run_chunk(&mut self, tokens: &[u32], mode: Option<LogitsMode>) {
+        self.ctx
+            .write(&self.scratch.tokens, 0, bytemuck::cast_slice(tokens));
+        self.submit_chunk(tokens.len(), mode, None);
+    }
+
+    /// Records and submits the chunk of `len` tokens already in `scratch.tokens`. With
+    /// `feed`, the sampled token is also copied into `scratch.tokens` (the next step's input,
+    /// without a host round trip) and into readback slot `feed`.
+    fn submit_chunk(
+        &mut self,
+        len: usize,
+        mode: Option<LogitsMode>,
+        feed: Option<usize>,
+    ) -> wgpu::SubmissionIndex {
         let ctx = self.ctx;
-        ctx.write(&self.scratch.tokens, 0, bytemuck::cast_slice(tokens));
-        let rope = qk_norm_rope::rope_table(&self.model.inv_freq, self.pos, tokens.len());
+        let rope = qk_norm_rope::rope_table(&self.model.inv_freq, self.pos, len);
         ctx.write(&self.scratch.rope, 0, bytemuck::cast_slice(&rope));
         let mut rec = Recorder::new(ctx);
-        record_chunk(&mut rec, self, tokens.len() as u32, self.pos as u32, mode);
-        rec.submit();
-        self.pos += tokens.len();
+        record_chunk(&mut rec, self, len as u32, self.pos as u32, mode);
+        if let Some(slot) = feed {
+            let next = &self.scratch.next_token;
+            rec.copy_after(next, 0, &self.scratch.tokens, 0, 4);
+            rec.copy_after(next, 0, &self.readback[slot], 0, 4);
+        }
+        self.pos += len;
+        rec.submit()
+    }
+
+    /// The token in readback slot `slot`, once submission `done` has finished (later
+    /// submissions keep the GPU busy meanwhile).
+    fn read_slot(&self, slot: usize, done: wgpu::SubmissionIndex) -> Result<u32> {
+        let buf = &self.readback[slot];
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.ctx
+            .device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(done),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("token readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("token readback failed: {e}")))?;
+        let token = {
+            let data = buf
+                .get_mapped_range(..)
+                .map_err(|e| Error::Gpu(format!("token readback mapping failed: {e}")))?;
+            u32::from_le_bytes([data[0], data[1], data[2], data[3]])
+        };
+        buf.unmap();
+        Ok(token)
     }
 
     /// Feeds `tokens` through the batched prefill path in chunks. With `LogitsMode::All` it
@@ -196,7 +257,9 @@ impl<'m> Session<'m> {
     }
 
     /// Greedy generation of up to `max_tokens` after `prompt`; stops at an EOS token unless
-    /// `ignore_eos`. Routing and sampling stay on the GPU; only the token id is read back.
+    /// `ignore_eos`. Routing and sampling stay on the GPU, each sampled token feeds the next
+    /// step on the GPU, and the host reads token ids back one step late. A stop at EOS thus
+    /// leaves the EOS token fed into the sequence (as a chat's next turn needs it).
     pub fn generate(
         &mut self,
         prompt: &[u32],
@@ -219,17 +282,35 @@ impl<'m> Session<'m> {
             return Ok(out);
         }
         let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
-        for (i, c) in chunks.iter().enumerate() {
-            self.run_chunk(c, (i + 1 == chunks.len()).then_some(LogitsMode::Last));
+        let (last, head) = chunks.split_last().expect("a non-empty prompt");
+        for c in head {
+            self.run_chunk(c, None);
         }
-        let eos = &self.model.config.eos;
+        self.ctx
+            .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
+        // Token i is sampled by submission i and read back while submission i + 1 (fed
+        // token i on the GPU) already runs, so the GPU never waits for the host.
+        let mut pending = (
+            0,
+            self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0)),
+        );
+        let mut submitted = 1;
+        let eos = self.model.config.eos.clone();
         loop {
-            let t = self.sampled()?;
+            let ahead = (submitted < max_tokens).then(|| {
+                let slot = submitted % 2;
+                submitted += 1;
+                (
+                    slot,
+                    self.submit_chunk(1, Some(LogitsMode::Last), Some(slot)),
+                )
+            });
+            let t = self.read_slot(pending.0, pending.1)?;
             out.push(t);
             if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {
                 return Ok(out);
             }
-            self.run_chunk(&[t], Some(LogitsMode::Last));
+            pending = ahead.expect("a step is in flight while tokens are owed");
         }
     }
 }
