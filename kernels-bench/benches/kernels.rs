@@ -4,6 +4,8 @@
 //! products also report FLOP counts in their names' units where weights are reused.
 //! `WMOE_BENCH_FILTER=substring` limits the run to matching names (criterion's own filter works too).
 
+use std::cell::RefCell;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -28,12 +30,60 @@ fn bench(
         return;
     }
     run_once(ctx, record); // compile the pipelines
+    let samples = RefCell::new(Vec::new());
     let mut g = c.benchmark_group("kernels");
     g.throughput(Throughput::Bytes(bytes));
     g.bench_function(name, |b| {
-        b.iter_custom(|n| (0..n).map(|_| run_once(ctx, record)).sum())
+        b.iter_custom(|n| {
+            (0..n)
+                .map(|_| {
+                    let t = run_once(ctx, record);
+                    samples.borrow_mut().push(t);
+                    t
+                })
+                .sum()
+        })
     });
     g.finish();
+    let mut v = samples.into_inner();
+    v.sort();
+    let median = v[v.len() / 2].as_secs_f64();
+    RESULTS
+        .lock()
+        .unwrap()
+        .push((name.to_string(), bytes, median));
+}
+
+/// (bench, bytes read, median seconds) of every bench run, for the closing summary.
+static RESULTS: Mutex<Vec<(String, u64, f64)>> = Mutex::new(Vec::new());
+
+/// FLOPs of a product named with its shape: `AxB` (matvec) or `AxBxC` (batched), 2 per MAC.
+fn flops(name: &str) -> Option<f64> {
+    name.split(' ').find_map(|w| {
+        let dims: Vec<f64> = w
+            .split('x')
+            .map(|d| d.parse().ok())
+            .collect::<Option<_>>()?;
+        (dims.len() >= 2).then(|| 2.0 * dims.iter().product::<f64>())
+    })
+}
+
+/// Prints every bench's median with GiB/s, GFLOP/s where its name gives a shape, and the
+/// percentage of the copy kernel's bandwidth measured in the same run.
+fn summary() {
+    let results = RESULTS.lock().unwrap();
+    let gib = |bytes: u64, secs: f64| bytes as f64 / secs / (1u64 << 30) as f64;
+    let copy = results
+        .iter()
+        .find(|r| r.0.starts_with("copy"))
+        .map(|r| gib(r.1, r.2));
+    println!("\n| bench | median | GiB/s | GFLOP/s | % of copy |\n|---|---:|---:|---:|---:|");
+    for (name, bytes, secs) in results.iter() {
+        let bw = gib(*bytes, *secs);
+        let fl = flops(name).map_or("–".into(), |f| format!("{:.1}", f / secs / 1e9));
+        let pct = copy.map_or("–".into(), |c| format!("{:.0}", 100.0 * bw / c));
+        println!("| {name} | {:.3} ms | {bw:.2} | {fl} | {pct} |", secs * 1e3);
+    }
 }
 
 fn products(c: &mut Criterion, ctx: &GpuContext) {
@@ -285,6 +335,7 @@ fn kernels(c: &mut Criterion) {
     small_kernels(c, &ctx);
     products(c, &ctx);
     experts(c, &ctx);
+    summary();
 }
 
 criterion_group! {
