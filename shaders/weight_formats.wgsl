@@ -351,16 +351,25 @@ fn q6_k_wide_quad(q: u32, sc: f32) -> vec4<f32> {
     return sc * (vec4<f32>((vec4<u32>(q) >> BYTE_SHIFTS) & vec4<u32>(0xffu)) - vec4<f32>(32.0));
 }
 #endif
-#ifdef W_F16
-fn f16_quad(a: u32, b: u32) -> vec4<f32> {
-    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
-}
-#endif
+// Four 16-bit floats (bf16 with W_BF16, else f16) from two words.
+fn half_quad(a: u32, b: u32) -> vec4<f32> {
 #ifdef W_BF16
-fn bf16_quad(a: u32, b: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(vec4<u32>(a << 16u, a & 0xffff0000u, b << 16u, b & 0xffff0000u));
-}
+#else
+    return vec4<f32>(unpack2x16float(a), unpack2x16float(b));
 #endif
+}
+
+// A unit of f16 or bf16 weights.
+fn half_unit(base: u32, u: u32) -> Unit {
+    let o = base + u * 16u;
+    let q0 = w_quad(o);
+    let q1 = w_quad(o + 4u);
+    let q2 = w_quad(o + 8u);
+    let q3 = w_quad(o + 12u);
+    return Unit(half_quad(q0.x, q0.y), half_quad(q0.z, q0.w), half_quad(q1.x, q1.y), half_quad(q1.z, q1.w),
+                half_quad(q2.x, q2.y), half_quad(q2.z, q2.w), half_quad(q3.x, q3.y), half_quad(q3.z, q3.w));
+}
 
 // Words i..i+3 of the weights (i a multiple of 4 where W_VEC4 makes this one load).
 fn w_quad(i: u32) -> vec4<u32> {
@@ -381,22 +390,10 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
                 bitcast<vec4<f32>>(w_quad(o + 24u)), bitcast<vec4<f32>>(w_quad(o + 28u)));
 #endif
 #ifdef W_F16
-    let o = base + u * 16u;
-    let q0 = w_quad(o);
-    let q1 = w_quad(o + 4u);
-    let q2 = w_quad(o + 8u);
-    let q3 = w_quad(o + 12u);
-    return Unit(f16_quad(q0.x, q0.y), f16_quad(q0.z, q0.w), f16_quad(q1.x, q1.y), f16_quad(q1.z, q1.w),
-                f16_quad(q2.x, q2.y), f16_quad(q2.z, q2.w), f16_quad(q3.x, q3.y), f16_quad(q3.z, q3.w));
+    return half_unit(base, u);
 #endif
 #ifdef W_BF16
-    let o = base + u * 16u;
-    let q0 = w_quad(o);
-    let q1 = w_quad(o + 4u);
-    let q2 = w_quad(o + 8u);
-    let q3 = w_quad(o + 12u);
-    return Unit(bf16_quad(q0.x, q0.y), bf16_quad(q0.z, q0.w), bf16_quad(q1.x, q1.y), bf16_quad(q1.z, q1.w),
-                bf16_quad(q2.x, q2.y), bf16_quad(q2.z, q2.w), bf16_quad(q3.x, q3.y), bf16_quad(q3.z, q3.w));
+    return half_unit(base, u);
 #endif
 #ifdef W_Q8_0
     let body = base + (cols / 32u + 1u) / 2u + u * 8u;

@@ -97,32 +97,14 @@ fn prefill_decode_and_greedy_match_transformers() {
         .unwrap();
         let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
         compare(&name, "prefill (f16 KV)", &got, &r.prefill, v);
-        let mut s = Session::new(
-            ctx,
-            &model,
-            SessionOptions {
-                max_context: n + 32,
-                chunk: 64,
-                kv: KvType::F32,
-            },
-        )
-        .unwrap();
+        let mut s = session(ctx, &model, n + 32);
         let got: Vec<f32> = r
             .prompt
             .iter()
             .flat_map(|&t| s.decode(t).unwrap())
             .collect();
         compare(&name, "decode", &got, &r.decode, v);
-        let mut s = Session::new(
-            ctx,
-            &model,
-            SessionOptions {
-                max_context: n + 32,
-                chunk: 64,
-                kv: KvType::F32,
-            },
-        )
-        .unwrap();
+        let mut s = session(ctx, &model, n + 32);
         let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
         assert_eq!(greedy, r.greedy, "{name}: greedy continuation");
         drop(s);
@@ -131,16 +113,7 @@ fn prefill_decode_and_greedy_match_transformers() {
         let stop = r.greedy[r.greedy.len() / 2];
         let first = r.greedy.iter().position(|&t| t == stop).unwrap();
         let eos = std::mem::replace(&mut model.config.eos, vec![stop]);
-        let mut s = Session::new(
-            ctx,
-            &model,
-            SessionOptions {
-                max_context: n + 32,
-                chunk: 64,
-                kv: KvType::F32,
-            },
-        )
-        .unwrap();
+        let mut s = session(ctx, &model, n + 32);
         let got = s.generate(&r.prompt, r.greedy.len(), false).unwrap();
         assert_eq!(got, r.greedy[..=first], "{name}: greedy stops at EOS");
         drop(s);
@@ -205,4 +178,22 @@ fn paged_weights_give_the_same_logits() {
             "{name}: decode after paged prefill"
         );
     }
+}
+
+/// A session with a 64-token chunk and an f32 KV cache.
+fn session<'m>(
+    ctx: &'m wmoe::gpu::GpuContext,
+    model: &'m Model,
+    max_context: usize,
+) -> Session<'m> {
+    Session::new(
+        ctx,
+        model,
+        SessionOptions {
+            max_context,
+            chunk: 64,
+            kv: KvType::F32,
+        },
+    )
+    .unwrap()
 }

@@ -42,20 +42,15 @@ pub const ALL_FORMATS: [WeightFormat; 11] = [
 ];
 
 /// Every GPU row layout: the file formats plus the CPU-device re-encodings.
-pub const GPU_FORMATS: [WeightFormat; 12] = [
-    WeightFormat::F32,
-    WeightFormat::F16,
-    WeightFormat::Bf16,
-    WeightFormat::Q8_0,
-    WeightFormat::Q4_0,
-    WeightFormat::Q4_1,
-    WeightFormat::Q5_0,
-    WeightFormat::Q5_1,
-    WeightFormat::Q4K,
-    WeightFormat::Q5K,
-    WeightFormat::Q6K,
-    WeightFormat::Q6KWide,
-];
+pub const GPU_FORMATS: [WeightFormat; 12] = {
+    let mut all = [WeightFormat::Q6KWide; 12];
+    let mut i = 0;
+    while i < ALL_FORMATS.len() {
+        all[i] = ALL_FORMATS[i];
+        i += 1;
+    }
+    all
+};
 
 impl WeightFormat {
     /// The shader define selecting this format's loader.

@@ -264,12 +264,35 @@ mod tests {
         wg: u32,
         rows: u32,
         tokens: u32,
-        subgroups: bool,
     ) {
         let Some(ctx) = context() else { return };
-        if subgroups && !ctx.subgroups() {
-            return;
+        // The K-split runs with both reductions (subgroups where the device has them).
+        let lane_rows = rows >= wg;
+        for subgroups in [false, true] {
+            if subgroups && (lane_rows || !ctx.subgroups()) {
+                continue;
+            }
+            run_case(
+                format, experts, accumulate, n, k, batch, page_bytes, wg, rows, tokens, subgroups,
+            );
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_case(
+        format: WeightFormat,
+        experts: bool,
+        accumulate: bool,
+        n: usize,
+        k: usize,
+        batch: usize,
+        page_bytes: Option<u64>,
+        wg: u32,
+        rows: u32,
+        tokens: u32,
+        subgroups: bool,
+    ) {
+        let ctx = context().expect("checked by case");
         let k = cols_for(format, k);
         let mut rng = Rng::new((n * 31 + k * 7 + batch) as u64);
         let n_mats = if experts { 5 } else { 1 };
@@ -341,31 +364,6 @@ mod tests {
         );
     }
 
-    /// `case` with the K-split reduced both through subgroups (where the device has them)
-    /// and through workgroup memory.
-    #[allow(clippy::too_many_arguments)]
-    fn cases(
-        format: WeightFormat,
-        experts: bool,
-        accumulate: bool,
-        n: usize,
-        k: usize,
-        batch: usize,
-        page_bytes: Option<u64>,
-        wg: u32,
-        rows: u32,
-        tokens: u32,
-    ) {
-        for sg in [false, true] {
-            if sg && rows >= wg {
-                continue; // lane rows need no reduction
-            }
-            case(
-                format, experts, accumulate, n, k, batch, page_bytes, wg, rows, tokens, sg,
-            );
-        }
-    }
-
     #[test]
     fn vec4_weight_rows_at_model_widths() {
         use WeightFormat::*;
@@ -380,22 +378,22 @@ mod tests {
     fn matvec_matches_reference_all_formats() {
         // page_bytes here counts row groups per page (rows, or whole experts).
         for f in GPU_FORMATS {
-            cases(f, false, false, 37, 45, 1, None, 8, 4, 1);
-            cases(f, false, true, 130, 77, 3, None, 64, 4, 1);
-            cases(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages
-            cases(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
-            cases(f, true, false, 29, 33, 4, None, 8, 4, 1);
-            cases(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
-                                                                // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
-                                                                // 4 takes the vec4 activation loads.
-            cases(f, false, true, 45, 70, 19, Some(16), 8, 16, 4);
-            cases(f, false, false, 100, 64, 6, None, 8, 24, 4);
-            cases(f, false, false, 37, 45, 1, None, 8, 8, 1);
-            cases(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
-            cases(f, true, true, 40, 64, 3, None, 8, 16, 1);
+            case(f, false, false, 37, 45, 1, None, 8, 4, 1);
+            case(f, false, true, 130, 77, 3, None, 64, 4, 1);
+            case(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages
+            case(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
+            case(f, true, false, 29, 33, 4, None, 8, 4, 1);
+            case(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
+                                                               // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
+                                                               // 4 takes the vec4 activation loads.
+            case(f, false, true, 45, 70, 19, Some(16), 8, 16, 4);
+            case(f, false, false, 100, 64, 6, None, 8, 24, 4);
+            case(f, false, false, 37, 45, 1, None, 8, 8, 1);
+            case(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
+            case(f, true, true, 40, 64, 3, None, 8, 16, 1);
             // 2048 columns: every format's rows that can be read as vec4 loads are (W_VEC4).
-            cases(f, false, false, 24, 2048, 5, None, 8, 16, 4);
-            cases(f, true, false, 16, 2048, 3, None, 8, 16, 1);
+            case(f, false, false, 24, 2048, 5, None, 8, 16, 4);
+            case(f, true, false, 16, 2048, 3, None, 8, 16, 1);
         }
     }
 }
