@@ -122,6 +122,25 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
 #endif
 }
 
+#ifdef W_Q6_K
+// Where unit u of a q6_K row lives: its low-nibble and high-pair words (8 each), the shifts
+// that select its nibbles and pairs, and its two sub-block scales (d · int8 scale).
+struct Q6kUnit { ql: u32, qh: u32, lo_shift: u32, hi_shift: u32, sc0: f32, sc1: f32 }
+
+fn q6_k_unit(base: u32, u: u32, cols: u32) -> Q6kUnit {
+    let b = u >> 3u;
+    let n = (u & 7u) >> 2u;
+    let quarter = u & 3u;
+    let d = w_half(base, b);
+    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
+    // The two int8 scales share one word (their byte offset is even).
+    let sw = w[body + 48u + n * 2u + quarter / 2u] >> (16u * (quarter & 1u));
+    return Q6kUnit(body + (n * 64u + 32u * (quarter & 1u)) / 4u, body + 32u + n * 8u,
+                   select(0u, 4u, quarter >= 2u), 2u * quarter,
+                   d * f32(bitcast<i32>(sw << 24u) >> 24u), d * f32(bitcast<i32>(sw << 16u) >> 24u));
+}
+#endif
+
 // Decodes elements 32·u .. 32·u+31 of a row (all formats' rows are whole units of 32 except
 // float rows, whose tail the caller reads with w_load).
 fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
@@ -248,24 +267,14 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     }
 #endif
 #ifdef W_Q6_K
-    let b = u >> 3u;
-    let r = u & 7u;
-    let n = r >> 2u;
-    let quarter = r & 3u;
-    let d = w_half(base, b);
-    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
-    let ql = body + (n * 64u + 32u * (quarter & 1u)) / 4u;
-    let qh = body + 32u + n * 8u;
-    let lo_shift = select(0u, 4u, quarter >= 2u);
-    let sc0 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 2u * quarter) << 24u) >> 24u);
-    let sc1 = d * f32(bitcast<i32>(w_byte(body + 48u, n * 8u + 1u + 2u * quarter) << 24u) >> 24u);
+    let q = q6_k_unit(base, u, cols);
     for (var i = 0u; i < 8u; i++) {
-        let lw = w[ql + i];
-        let hw = w[qh + i];
-        let sc = select(sc0, sc1, i >= 4u);
+        let lw = w[q.ql + i];
+        let hw = w[q.qh + i];
+        let sc = select(q.sc0, q.sc1, i >= 4u);
         for (var k = 0u; k < 4u; k++) {
-            let lo = (lw >> (8u * k + lo_shift)) & 15u;
-            let hi = (hw >> (8u * k + 2u * quarter)) & 3u;
+            let lo = (lw >> (8u * k + q.lo_shift)) & 15u;
+            let hi = (hw >> (8u * k + q.hi_shift)) & 3u;
             (*v)[4u * i + k] = sc * f32(i32(lo | (hi << 4u)) - 32);
         }
     }
@@ -436,28 +445,17 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
                 q4_k_quad(q1.z, shift, scale, off), q4_k_quad(q1.w, shift, scale, off));
 #endif
 #ifdef W_Q6_K
-    let b = u >> 3u;
-    let r = u & 7u;
-    let n = r >> 2u;
-    let quarter = r & 3u;
-    let d = w_half(base, b);
-    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
-    let ql = body + (n * 64u + 32u * (quarter & 1u)) / 4u;
-    let qh = body + 32u + n * 8u;
-    let ls = select(0u, 4u, quarter >= 2u);
-    let hs = 2u * quarter;
-    // The unit's two int8 sub-block scales share one word (their byte offset is even).
-    let sw = w[body + 48u + n * 2u + quarter / 2u] >> (16u * (quarter & 1u));
-    let sc0 = d * f32(bitcast<i32>(sw << 24u) >> 24u);
-    let sc1 = d * f32(bitcast<i32>(sw << 16u) >> 24u);
-    let l0 = w_quad(ql);
-    let l1 = w_quad(ql + 4u);
-    let h0 = w_quad(qh);
-    let h1 = w_quad(qh + 4u);
-    return Unit(q6_k_quad(l0.x, ls, h0.x, hs, sc0), q6_k_quad(l0.y, ls, h0.y, hs, sc0),
-                q6_k_quad(l0.z, ls, h0.z, hs, sc0), q6_k_quad(l0.w, ls, h0.w, hs, sc0),
-                q6_k_quad(l1.x, ls, h1.x, hs, sc1), q6_k_quad(l1.y, ls, h1.y, hs, sc1),
-                q6_k_quad(l1.z, ls, h1.z, hs, sc1), q6_k_quad(l1.w, ls, h1.w, hs, sc1));
+    let q = q6_k_unit(base, u, cols);
+    let l0 = w_quad(q.ql);
+    let l1 = w_quad(q.ql + 4u);
+    let h0 = w_quad(q.qh);
+    let h1 = w_quad(q.qh + 4u);
+    let ls = q.lo_shift;
+    let hs = q.hi_shift;
+    return Unit(q6_k_quad(l0.x, ls, h0.x, hs, q.sc0), q6_k_quad(l0.y, ls, h0.y, hs, q.sc0),
+                q6_k_quad(l0.z, ls, h0.z, hs, q.sc0), q6_k_quad(l0.w, ls, h0.w, hs, q.sc0),
+                q6_k_quad(l1.x, ls, h1.x, hs, q.sc1), q6_k_quad(l1.y, ls, h1.y, hs, q.sc1),
+                q6_k_quad(l1.z, ls, h1.z, hs, q.sc1), q6_k_quad(l1.w, ls, h1.w, hs, q.sc1));
 #endif
 #ifdef W_Q4_1
     return w_unit_packed(base, u, cols);
@@ -560,28 +558,19 @@ fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
     return q4_0_dot(w_quad(base + (cols / 32u + 1u) / 2u + u * 4u), w_half(base, u), x);
 #endif
 #ifdef W_Q6_K
-    let b = u >> 3u;
-    let r = u & 7u;
-    let n = r >> 2u;
-    let quarter = r & 3u;
-    let d = w_half(base, b);
-    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
-    let ql = body + (n * 64u + 32u * (quarter & 1u)) / 4u;
-    let qh = body + 32u + n * 8u;
-    let sw = w[body + 48u + n * 2u + quarter / 2u] >> (16u * (quarter & 1u));
-    let sc0 = d * f32(bitcast<i32>(sw << 24u) >> 24u);
-    let sc1 = d * f32(bitcast<i32>(sw << 16u) >> 24u);
-    let l0 = w_quad(ql) >> vec4<u32>(select(0u, 4u, quarter >= 2u));
-    let l1 = w_quad(ql + 4u) >> vec4<u32>(select(0u, 4u, quarter >= 2u));
-    // High pairs at bit 4 of each byte: shift right by 2·quarter, then left by 4.
-    let hs = 2u * quarter;
-    let h0 = (w_quad(qh) >> vec4<u32>(hs)) << vec4<u32>(4u);
-    let h1 = (w_quad(qh + 4u) >> vec4<u32>(hs)) << vec4<u32>(4u);
+    let q = q6_k_unit(base, u, cols);
+    let ls = vec4<u32>(q.lo_shift);
+    let l0 = w_quad(q.ql) >> ls;
+    let l1 = w_quad(q.ql + 4u) >> ls;
+    // High pairs at bit 4 of each byte: shift right by hi_shift, then left by 4.
+    let hs = vec4<u32>(q.hi_shift);
+    let h0 = (w_quad(q.qh) >> hs) << vec4<u32>(4u);
+    let h1 = (w_quad(q.qh + 4u) >> hs) << vec4<u32>(4u);
     let lo = q6_k_quad_dot(l0.x, h0.x, x.v.a) + q6_k_quad_dot(l0.y, h0.y, x.v.b)
         + q6_k_quad_dot(l0.z, h0.z, x.v.c) + q6_k_quad_dot(l0.w, h0.w, x.v.d);
     let hi = q6_k_quad_dot(l1.x, h1.x, x.v.e) + q6_k_quad_dot(l1.y, h1.y, x.v.f)
         + q6_k_quad_dot(l1.z, h1.z, x.v.g) + q6_k_quad_dot(l1.w, h1.w, x.v.h);
-    return sc0 * (lo - 32.0 * x.sums.x) + sc1 * (hi - 32.0 * x.sums.y);
+    return q.sc0 * (lo - 32.0 * x.sums.x) + q.sc1 * (hi - 32.0 * x.sums.y);
 #endif
 #ifdef W_Q6_K_WIDE
     let s = vec2<f32>(bitcast<f32>(w[base + 2u * u]), bitcast<f32>(w[base + 2u * u + 1u]));
