@@ -122,6 +122,19 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
 #endif
 }
 
+#ifdef W_Q4_K
+// Where unit u of a q4_K row lives: its 8 quant words, the nibble shift, and its sub-block's
+// scale d · sc and offset dmin · m.
+struct Q4kUnit { qs: u32, shift: u32, scale: f32, off: f32 }
+
+fn q4_k_unit(base: u32, u: u32) -> Q4kUnit {
+    let is = u & 7u;
+    let blk = base + (u >> 3u) * 36u;
+    let dm = unpack2x16float(w[blk]);
+    let sm = k_scale_min(blk + 1u, is);
+    return Q4kUnit(blk + 4u + (is >> 1u) * 8u, (is & 1u) * 4u, dm.x * sm.x, dm.y * sm.y);
+}
+#endif
 #ifdef W_Q6_K
 // Where unit u of a q6_K row lives: its low-nibble and high-pair words (8 each), the shifts
 // that select its nibbles and pairs, and its two sub-block scales (d · int8 scale).
@@ -231,18 +244,11 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     }
 #endif
 #ifdef W_Q4_K
-    let is = u & 7u;
-    let blk = base + (u >> 3u) * 36u;
-    let dm = unpack2x16float(w[blk]);
-    let sm = k_scale_min(blk + 1u, is);
-    let scale = dm.x * sm.x;
-    let off = dm.y * sm.y;
-    let shift = (is & 1u) * 4u;
-    let qs = blk + 4u + (is >> 1u) * 8u;
+    let q = q4_k_unit(base, u);
     for (var i = 0u; i < 8u; i++) {
-        let word = w[qs + i];
+        let word = w[q.qs + i];
         for (var k = 0u; k < 4u; k++) {
-            (*v)[4u * i + k] = scale * f32((word >> (8u * k + shift)) & 15u) - off;
+            (*v)[4u * i + k] = q.scale * f32((word >> (8u * k + q.shift)) & 15u) - q.off;
         }
     }
 #endif
@@ -429,20 +435,13 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
                 q5_0_quad(q2, hi, qh, j + 24u, d), q5_0_quad(q3, hi, qh, j + 28u, d));
 #endif
 #ifdef W_Q4_K
-    let is = u & 7u;
-    let blk = base + (u >> 3u) * 36u;
-    let dm = unpack2x16float(w[blk]);
-    let sm = k_scale_min(blk + 1u, is);
-    let scale = dm.x * sm.x;
-    let off = dm.y * sm.y;
-    let shift = (is & 1u) * 4u;
-    let qs = blk + 4u + (is >> 1u) * 8u;
-    let q0 = w_quad(qs);
-    let q1 = w_quad(qs + 4u);
-    return Unit(q4_k_quad(q0.x, shift, scale, off), q4_k_quad(q0.y, shift, scale, off),
-                q4_k_quad(q0.z, shift, scale, off), q4_k_quad(q0.w, shift, scale, off),
-                q4_k_quad(q1.x, shift, scale, off), q4_k_quad(q1.y, shift, scale, off),
-                q4_k_quad(q1.z, shift, scale, off), q4_k_quad(q1.w, shift, scale, off));
+    let q = q4_k_unit(base, u);
+    let q0 = w_quad(q.qs);
+    let q1 = w_quad(q.qs + 4u);
+    return Unit(q4_k_quad(q0.x, q.shift, q.scale, q.off), q4_k_quad(q0.y, q.shift, q.scale, q.off),
+                q4_k_quad(q0.z, q.shift, q.scale, q.off), q4_k_quad(q0.w, q.shift, q.scale, q.off),
+                q4_k_quad(q1.x, q.shift, q.scale, q.off), q4_k_quad(q1.y, q.shift, q.scale, q.off),
+                q4_k_quad(q1.z, q.shift, q.scale, q.off), q4_k_quad(q1.w, q.shift, q.scale, q.off));
 #endif
 #ifdef W_Q6_K
     let q = q6_k_unit(base, u, cols);
