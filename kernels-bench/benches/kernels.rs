@@ -304,7 +304,7 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         moe_router::record(
             rec,
             routing,
-            &(&logits).into(),
+            moe_router::Logits::Given(&(&logits).into()),
             &(&bias).into(),
             &(&ids).into(),
             &(&wts).into(),

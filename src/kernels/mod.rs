@@ -136,6 +136,11 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     ] {
         v.push((name, src.to_string(), qk_norm_rope::KvType::F32.defines()));
     }
+    v.push((
+        "moe_router",
+        moe_router::SOURCE.to_string(),
+        defines(&[("FUSED", String::new())]),
+    ));
     for kv in [qk_norm_rope::KvType::F16, qk_norm_rope::KvType::F32] {
         let mut d = kv.defines();
         d.push(("SPLIT".into(), String::new()));

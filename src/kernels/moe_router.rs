@@ -17,8 +17,25 @@ struct Params {
     use_bias: u32,
     norm_topk: u32,
     scale: f32,
-    _pad: [u32; 2],
+    hidden: u32,
+    _pad: u32,
 }
+
+/// Where the router logits come from.
+pub enum Logits<'a> {
+    /// Already computed, `[T, E]`.
+    Given(&'a Binding),
+    /// Computed in the same dispatch from `x` `[T, hidden]` and the f32 `router` `[E, hidden]`
+    /// (E ≤ `MAX_FUSED_EXPERTS`).
+    Fused {
+        x: &'a Binding,
+        router: &'a Binding,
+        hidden: u32,
+    },
+}
+
+/// Most experts the fused router holds (one thread each).
+pub const MAX_FUSED_EXPERTS: u32 = 64;
 
 /// Routing hyperparameters.
 #[derive(Clone, Copy, Debug)]
@@ -30,17 +47,31 @@ pub struct Routing {
     pub scale: f32,
 }
 
-/// `logits` [T, E] → `ids` [T, k] (u32) and `weights` [T, k].
+/// Router logits → `ids` [T, k] (u32) and `weights` [T, k].
 pub fn record(
     rec: &mut Recorder,
     r: Routing,
-    logits: &Binding,
+    logits: Logits,
     bias: &Binding,
     ids: &Binding,
     weights: &Binding,
     tokens: u32,
 ) {
-    let pipeline = rec.ctx().pipeline("moe_router", SOURCE, &Vec::new());
+    let (first, router, hidden, groups) = match logits {
+        Logits::Given(l) => (l, None, 0, tokens.div_ceil(64)),
+        Logits::Fused { x, router, hidden } => {
+            assert!(
+                r.n_experts <= MAX_FUSED_EXPERTS,
+                "fused router holds 64 experts"
+            );
+            (x, Some(router), hidden, tokens)
+        }
+    };
+    let defines = match router {
+        Some(_) => super::defines(&[("FUSED", String::new())]),
+        None => Vec::new(),
+    };
+    let pipeline = rec.ctx().pipeline("moe_router", SOURCE, &defines);
     let params = Params {
         tokens,
         n_experts: r.n_experts,
@@ -48,16 +79,12 @@ pub fn record(
         use_bias: r.use_bias as u32,
         norm_topk: r.norm_topk as u32,
         scale: r.scale,
-        _pad: [0; 2],
+        hidden,
+        _pad: 0,
     };
-    let b = [logits.clone(), bias.clone(), ids.clone(), weights.clone()];
-    rec.dispatch(
-        "moe_router",
-        &pipeline,
-        &params,
-        &b,
-        [tokens.div_ceil(64), 1, 1],
-    );
+    let mut b = vec![first.clone(), bias.clone(), ids.clone(), weights.clone()];
+    b.extend(router.cloned());
+    rec.dispatch("moe_router", &pipeline, &params, &b, [groups, 1, 1]);
 }
 
 /// CPU reference for one token: (ids, weights).
@@ -104,32 +131,59 @@ mod tests {
                 scale: 1.5,
             };
             let mut rng = Rng::new(t as u64 + e as u64);
-            let logits = rng.normals(t * e as usize, 2.0);
+            let hidden = 40usize;
+            let x = rng.normals(t * hidden, 1.0);
+            let router = rng.normals(e as usize * hidden, 0.3);
+            // Logits as the fused kernel sums them (in order, f32), for both paths.
+            let logits: Vec<f32> = (0..t * e as usize)
+                .map(|i| {
+                    let (ti, ei) = (i / e as usize, i % e as usize);
+                    (0..hidden).fold(0.0f32, |s, j| {
+                        router[ei * hidden + j].mul_add(x[ti * hidden + j], s)
+                    })
+                })
+                .collect();
             let bias = rng.normals(e as usize, 0.3);
             let (lb, bb) = (ctx.storage_with("l", &logits), ctx.storage_with("b", &bias));
-            let (ib, wb) = (poisoned(ctx, t * k as usize), poisoned(ctx, t * k as usize));
-            let mut rec = Recorder::new(ctx);
-            record(
-                &mut rec,
-                r,
-                &(&lb).into(),
-                &(&bb).into(),
-                &(&ib).into(),
-                &(&wb).into(),
-                t as u32,
-            );
-            rec.submit();
-            let ids = ctx.read_u32(&ib, 0, t * k as usize).unwrap();
-            let ws = ctx.read_f32(&wb, 0, t * k as usize).unwrap();
-            let e_us = e as usize;
-            for ti in 0..t {
-                let (ri, rw) = reference(&logits[ti * e_us..(ti + 1) * e_us], &bias, r);
-                assert_eq!(
-                    &ids[ti * k as usize..(ti + 1) * k as usize],
-                    &ri[..],
-                    "token {ti}"
+            let (xb, rb) = (ctx.storage_with("x", &x), ctx.storage_with("r", &router));
+            for fused in [false, true] {
+                let (ib, wb) = (poisoned(ctx, t * k as usize), poisoned(ctx, t * k as usize));
+                let (lbb, xbb, rbb) = ((&lb).into(), (&xb).into(), (&rb).into());
+                let logits_in = if fused {
+                    Logits::Fused {
+                        x: &xbb,
+                        router: &rbb,
+                        hidden: hidden as u32,
+                    }
+                } else {
+                    Logits::Given(&lbb)
+                };
+                let mut rec = Recorder::new(ctx);
+                record(
+                    &mut rec,
+                    r,
+                    logits_in,
+                    &(&bb).into(),
+                    &(&ib).into(),
+                    &(&wb).into(),
+                    t as u32,
                 );
-                assert!(rel_err(&ws[ti * k as usize..(ti + 1) * k as usize], &rw) < 1e-11);
+                rec.submit();
+                let ids = ctx.read_u32(&ib, 0, t * k as usize).unwrap();
+                let ws = ctx.read_f32(&wb, 0, t * k as usize).unwrap();
+                let e_us = e as usize;
+                for ti in 0..t {
+                    let (ri, rw) = reference(&logits[ti * e_us..(ti + 1) * e_us], &bias, r);
+                    assert_eq!(
+                        &ids[ti * k as usize..(ti + 1) * k as usize],
+                        &ri[..],
+                        "token {ti}"
+                    );
+                    assert!(
+                        rel_err(&ws[ti * k as usize..(ti + 1) * k as usize], &rw) < 1e-10,
+                        "token {ti} fused={fused}"
+                    );
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use super::session::{LayerState, LogitsMode, Session};
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, GpuContext, Recorder, WeightTensor};
+use crate::gpu::{Binding, GpuContext, Recorder, WeightFormat, WeightTensor};
 use crate::kernels::qk_norm_rope::{Heads, KvType};
 use crate::kernels::{
     argmax, attention, embedding, matmul, matvec, moe_combine, moe_gather, moe_router,
@@ -279,7 +279,15 @@ pub(crate) fn record_chunk(
             FfnWeights::Moe(m) => {
                 let mc = cfg.moe.as_ref().expect("MoE weights imply an MoE config");
                 let (k, fe) = (mc.top_k as u32, mc.ffn as u32);
-                linear(rec, &m.router, &sc.xn, &sc.router_logits, t, false);
+                // Decode: router logits computed inside the routing dispatch (f32 router in one
+                // page, at most 64 experts); prefill: the router is one more product.
+                let fused = t == 1
+                    && m.router.format == WeightFormat::F32
+                    && m.router.pages.len() == 1
+                    && mc.n_experts as u32 <= moe_router::MAX_FUSED_EXPERTS;
+                if !fused {
+                    linear(rec, &m.router, &sc.xn, &sc.router_logits, t, false);
+                }
                 let routing = moe_router::Routing {
                     n_experts: mc.n_experts as u32,
                     top_k: k,
@@ -287,10 +295,20 @@ pub(crate) fn record_chunk(
                     norm_topk: mc.norm_topk_prob,
                     scale: mc.routed_scaling_factor,
                 };
+                let (logits, xn) = (b(&sc.router_logits), b(&sc.xn));
+                let router = fused.then(|| Binding::whole(&m.router.pages[0].buffer));
+                let source = match &router {
+                    Some(router) => moe_router::Logits::Fused {
+                        x: &xn,
+                        router,
+                        hidden: h,
+                    },
+                    None => moe_router::Logits::Given(&logits),
+                };
                 moe_router::record(
                     rec,
                     routing,
-                    &b(&sc.router_logits),
+                    source,
                     &b(&m.bias),
                     &b(&sc.ids),
                     &b(&sc.route_weights),
