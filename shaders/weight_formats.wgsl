@@ -487,20 +487,6 @@ fn w_unit_packed(base: u32, u: u32, cols: u32) -> Unit {
                 vec4<f32>(v[24], v[25], v[26], v[27]), vec4<f32>(v[28], v[29], v[30], v[31]));
 }
 
-// Units u and u + 1 (u even), in one call so q8_0 loads the scale word they share once.
-struct UnitPair { a: Unit, b: Unit }
-
-fn w_unit4_pair(base: u32, u: u32, cols: u32) -> UnitPair {
-#ifdef W_Q8_0
-    let d = unpack2x16float(w[base + u / 2u]);
-    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
-    return UnitPair(q8_0_unit(w_quad(body), w_quad(body + 4u), d.x),
-                    q8_0_unit(w_quad(body + 8u), w_quad(body + 12u), d.y));
-#else
-    return UnitPair(w_unit4(base, u, cols), w_unit4(base, u + 1u, cols));
-#endif
-}
-
 // Activations of one unit prepared for `w_dot`: for q4_0 and q6_K scaled by NIBBLE_SCALES so
 // quants masked in place (no per-element shift) multiply exactly, plus the sums over elements
 // 0..15 and 16..31 that fold the formats' zero points out of the per-element work.
@@ -595,8 +581,10 @@ fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
         + q6_k_wide_dot(w_quad(body + 8u), w_quad(body + 12u), sc.zw, z);
 #else
 #ifdef W_Q8_0
-    let wp = w_unit4_pair(base, u, cols);
-    return unit_dot(wp.a, x.v) + unit_dot(wp.b, z.v);
+    let d = unpack2x16float(w[base + u / 2u]);
+    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
+    return unit_dot(q8_0_unit(w_quad(body), w_quad(body + 4u), d.x), x.v)
+        + unit_dot(q8_0_unit(w_quad(body + 8u), w_quad(body + 12u), d.y), z.v);
 #else
     return w_dot(base, u, cols, x) + w_dot(base, u + 1u, cols, z);
 #endif
