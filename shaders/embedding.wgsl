@@ -26,5 +26,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (tok < p.page_row0 || tok >= p.page_row0 + p.page_rows) {
         return;
     }
-    out[t * p.h + c] = w_load((tok - p.page_row0) * p.row_words, c, p.h);
+    out[t * p.h + c] = w_load(w_row(tok - p.page_row0, p.row_words), c, p.h);
 }

@@ -103,7 +103,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let kk = k0 + i % BK;
             var v = 0.0;
             if (n0 + c < n_limit && kk < p.k) {
-                v = w_load((w_row0 + n0 + c) * p.row_words, kk, p.k);
+                v = w_load(w_row(w_row0 + n0 + c, p.row_words), kk, p.k);
             }
             b_tile[i] = v;
         }

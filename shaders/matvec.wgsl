@@ -123,7 +123,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let i = g * ROWS + r * WG + lid;
         let row = m * p.n + i;
         live[r] = i < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows;
-        bases[r] = select(0u, (row - p.page_row0) * p.row_words, live[r]);
+        bases[r] = select(0u, w_row(row - p.page_row0, p.row_words), live[r]);
     }
     var acc: array<f32, LROWS * TOKENS>;
     for (var i = 0u; i < LROWS * TOKENS; i++) {
@@ -200,7 +200,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (g * ROWS + r >= p.n || row < p.page_row0 || row >= p.page_row0 + p.page_rows) {
             continue;
         }
-        let base = (row - p.page_row0) * p.row_words;
+        let base = w_row(row - p.page_row0, p.row_words);
         for (var u = lid; u < units; u += WG) {
             w_unit(base, u, p.k, &wv);
             for (var t = 0u; t < TOKENS; t++) {

@@ -1,59 +1,92 @@
-// Weight element loaders shared by the matrix kernels: `w` is a row-major matrix stored as
-// array<u32>, each row in its format's GPU layout (src/gpu/formats.rs); `base` is the row's
-// first word, `k` the column, `cols` the row length. Quantized rows whose blocks are not
-// 4-byte aligned hold their f16 block scales first (padded to a word), then the rest.
+// Weight element loaders shared by the matrix kernels: `w` holds one page of a row-major
+// matrix as array<u32>, each row in its format's GPU layout (src/gpu/formats.rs). A row is
+// named by `base` (w_row) and its words by offsets `o` from the row's start (w_at); `k` is a
+// column, `cols` the row length. Quantized rows whose blocks are not 4-byte aligned hold
+// their f16 block scales first (padded to a word), then the rest.
+//
+// With W_TILE_LOG2 = t the page is stored in tiles of 2^t rows that interleave their rows'
+// words eight at a time (word o of tile row j at (o / 8) · 2^t · 8 + 8j + o % 8): a workgroup
+// that walks many rows in step then reads one contiguous stream instead of one per row,
+// which CPU prefetchers follow (CPU devices; src/gpu/weights.rs, docs/PERF.md).
 
-// Byte `i` counted from word `base`.
-fn w_byte(base: u32, i: u32) -> u32 {
-    return (w[base + (i >> 2u)] >> ((i & 3u) * 8u)) & 0xffu;
+// log2 of the words each row keeps together in a tile (TILE_CHUNK_WORDS in weights.rs).
+const TILE_CHUNK_LOG2 = 3u;
+
+// First word of row `r` of the page (in a tiled page: of its tile, plus its lane in it).
+fn w_row(r: u32, row_words: u32) -> u32 {
+#ifdef W_TILE_LOG2
+    return (r >> W_TILE_LOG2) * (row_words << W_TILE_LOG2) + ((r & ((1u << W_TILE_LOG2) - 1u)) << TILE_CHUNK_LOG2);
+#else
+    return r * row_words;
+#endif
 }
 
-// f16 number `i` counted from word `base`.
-fn w_half(base: u32, i: u32) -> f32 {
-    return unpack2x16float(w[base + (i >> 1u)])[i & 1u];
+// Where word `o` of the row at `base` lives.
+fn w_at(base: u32, o: u32) -> u32 {
+#ifdef W_TILE_LOG2
+    return base + ((o >> TILE_CHUNK_LOG2) << (W_TILE_LOG2 + TILE_CHUNK_LOG2)) + (o & ((1u << TILE_CHUNK_LOG2) - 1u));
+#else
+    return base + o;
+#endif
 }
 
-// The 6-bit (scale, min) of sub-block `is` of a q4_K / q5_K block whose scales start at word `s`.
-fn k_scale_min(s: u32, is: u32) -> vec2<f32> {
+// Word `o` of the row at `base`.
+fn w_word(base: u32, o: u32) -> u32 {
+    return w[w_at(base, o)];
+}
+
+// Byte `i` counted from word `o` of the row at `base`.
+fn w_byte(base: u32, o: u32, i: u32) -> u32 {
+    return (w_word(base, o + (i >> 2u)) >> ((i & 3u) * 8u)) & 0xffu;
+}
+
+// f16 number `i` counted from word `o` of the row at `base`.
+fn w_half(base: u32, o: u32, i: u32) -> f32 {
+    return unpack2x16float(w_word(base, o + (i >> 1u)))[i & 1u];
+}
+
+// The 6-bit (scale, min) of sub-block `is` of a q4_K / q5_K block whose scales start at word
+// `s` of the row at `base`.
+fn k_scale_min(base: u32, s: u32, is: u32) -> vec2<f32> {
     if (is < 4u) {
-        return vec2<f32>(f32(w_byte(s, is) & 63u), f32(w_byte(s, is + 4u) & 63u));
+        return vec2<f32>(f32(w_byte(base, s, is) & 63u), f32(w_byte(base, s, is + 4u) & 63u));
     }
-    let sc = (w_byte(s, is + 4u) & 15u) | ((w_byte(s, is - 4u) >> 6u) << 4u);
-    let m = (w_byte(s, is + 4u) >> 4u) | ((w_byte(s, is) >> 6u) << 4u);
+    let sc = (w_byte(base, s, is + 4u) & 15u) | ((w_byte(base, s, is - 4u) >> 6u) << 4u);
+    let m = (w_byte(base, s, is + 4u) >> 4u) | ((w_byte(base, s, is) >> 6u) << 4u);
     return vec2<f32>(f32(sc), f32(m));
 }
 
 fn w_load(base: u32, k: u32, cols: u32) -> f32 {
 #ifdef W_F32
-    return bitcast<f32>(w[base + k]);
+    return bitcast<f32>(w_word(base, k));
 #endif
 #ifdef W_F16
-    return w_half(base, k);
+    return w_half(base, 0u, k);
 #endif
 #ifdef W_BF16
-    let word = w[base + (k >> 1u)];
+    let word = w_word(base, k >> 1u);
     return bitcast<f32>(select(word << 16u, word & 0xffff0000u, (k & 1u) == 1u));
 #endif
 #ifdef W_Q8_0
     let b = k >> 5u;
-    let body = base + (cols / 32u + 1u) / 2u;
-    let q = bitcast<i32>(w_byte(body, k) << 24u) >> 24u;
-    return w_half(base, b) * f32(q);
+    let body = (cols / 32u + 1u) / 2u;
+    let q = bitcast<i32>(w_byte(base, body, k) << 24u) >> 24u;
+    return w_half(base, 0u, b) * f32(q);
 #endif
 #ifdef W_Q4_0
     let b = k >> 5u;
     let j = k & 31u;
-    let body = base + (cols / 32u + 1u) / 2u;
-    let byte = w_byte(body, b * 16u + (j & 15u));
+    let body = (cols / 32u + 1u) / 2u;
+    let byte = w_byte(base, body, b * 16u + (j & 15u));
     let q = select(byte & 15u, byte >> 4u, j >= 16u);
-    return (f32(q) - 8.0) * w_half(base, b);
+    return (f32(q) - 8.0) * w_half(base, 0u, b);
 #endif
 #ifdef W_Q4_1
     let b = k >> 5u;
     let j = k & 31u;
-    let blk = base + b * 5u;
-    let dm = unpack2x16float(w[blk]);
-    let byte = w_byte(blk + 1u, j & 15u);
+    let blk = b * 5u;
+    let dm = unpack2x16float(w_word(base, blk));
+    let byte = w_byte(base, blk + 1u, j & 15u);
     let q = select(byte & 15u, byte >> 4u, j >= 16u);
     return f32(q) * dm.x + dm.y;
 #endif
@@ -61,93 +94,94 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
     let nb = cols / 32u;
     let b = k >> 5u;
     let j = k & 31u;
-    let body = base + (nb + 1u) / 2u;
-    let qh = w[body + b];
-    let byte = w_byte(body + nb, b * 16u + (j & 15u));
+    let body = (nb + 1u) / 2u;
+    let qh = w_word(base, body + b);
+    let byte = w_byte(base, body + nb, b * 16u + (j & 15u));
     let lo = select(byte & 15u, byte >> 4u, j >= 16u);
     let q = lo | (((qh >> j) & 1u) << 4u);
-    return (f32(q) - 16.0) * w_half(base, b);
+    return (f32(q) - 16.0) * w_half(base, 0u, b);
 #endif
 #ifdef W_Q5_1
     let j = k & 31u;
-    let blk = base + (k >> 5u) * 6u;
-    let dm = unpack2x16float(w[blk]);
-    let byte = w_byte(blk + 2u, j & 15u);
+    let blk = (k >> 5u) * 6u;
+    let dm = unpack2x16float(w_word(base, blk));
+    let byte = w_byte(base, blk + 2u, j & 15u);
     let lo = select(byte & 15u, byte >> 4u, j >= 16u);
-    return f32(lo | (((w[blk + 1u] >> j) & 1u) << 4u)) * dm.x + dm.y;
+    return f32(lo | (((w_word(base, blk + 1u) >> j) & 1u) << 4u)) * dm.x + dm.y;
 #endif
 #ifdef W_Q4_K
-    let blk = base + (k >> 8u) * 36u;
+    let blk = (k >> 8u) * 36u;
     let j = k & 255u;
     let c = j >> 6u;
     let l = j & 63u;
-    let dm = unpack2x16float(w[blk]);
-    let sm = k_scale_min(blk + 1u, 2u * c + select(0u, 1u, l >= 32u));
-    let byte = w_byte(blk + 4u, c * 32u + (l & 31u));
+    let dm = unpack2x16float(w_word(base, blk));
+    let sm = k_scale_min(base, blk + 1u, 2u * c + select(0u, 1u, l >= 32u));
+    let byte = w_byte(base, blk + 4u, c * 32u + (l & 31u));
     let q = select(byte & 15u, byte >> 4u, l >= 32u);
     return dm.x * sm.x * f32(q) - dm.y * sm.y;
 #endif
 #ifdef W_Q5_K
-    let blk = base + (k >> 8u) * 44u;
+    let blk = (k >> 8u) * 44u;
     let j = k & 255u;
     let c = j >> 6u;
     let l = j & 63u;
-    let dm = unpack2x16float(w[blk]);
-    let sm = k_scale_min(blk + 1u, 2u * c + select(0u, 1u, l >= 32u));
-    let byte = w_byte(blk + 12u, c * 32u + (l & 31u));
+    let dm = unpack2x16float(w_word(base, blk));
+    let sm = k_scale_min(base, blk + 1u, 2u * c + select(0u, 1u, l >= 32u));
+    let byte = w_byte(base, blk + 12u, c * 32u + (l & 31u));
     var q = select(byte & 15u, byte >> 4u, l >= 32u);
     let u = select(1u, 2u, l >= 32u) << (2u * c);
-    q += select(0u, 16u, (w_byte(blk + 4u, l & 31u) & u) != 0u);
+    q += select(0u, 16u, (w_byte(base, blk + 4u, l & 31u) & u) != 0u);
     return dm.x * sm.x * f32(q) - dm.y * sm.y;
 #endif
 #ifdef W_Q6_K
     let b = k >> 8u;
     let j = k & 255u;
-    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
+    let body = (cols / 256u + 1u) / 2u + b * 52u;
     let n = j >> 7u;
     let quarter = (j & 127u) >> 5u;
     let l = j & 31u;
-    let byte = w_byte(body, n * 64u + l + 32u * (quarter & 1u));
+    let byte = w_byte(base, body, n * 64u + l + 32u * (quarter & 1u));
     let lo = select(byte & 15u, byte >> 4u, quarter >= 2u);
-    let hi = (w_byte(body + 32u, n * 32u + l) >> (2u * quarter)) & 3u;
+    let hi = (w_byte(base, body + 32u, n * 32u + l) >> (2u * quarter)) & 3u;
     let q = i32(lo | (hi << 4u)) - 32;
-    let sc = bitcast<i32>(w_byte(body + 48u, n * 8u + l / 16u + 2u * quarter) << 24u) >> 24u;
-    return w_half(base, b) * f32(sc) * f32(q);
+    let sc = bitcast<i32>(w_byte(base, body + 48u, n * 8u + l / 16u + 2u * quarter) << 24u) >> 24u;
+    return w_half(base, 0u, b) * f32(sc) * f32(q);
 #endif
 #ifdef W_Q6_K_WIDE
     let u = k >> 5u;
     let e = k & 31u;
-    let sc = bitcast<f32>(w[base + 2u * u + (e >> 4u)]);
-    return sc * (f32(w_byte(base + cols / 32u * 2u, k)) - 32.0);
+    let sc = bitcast<f32>(w_word(base, 2u * u + (e >> 4u)));
+    return sc * (f32(w_byte(base, cols / 32u * 2u, k)) - 32.0);
 #endif
 }
 
 #ifdef W_Q4_K
-// Where unit u of a q4_K row lives: its 8 quant words, the nibble shift, and its sub-block's
-// scale d · sc and offset dmin · m.
+// Where unit u of a q4_K row lives: the offset of its 8 quant words, the nibble shift, and
+// its sub-block's scale d · sc and offset dmin · m.
 struct Q4kUnit { qs: u32, shift: u32, scale: f32, off: f32 }
 
 fn q4_k_unit(base: u32, u: u32) -> Q4kUnit {
     let is = u & 7u;
-    let blk = base + (u >> 3u) * 36u;
-    let dm = unpack2x16float(w[blk]);
-    let sm = k_scale_min(blk + 1u, is);
+    let blk = (u >> 3u) * 36u;
+    let dm = unpack2x16float(w_word(base, blk));
+    let sm = k_scale_min(base, blk + 1u, is);
     return Q4kUnit(blk + 4u + (is >> 1u) * 8u, (is & 1u) * 4u, dm.x * sm.x, dm.y * sm.y);
 }
 #endif
 #ifdef W_Q6_K
-// Where unit u of a q6_K row lives: its low-nibble and high-pair words (8 each), the shifts
-// that select its nibbles and pairs, and its two sub-block scales (d · int8 scale).
+// Where unit u of a q6_K row lives: the offsets of its low-nibble and high-pair words (8
+// each), the shifts that select its nibbles and pairs, and its two sub-block scales
+// (d · int8 scale).
 struct Q6kUnit { ql: u32, qh: u32, lo_shift: u32, hi_shift: u32, sc0: f32, sc1: f32 }
 
 fn q6_k_unit(base: u32, u: u32, cols: u32) -> Q6kUnit {
     let b = u >> 3u;
     let n = (u & 7u) >> 2u;
     let quarter = u & 3u;
-    let d = w_half(base, b);
-    let body = base + (cols / 256u + 1u) / 2u + b * 52u;
+    let d = w_half(base, 0u, b);
+    let body = (cols / 256u + 1u) / 2u + b * 52u;
     // The two int8 scales share one word (their byte offset is even).
-    let sw = w[body + 48u + n * 2u + quarter / 2u] >> (16u * (quarter & 1u));
+    let sw = w_word(base, body + 48u + n * 2u + quarter / 2u) >> (16u * (quarter & 1u));
     return Q6kUnit(body + (n * 64u + 32u * (quarter & 1u)) / 4u, body + 32u + n * 8u,
                    select(0u, 4u, quarter >= 2u), 2u * quarter,
                    d * f32(bitcast<i32>(sw << 24u) >> 24u), d * f32(bitcast<i32>(sw << 16u) >> 24u));
@@ -159,38 +193,38 @@ fn q6_k_unit(base: u32, u: u32, cols: u32) -> Q6kUnit {
 fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
 #ifdef W_F32
     for (var j = 0u; j < 32u; j++) {
-        (*v)[j] = bitcast<f32>(w[base + u * 32u + j]);
+        (*v)[j] = bitcast<f32>(w_word(base, u * 32u + j));
     }
 #endif
 #ifdef W_F16
     for (var j = 0u; j < 16u; j++) {
-        let pair = unpack2x16float(w[base + u * 16u + j]);
+        let pair = unpack2x16float(w_word(base, u * 16u + j));
         (*v)[2u * j] = pair.x;
         (*v)[2u * j + 1u] = pair.y;
     }
 #endif
 #ifdef W_BF16
     for (var j = 0u; j < 16u; j++) {
-        let word = w[base + u * 16u + j];
+        let word = w_word(base, u * 16u + j);
         (*v)[2u * j] = bitcast<f32>(word << 16u);
         (*v)[2u * j + 1u] = bitcast<f32>(word & 0xffff0000u);
     }
 #endif
 #ifdef W_Q8_0
-    let d = w_half(base, u);
-    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
+    let d = w_half(base, 0u, u);
+    let body = (cols / 32u + 1u) / 2u + u * 8u;
     for (var i = 0u; i < 8u; i++) {
-        let word = w[body + i];
+        let word = w_word(base, body + i);
         for (var k = 0u; k < 4u; k++) {
             (*v)[4u * i + k] = d * f32(bitcast<i32>(word << (24u - 8u * k)) >> 24u);
         }
     }
 #endif
 #ifdef W_Q4_0
-    let d = w_half(base, u);
-    let body = base + (cols / 32u + 1u) / 2u + u * 4u;
+    let d = w_half(base, 0u, u);
+    let body = (cols / 32u + 1u) / 2u + u * 4u;
     for (var i = 0u; i < 4u; i++) {
-        let word = w[body + i];
+        let word = w_word(base, body + i);
         for (var k = 0u; k < 4u; k++) {
             let byte = (word >> (8u * k)) & 0xffu;
             (*v)[4u * i + k] = (f32(byte & 15u) - 8.0) * d;
@@ -199,10 +233,10 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     }
 #endif
 #ifdef W_Q4_1
-    let blk = base + u * 5u;
-    let dm = unpack2x16float(w[blk]);
+    let blk = u * 5u;
+    let dm = unpack2x16float(w_word(base, blk));
     for (var i = 0u; i < 4u; i++) {
-        let word = w[blk + 1u + i];
+        let word = w_word(base, blk + 1u + i);
         for (var k = 0u; k < 4u; k++) {
             let byte = (word >> (8u * k)) & 0xffu;
             (*v)[4u * i + k] = f32(byte & 15u) * dm.x + dm.y;
@@ -212,11 +246,11 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
 #endif
 #ifdef W_Q5_0
     let nb = cols / 32u;
-    let d = w_half(base, u);
-    let body = base + (nb + 1u) / 2u;
-    let qh = w[body + u];
+    let d = w_half(base, 0u, u);
+    let body = (nb + 1u) / 2u;
+    let qh = w_word(base, body + u);
     for (var i = 0u; i < 4u; i++) {
-        let word = w[body + nb + u * 4u + i];
+        let word = w_word(base, body + nb + u * 4u + i);
         for (var k = 0u; k < 4u; k++) {
             let j = 4u * i + k;
             let byte = (word >> (8u * k)) & 0xffu;
@@ -228,11 +262,11 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     }
 #endif
 #ifdef W_Q5_1
-    let blk = base + u * 6u;
-    let dm = unpack2x16float(w[blk]);
-    let qh = w[blk + 1u];
+    let blk = u * 6u;
+    let dm = unpack2x16float(w_word(base, blk));
+    let qh = w_word(base, blk + 1u);
     for (var i = 0u; i < 4u; i++) {
-        let word = w[blk + 2u + i];
+        let word = w_word(base, blk + 2u + i);
         for (var k = 0u; k < 4u; k++) {
             let j = 4u * i + k;
             let byte = (word >> (8u * k)) & 0xffu;
@@ -246,7 +280,7 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
 #ifdef W_Q4_K
     let q = q4_k_unit(base, u);
     for (var i = 0u; i < 8u; i++) {
-        let word = w[q.qs + i];
+        let word = w_word(base, q.qs + i);
         for (var k = 0u; k < 4u; k++) {
             (*v)[4u * i + k] = q.scale * f32((word >> (8u * k + q.shift)) & 15u) - q.off;
         }
@@ -254,17 +288,17 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
 #endif
 #ifdef W_Q5_K
     let is = u & 7u;
-    let blk = base + (u >> 3u) * 44u;
-    let dm = unpack2x16float(w[blk]);
-    let sm = k_scale_min(blk + 1u, is);
+    let blk = (u >> 3u) * 44u;
+    let dm = unpack2x16float(w_word(base, blk));
+    let sm = k_scale_min(base, blk + 1u, is);
     let scale = dm.x * sm.x;
     let off = dm.y * sm.y;
     let shift = (is & 1u) * 4u;
     let qs = blk + 12u + (is >> 1u) * 8u;
     let mask = select(1u, 2u, (is & 1u) == 1u) << (2u * (is >> 1u));
     for (var i = 0u; i < 8u; i++) {
-        let word = w[qs + i];
-        let hword = w[blk + 4u + i];
+        let word = w_word(base, qs + i);
+        let hword = w_word(base, blk + 4u + i);
         for (var k = 0u; k < 4u; k++) {
             var q = (word >> (8u * k + shift)) & 15u;
             q += select(0u, 16u, ((hword >> (8u * k)) & mask) != 0u);
@@ -275,8 +309,8 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
 #ifdef W_Q6_K
     let q = q6_k_unit(base, u, cols);
     for (var i = 0u; i < 8u; i++) {
-        let lw = w[q.ql + i];
-        let hw = w[q.qh + i];
+        let lw = w_word(base, q.ql + i);
+        let hw = w_word(base, q.qh + i);
         let sc = select(q.sc0, q.sc1, i >= 4u);
         for (var k = 0u; k < 4u; k++) {
             let lo = (lw >> (8u * k + q.lo_shift)) & 15u;
@@ -286,11 +320,11 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     }
 #endif
 #ifdef W_Q6_K_WIDE
-    let s0 = bitcast<f32>(w[base + 2u * u]);
-    let s1 = bitcast<f32>(w[base + 2u * u + 1u]);
-    let body = base + cols / 32u * 2u + u * 8u;
+    let s0 = bitcast<f32>(w_word(base, 2u * u));
+    let s1 = bitcast<f32>(w_word(base, 2u * u + 1u));
+    let body = cols / 32u * 2u + u * 8u;
     for (var i = 0u; i < 8u; i++) {
-        let word = w[body + i];
+        let word = w_word(base, body + i);
         let sc = select(s0, s1, i >= 4u);
         for (var k = 0u; k < 4u; k++) {
             (*v)[4u * i + k] = sc * (f32((word >> (8u * k)) & 0xffu) - 32.0);
@@ -377,17 +411,19 @@ fn half_quad(a: u32, b: u32) -> vec4<f32> {
 
 // A unit of f16 or bf16 weights.
 fn half_unit(base: u32, u: u32) -> Unit {
-    let o = base + u * 16u;
-    let q0 = w_quad(o);
-    let q1 = w_quad(o + 4u);
-    let q2 = w_quad(o + 8u);
-    let q3 = w_quad(o + 12u);
+    let o = u * 16u;
+    let q0 = w_quad(base, o);
+    let q1 = w_quad(base, o + 4u);
+    let q2 = w_quad(base, o + 8u);
+    let q3 = w_quad(base, o + 12u);
     return Unit(half_quad(q0.x, q0.y), half_quad(q0.z, q0.w), half_quad(q1.x, q1.y), half_quad(q1.z, q1.w),
                 half_quad(q2.x, q2.y), half_quad(q2.z, q2.w), half_quad(q3.x, q3.y), half_quad(q3.z, q3.w));
 }
 
-// Words i..i+3 of the weights (i a multiple of 4 where W_VEC4 makes this one load).
-fn w_quad(i: u32) -> vec4<u32> {
+// Words o..o+3 of the row at `base` (o a multiple of 4 where W_VEC4 makes this one load or
+// the rows are tiled, src/gpu/formats.rs `quads_aligned`).
+fn w_quad(base: u32, o: u32) -> vec4<u32> {
+    let i = w_at(base, o);
 #ifdef W_VEC4
     return w4[i >> 2u];
 #else
@@ -398,11 +434,11 @@ fn w_quad(i: u32) -> vec4<u32> {
 // w_unit as a Unit: vector arithmetic for the common formats, w_unit's array otherwise.
 fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
 #ifdef W_F32
-    let o = base + u * 32u;
-    return Unit(bitcast<vec4<f32>>(w_quad(o)), bitcast<vec4<f32>>(w_quad(o + 4u)),
-                bitcast<vec4<f32>>(w_quad(o + 8u)), bitcast<vec4<f32>>(w_quad(o + 12u)),
-                bitcast<vec4<f32>>(w_quad(o + 16u)), bitcast<vec4<f32>>(w_quad(o + 20u)),
-                bitcast<vec4<f32>>(w_quad(o + 24u)), bitcast<vec4<f32>>(w_quad(o + 28u)));
+    let o = u * 32u;
+    return Unit(bitcast<vec4<f32>>(w_quad(base, o)), bitcast<vec4<f32>>(w_quad(base, o + 4u)),
+                bitcast<vec4<f32>>(w_quad(base, o + 8u)), bitcast<vec4<f32>>(w_quad(base, o + 12u)),
+                bitcast<vec4<f32>>(w_quad(base, o + 16u)), bitcast<vec4<f32>>(w_quad(base, o + 20u)),
+                bitcast<vec4<f32>>(w_quad(base, o + 24u)), bitcast<vec4<f32>>(w_quad(base, o + 28u)));
 #endif
 #ifdef W_F16
     return half_unit(base, u);
@@ -411,22 +447,22 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
     return half_unit(base, u);
 #endif
 #ifdef W_Q8_0
-    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
-    return q8_0_unit(w_quad(body), w_quad(body + 4u), w_half(base, u));
+    let body = (cols / 32u + 1u) / 2u + u * 8u;
+    return q8_0_unit(w_quad(base, body), w_quad(base, body + 4u), w_half(base, 0u, u));
 #endif
 #ifdef W_Q4_0
-    return q4_0_unit(w_quad(base + (cols / 32u + 1u) / 2u + u * 4u), w_half(base, u));
+    return q4_0_unit(w_quad(base, (cols / 32u + 1u) / 2u + u * 4u), w_half(base, 0u, u));
 #endif
 #ifdef W_Q5_0
     let nb = cols / 32u;
-    let d = w_half(base, u);
-    let body = base + (nb + 1u) / 2u;
-    let qh = w[body + u];
+    let d = w_half(base, 0u, u);
+    let body = (nb + 1u) / 2u;
+    let qh = w_word(base, body + u);
     let qb = body + nb + u * 4u;
-    let q0 = w[qb];
-    let q1 = w[qb + 1u];
-    let q2 = w[qb + 2u];
-    let q3 = w[qb + 3u];
+    let q0 = w_word(base, qb);
+    let q1 = w_word(base, qb + 1u);
+    let q2 = w_word(base, qb + 2u);
+    let q3 = w_word(base, qb + 3u);
     let hi = BYTE_SHIFTS + 4u;
     let j = vec4<u32>(0u, 1u, 2u, 3u);
     return Unit(q5_0_quad(q0, BYTE_SHIFTS, qh, j, d), q5_0_quad(q1, BYTE_SHIFTS, qh, j + 4u, d),
@@ -436,8 +472,8 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
 #endif
 #ifdef W_Q4_K
     let q = q4_k_unit(base, u);
-    let q0 = w_quad(q.qs);
-    let q1 = w_quad(q.qs + 4u);
+    let q0 = w_quad(base, q.qs);
+    let q1 = w_quad(base, q.qs + 4u);
     return Unit(q4_k_quad(q0.x, q.shift, q.scale, q.off), q4_k_quad(q0.y, q.shift, q.scale, q.off),
                 q4_k_quad(q0.z, q.shift, q.scale, q.off), q4_k_quad(q0.w, q.shift, q.scale, q.off),
                 q4_k_quad(q1.x, q.shift, q.scale, q.off), q4_k_quad(q1.y, q.shift, q.scale, q.off),
@@ -445,10 +481,10 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
 #endif
 #ifdef W_Q6_K
     let q = q6_k_unit(base, u, cols);
-    let l0 = w_quad(q.ql);
-    let l1 = w_quad(q.ql + 4u);
-    let h0 = w_quad(q.qh);
-    let h1 = w_quad(q.qh + 4u);
+    let l0 = w_quad(base, q.ql);
+    let l1 = w_quad(base, q.ql + 4u);
+    let h0 = w_quad(base, q.qh);
+    let h1 = w_quad(base, q.qh + 4u);
     let ls = q.lo_shift;
     let hs = q.hi_shift;
     return Unit(q6_k_quad(l0.x, ls, h0.x, hs, q.sc0), q6_k_quad(l0.y, ls, h0.y, hs, q.sc0),
@@ -466,11 +502,11 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
     return w_unit_packed(base, u, cols);
 #endif
 #ifdef W_Q6_K_WIDE
-    let s0 = bitcast<f32>(w[base + 2u * u]);
-    let s1 = bitcast<f32>(w[base + 2u * u + 1u]);
-    let body = base + cols / 32u * 2u + u * 8u;
-    let q0 = w_quad(body);
-    let q1 = w_quad(body + 4u);
+    let s0 = bitcast<f32>(w_word(base, 2u * u));
+    let s1 = bitcast<f32>(w_word(base, 2u * u + 1u));
+    let body = cols / 32u * 2u + u * 8u;
+    let q0 = w_quad(base, body);
+    let q1 = w_quad(base, body + 4u);
     return Unit(q6_k_wide_quad(q0.x, s0), q6_k_wide_quad(q0.y, s0), q6_k_wide_quad(q0.z, s0),
                 q6_k_wide_quad(q0.w, s0), q6_k_wide_quad(q1.x, s1), q6_k_wide_quad(q1.y, s1),
                 q6_k_wide_quad(q1.z, s1), q6_k_wide_quad(q1.w, s1));
@@ -540,17 +576,17 @@ fn q6_k_quad_dot(l: u32, h: u32, x: vec4<f32>) -> f32 {
 // Σ_j W[row][32u + j] · x_j over unit u of the row whose first word is `base`.
 fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
 #ifdef W_Q4_0
-    return q4_0_dot(w_quad(base + (cols / 32u + 1u) / 2u + u * 4u), w_half(base, u), x);
+    return q4_0_dot(w_quad(base, (cols / 32u + 1u) / 2u + u * 4u), w_half(base, 0u, u), x);
 #endif
 #ifdef W_Q6_K
     let q = q6_k_unit(base, u, cols);
     let ls = vec4<u32>(q.lo_shift);
-    let l0 = w_quad(q.ql) >> ls;
-    let l1 = w_quad(q.ql + 4u) >> ls;
+    let l0 = w_quad(base, q.ql) >> ls;
+    let l1 = w_quad(base, q.ql + 4u) >> ls;
     // High pairs at bit 4 of each byte: shift right by hi_shift, then left by 4.
     let hs = vec4<u32>(q.hi_shift);
-    let h0 = (w_quad(q.qh) >> hs) << vec4<u32>(4u);
-    let h1 = (w_quad(q.qh + 4u) >> hs) << vec4<u32>(4u);
+    let h0 = (w_quad(base, q.qh) >> hs) << vec4<u32>(4u);
+    let h1 = (w_quad(base, q.qh + 4u) >> hs) << vec4<u32>(4u);
     let lo = q6_k_quad_dot(l0.x, h0.x, x.v.a) + q6_k_quad_dot(l0.y, h0.y, x.v.b)
         + q6_k_quad_dot(l0.z, h0.z, x.v.c) + q6_k_quad_dot(l0.w, h0.w, x.v.d);
     let hi = q6_k_quad_dot(l1.x, h1.x, x.v.e) + q6_k_quad_dot(l1.y, h1.y, x.v.f)
@@ -558,9 +594,9 @@ fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
     return q.sc0 * (lo - 32.0 * x.sums.x) + q.sc1 * (hi - 32.0 * x.sums.y);
 #endif
 #ifdef W_Q6_K_WIDE
-    let s = vec2<f32>(bitcast<f32>(w[base + 2u * u]), bitcast<f32>(w[base + 2u * u + 1u]));
-    let body = base + cols / 32u * 2u + u * 8u;
-    return q6_k_wide_dot(w_quad(body), w_quad(body + 4u), s, x);
+    let s = vec2<f32>(bitcast<f32>(w_word(base, 2u * u)), bitcast<f32>(w_word(base, 2u * u + 1u)));
+    let body = cols / 32u * 2u + u * 8u;
+    return q6_k_wide_dot(w_quad(base, body), w_quad(base, body + 4u), s, x);
 #endif
 #ifndef MASKED_DOT
     return unit_dot(w_unit4(base, u, cols), x.v);
@@ -570,21 +606,21 @@ fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
 // w_dot of units u and u + 1 (u even); q4_0 and q8_0 load their shared scale word once.
 fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
 #ifdef W_Q4_0
-    let d = unpack2x16float(w[base + u / 2u]);
-    let body = base + (cols / 32u + 1u) / 2u + u * 4u;
-    return q4_0_dot(w_quad(body), d.x, x) + q4_0_dot(w_quad(body + 4u), d.y, z);
+    let d = unpack2x16float(w_word(base, u / 2u));
+    let body = (cols / 32u + 1u) / 2u + u * 4u;
+    return q4_0_dot(w_quad(base, body), d.x, x) + q4_0_dot(w_quad(base, body + 4u), d.y, z);
 #else
 #ifdef W_Q6_K_WIDE
-    let sc = bitcast<vec4<f32>>(w_quad(base + 2u * u));
-    let body = base + cols / 32u * 2u + u * 8u;
-    return q6_k_wide_dot(w_quad(body), w_quad(body + 4u), sc.xy, x)
-        + q6_k_wide_dot(w_quad(body + 8u), w_quad(body + 12u), sc.zw, z);
+    let sc = bitcast<vec4<f32>>(w_quad(base, 2u * u));
+    let body = cols / 32u * 2u + u * 8u;
+    return q6_k_wide_dot(w_quad(base, body), w_quad(base, body + 4u), sc.xy, x)
+        + q6_k_wide_dot(w_quad(base, body + 8u), w_quad(base, body + 12u), sc.zw, z);
 #else
 #ifdef W_Q8_0
-    let d = unpack2x16float(w[base + u / 2u]);
-    let body = base + (cols / 32u + 1u) / 2u + u * 8u;
-    return unit_dot(q8_0_unit(w_quad(body), w_quad(body + 4u), d.x), x.v)
-        + unit_dot(q8_0_unit(w_quad(body + 8u), w_quad(body + 12u), d.y), z.v);
+    let d = unpack2x16float(w_word(base, u / 2u));
+    let body = (cols / 32u + 1u) / 2u + u * 8u;
+    return unit_dot(q8_0_unit(w_quad(base, body), w_quad(base, body + 4u), d.x), x.v)
+        + unit_dot(q8_0_unit(w_quad(base, body + 8u), w_quad(base, body + 12u), d.y), z.v);
 #else
     return w_dot(base, u, cols, x) + w_dot(base, u + 1u, cols, z);
 #endif

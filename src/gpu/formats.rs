@@ -201,6 +201,21 @@ impl WeightFormat {
         self.row_words(cols).is_multiple_of(4) && body.is_multiple_of(4)
     }
 
+    /// Whether rows of `cols` elements may be stored in row tiles (src/gpu/weights.rs): whole
+    /// 8-word chunks per row, and every word group the shaders read as a quad inside one chunk.
+    pub fn tileable(self, cols: usize) -> bool {
+        use WeightFormat::*;
+        let quads = !matches!(self, Q4_1 | Q5_0 | Q5_1 | Q5K);
+        self.row_words(cols).is_multiple_of(8) && (!quads || self.quads_aligned(cols))
+    }
+
+    /// Whether row tiles speed this format's matvec up on CPU devices: measured for the
+    /// 4-bit formats whose lanes read at most one chunk of a row per step; q8_0 and
+    /// `Q6KWide` (16 words per step) ran as fast or slower tiled (docs/PERF.md).
+    pub fn tiles_pay(self) -> bool {
+        matches!(self, WeightFormat::Q4_0 | WeightFormat::Q4K)
+    }
+
     /// Rewrites one canonical row into the GPU row layout (`dst` is `row_words * 4` bytes, zeroed).
     pub fn repack_row(self, src: &[u8], cols: usize, dst: &mut [u8]) {
         use WeightFormat::*;

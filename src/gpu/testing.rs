@@ -94,8 +94,9 @@ pub fn random_canonical(
     out
 }
 
-/// A random matrix uploaded in `format` (pages of at most `page_bytes`) and its values as the
-/// GPU must see them.
+/// A random matrix uploaded in `format` (pages of at most `page_bytes`, tiles of at most
+/// `max_tile` rows) and its values as the GPU must see them.
+#[allow(clippy::too_many_arguments)]
 pub fn random_matrix(
     ctx: &GpuContext,
     format: super::WeightFormat,
@@ -103,6 +104,7 @@ pub fn random_matrix(
     cols: usize,
     group_rows: usize,
     page_bytes: Option<u64>,
+    max_tile: usize,
     rng: &mut Rng,
 ) -> (super::WeightTensor, Vec<f32>) {
     let canonical = random_canonical(format, rows, cols, rng);
@@ -111,8 +113,10 @@ pub fn random_matrix(
         .chunks_exact(rb)
         .flat_map(|r| format.dequant_row(r, cols))
         .collect();
-    let t = super::upload_canonical(ctx, format, rows, cols, group_rows, &canonical, page_bytes)
-        .expect("upload");
+    let t = super::upload_canonical(
+        ctx, format, rows, cols, group_rows, &canonical, page_bytes, max_tile,
+    )
+    .expect("upload");
     (t, seen)
 }
 

@@ -1,5 +1,11 @@
 //! Weight tensors on the GPU: row-major `[rows, cols]` matrices split into pages, each page a
 //! buffer no larger than the device's storage-binding limit, rows padded to whole u32 words.
+//!
+//! On CPU devices q4_0 and q4_K pages are stored in row tiles: a tile of 2^t rows interleaves
+//! its rows' words eight at a time, so a matvec workgroup that walks 128 rows in step reads
+//! one contiguous stream instead of 128 (CPU prefetchers follow a few dozen streams). The
+//! shared loaders in shaders/weight_formats.wgsl address both layouts (`W_TILE_LOG2`);
+//! docs/PERF.md has the measurements, including the formats where tiles did not pay.
 
 pub use super::formats::WeightFormat;
 use super::GpuContext;
@@ -21,7 +27,70 @@ pub struct WeightTensor {
     pub rows: u32,
     pub cols: u32,
     pub row_words: u32,
+    /// Rows per tile as a power of two (0: plain row-major pages).
+    pub tile_log2: u32,
     pub pages: Vec<WeightPage>,
+}
+
+/// The largest tile the device's kernels want for `format` (`WMOE_NO_TILES=1` keeps pages
+/// row-major).
+pub fn max_tile_rows(ctx: &GpuContext, format: WeightFormat) -> usize {
+    if ctx.is_cpu() && format.tiles_pay() && !std::env::var("WMOE_NO_TILES").is_ok_and(|v| v == "1")
+    {
+        MAX_TILE_ROWS
+    } else {
+        1
+    }
+}
+
+/// Rows per tile on CPU devices: the rows one decode matvec workgroup walks in step.
+pub const MAX_TILE_ROWS: usize = 128;
+
+/// The tile for a `[rows, cols]` tensor grouped by `group_rows` in pages of `page_rows`: the
+/// largest power of two up to `max_rows` that divides the rows and the groups and fits a page,
+/// so tiles never straddle a group or a page; 1 (row-major) where the format's word groups
+/// would straddle a tile's chunks.
+fn tile_rows(
+    format: WeightFormat,
+    (rows, cols): (usize, usize),
+    group_rows: usize,
+    page_rows: usize,
+    max_rows: usize,
+) -> usize {
+    if !format.tileable(cols) {
+        return 1;
+    }
+    let mut t = max_rows.max(1).next_power_of_two();
+    while t > 1
+        && (!rows.is_multiple_of(t)
+            || t > page_rows
+            || (group_rows > 1 && !group_rows.is_multiple_of(t)))
+    {
+        t /= 2;
+    }
+    t
+}
+
+/// Words of one row kept together in a tile (`TILE_CHUNK_LOG2` in weight_formats.wgsl): one
+/// q4_0 unit pair, the most a lane reads from a row in one step of the decode matvec.
+pub const TILE_CHUNK_WORDS: usize = 8;
+
+/// Rewrites row-major rows of `row_words` words into tiles of `tile` rows.
+fn tile_page(src: &[u8], dst: &mut [u8], row_words: usize, tile: usize) {
+    let cw = TILE_CHUNK_WORDS;
+    let (row_bytes, chunks) = (row_words * 4, row_words / cw);
+    for (s, d) in src
+        .chunks_exact(tile * row_bytes)
+        .zip(dst.chunks_exact_mut(tile * row_bytes))
+    {
+        for j in 0..tile {
+            for c in 0..chunks {
+                let from = j * row_bytes + c * cw * 4;
+                let to = (c * tile + j) * cw * 4;
+                d[to..to + cw * 4].copy_from_slice(&s[from..from + cw * 4]);
+            }
+        }
+    }
 }
 
 impl WeightTensor {
@@ -29,6 +98,7 @@ impl WeightTensor {
     /// rows (one expert's rows, say) so a kernel never needs two pages for one group.
     /// `fill(row0, n, out)` writes rows `row0..row0+n` into `out`, each row `row_words * 4`
     /// bytes (the padding bytes are zero already). Host memory stays bounded by one page.
+    /// Pages are tiled as the device prefers (`max_tile_rows`).
     pub fn upload(
         ctx: &GpuContext,
         name: &str,
@@ -38,10 +108,12 @@ impl WeightTensor {
         group_rows: usize,
         fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
     ) -> Result<Self> {
-        Self::upload_paged(ctx, name, format, rows, cols, group_rows, None, fill)
+        let tile = max_tile_rows(ctx, format);
+        Self::upload_paged(ctx, name, format, rows, cols, group_rows, None, tile, fill)
     }
 
-    /// `upload` with pages of at most `page_bytes` (default: the device's binding limit).
+    /// `upload` with pages of at most `page_bytes` (default: the device's binding limit) in
+    /// tiles of at most `max_tile` rows (1: row-major).
     #[allow(clippy::too_many_arguments)]
     pub fn upload_paged(
         ctx: &GpuContext,
@@ -51,6 +123,7 @@ impl WeightTensor {
         cols: usize,
         group_rows: usize,
         page_bytes: Option<u64>,
+        max_tile: usize,
         mut fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
     ) -> Result<Self> {
         let max_page = page_bytes
@@ -58,7 +131,10 @@ impl WeightTensor {
             .min(ctx.max_binding());
         let row_words = format.row_words(cols);
         let row_bytes = row_words * 4;
-        let group_rows = group_rows.max(1);
+        let page_rows = (max_page / row_bytes.max(1) as u64) as usize;
+        let tile = tile_rows(format, (rows, cols), group_rows.max(1), page_rows, max_tile);
+        // Pages hold whole groups and whole tiles (one divides the other).
+        let group_rows = group_rows.max(1).max(tile);
         let group_bytes = (group_rows * row_bytes) as u64;
         if group_bytes > max_page {
             return Err(Error::MissingCapability {
@@ -78,11 +154,17 @@ impl WeightTensor {
         let mut pages = Vec::new();
         let mut row0 = 0;
         let mut staging = Vec::new();
+        let mut tiled = Vec::new();
         while row0 < rows {
             let n = page_rows.min(rows - row0);
             staging.clear();
             staging.resize(n * row_bytes, 0u8);
             fill(row0, n, &mut staging)?;
+            if tile > 1 {
+                tiled.resize(staging.len(), 0u8);
+                tile_page(&staging, &mut tiled, row_words, tile);
+                std::mem::swap(&mut staging, &mut tiled);
+            }
             let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(name),
@@ -114,8 +196,18 @@ impl WeightTensor {
             rows: rows as u32,
             cols: cols as u32,
             row_words: row_words as u32,
+            tile_log2: tile.trailing_zeros(),
             pages,
         })
+    }
+
+    /// The define that tells the shared weight loaders this tensor's page layout.
+    pub fn layout_defines(&self) -> Vec<(String, String)> {
+        if self.tile_log2 == 0 {
+            Vec::new()
+        } else {
+            vec![("W_TILE_LOG2".into(), format!("{}u", self.tile_log2))]
+        }
     }
 
     /// Bytes the pages occupy on the GPU.
@@ -125,7 +217,9 @@ impl WeightTensor {
 }
 
 /// Uploads an f32 matrix in `format` with pages of at most `page_bytes` (tests force small
-/// pages with it); returns the tensor and the values as the GPU sees them.
+/// pages with it) in tiles of at most `max_tile` rows; returns the tensor and the values as
+/// the GPU sees them.
+#[allow(clippy::too_many_arguments)]
 pub fn upload_f32_matrix(
     ctx: &GpuContext,
     format: WeightFormat,
@@ -134,6 +228,7 @@ pub fn upload_f32_matrix(
     group_rows: usize,
     vals: &[f32],
     page_bytes: Option<u64>,
+    max_tile: usize,
 ) -> Result<(WeightTensor, Vec<f32>)> {
     let mut canonical = vec![0u8; rows * format.row_bytes(cols)];
     let mut seen = Vec::with_capacity(vals.len());
@@ -144,11 +239,14 @@ pub fn upload_f32_matrix(
         format.quantize_row(&vals[r * cols..(r + 1) * cols], dst);
         seen.extend(format.dequant_row(dst, cols));
     }
-    let t = upload_canonical(ctx, format, rows, cols, group_rows, &canonical, page_bytes)?;
+    let t = upload_canonical(
+        ctx, format, rows, cols, group_rows, &canonical, page_bytes, max_tile,
+    )?;
     Ok((t, seen))
 }
 
 /// Uploads rows given in the canonical (GGUF) byte layout of `format`.
+#[allow(clippy::too_many_arguments)]
 pub fn upload_canonical(
     ctx: &GpuContext,
     format: WeightFormat,
@@ -157,6 +255,7 @@ pub fn upload_canonical(
     group_rows: usize,
     canonical: &[u8],
     page_bytes: Option<u64>,
+    max_tile: usize,
 ) -> Result<WeightTensor> {
     let (src_row, dst_row) = (format.row_bytes(cols), format.row_words(cols) * 4);
     let fill = |row0: usize, n: usize, out: &mut [u8]| {
@@ -167,6 +266,6 @@ pub fn upload_canonical(
         Ok(())
     };
     WeightTensor::upload_paged(
-        ctx, "matrix", format, rows, cols, group_rows, page_bytes, fill,
+        ctx, "matrix", format, rows, cols, group_rows, page_bytes, max_tile, fill,
     )
 }

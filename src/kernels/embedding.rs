@@ -27,7 +27,9 @@ pub fn record(
     out: &Binding,
     n_tokens: u32,
 ) {
-    let defs = super::defines(&[(table.format.define(), String::new())]);
+    let mut defs = super::defines(&[(table.format.define(), String::new())]);
+    defs.extend(table.layout_defines());
+    defs.sort();
     let pipeline = rec.ctx().pipeline("embedding", SOURCE, &defs);
     for page in &table.pages {
         let params = Params {
@@ -59,22 +61,26 @@ mod tests {
     fn embedding_matches_reference() {
         let Some(ctx) = context() else { return };
         for f in GPU_FORMATS {
-            let (v, h, t) = (301usize, cols_for(f, 67), 13usize);
-            let mut rng = Rng::new(5);
-            let page = Some((50 * f.row_words(h) * 4) as u64);
-            let (table, seen) = random_matrix(ctx, f, v, h, 1, page, &mut rng);
-            assert!(table.pages.len() > 1);
-            let toks: Vec<u32> = (0..t).map(|_| rng.below(v as u32)).collect();
-            let tb = ctx.storage_with("tokens", &toks);
-            let out = poisoned(ctx, t * h);
-            let mut rec = Recorder::new(ctx);
-            record(&mut rec, &table, &(&tb).into(), &(&out).into(), t as u32);
-            rec.submit();
-            let want: Vec<f32> = toks
-                .iter()
-                .flat_map(|&k| seen[k as usize * h..(k as usize + 1) * h].to_vec())
-                .collect();
-            assert_eq!(ctx.read_f32(&out, 0, t * h).unwrap(), want, "{f:?}");
+            // Row-major pages, and (where the format allows) tiles of 32 rows.
+            for (v, h, tile) in [(301usize, cols_for(f, 67), 1), (320, cols_for(f, 256), 128)] {
+                let t = 13usize;
+                let mut rng = Rng::new(5);
+                let page = Some((50 * f.row_words(h) * 4) as u64);
+                let (table, seen) = random_matrix(ctx, f, v, h, 1, page, tile, &mut rng);
+                assert!(table.pages.len() > 1);
+                assert_eq!(table.tile_log2 == 5, tile > 1 && f.tileable(h), "{f:?}");
+                let toks: Vec<u32> = (0..t).map(|_| rng.below(v as u32)).collect();
+                let tb = ctx.storage_with("tokens", &toks);
+                let out = poisoned(ctx, t * h);
+                let mut rec = Recorder::new(ctx);
+                record(&mut rec, &table, &(&tb).into(), &(&out).into(), t as u32);
+                rec.submit();
+                let want: Vec<f32> = toks
+                    .iter()
+                    .flat_map(|&k| seen[k as usize * h..(k as usize + 1) * h].to_vec())
+                    .collect();
+                assert_eq!(ctx.read_f32(&out, 0, t * h).unwrap(), want, "{f:?}");
+            }
         }
     }
 }

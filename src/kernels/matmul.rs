@@ -78,7 +78,10 @@ pub struct Args<'a> {
 /// Records one dispatch per weight page.
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     assert_eq!(v.gather, a.gather.is_some(), "gather variant needs lists");
-    let pipeline = rec.ctx().pipeline("matmul", SOURCE, &v.defines());
+    let mut defines = v.defines();
+    defines.extend(a.w.layout_defines());
+    defines.sort();
+    let pipeline = rec.ctx().pipeline("matmul", SOURCE, &defines);
     for page in &a.w.pages {
         let (groups, x_div, n_offset) = match &a.gather {
             Some(g) => (
@@ -132,12 +135,13 @@ mod tests {
         n: usize,
         k: usize,
         page_bytes: Option<u64>,
+        max_tile: usize,
     ) {
         let Some(ctx) = context() else { return };
         let k = cols_for(format, k);
         let mut rng = Rng::new((m * 131 + n * 7 + k) as u64);
         let page_bytes = page_bytes.map(|rows| rows * (format.row_words(k) * 4) as u64);
-        let (w, seen) = random_matrix(ctx, format, n, k, 1, page_bytes, &mut rng);
+        let (w, seen) = random_matrix(ctx, format, n, k, 1, page_bytes, max_tile, &mut rng);
         let x = rng.normals(m * k, 1.0);
         let mut y_ref = rng.normals(m * n, 1.0);
         let y = if accumulate {
@@ -171,17 +175,19 @@ mod tests {
         let e = rel_err(&ctx.read_f32(&y, 0, m * n).unwrap(), &y_ref);
         assert!(
             e < 1e-10,
-            "{v:?} m={m} n={n} k={k} pages={} err={e}",
-            w.pages.len()
+            "{v:?} m={m} n={n} k={k} pages={} tile 2^{} err={e}",
+            w.pages.len(),
+            w.tile_log2
         );
     }
 
     #[test]
     fn dense_matmul_matches_reference() {
         for f in GPU_FORMATS {
-            dense_case(f, false, 1, 33, 17, None);
-            dense_case(f, true, 45, 70, 51, None);
-            dense_case(f, false, 67, 100, 64, Some(24)); // pages of 24 rows
+            dense_case(f, false, 1, 33, 17, None, 1);
+            dense_case(f, true, 45, 70, 51, None, 1);
+            dense_case(f, false, 67, 100, 64, Some(24), 1); // pages of 24 rows
+            dense_case(f, true, 40, 96, 256, Some(32), 128); // row tiles of 32 (where tileable)
         }
     }
 
@@ -193,7 +199,7 @@ mod tests {
             let (t, top_k, e, n, k) = (37usize, 3usize, 7usize, 41usize, cols_for(format, 35));
             let mut rng = Rng::new(99 + fi as u64);
             let page = Some((2 * n * format.row_words(k) * 4) as u64); // two experts per page
-            let (w, seen) = random_matrix(ctx, format, e * n, k, n, page, &mut rng);
+            let (w, seen) = random_matrix(ctx, format, e * n, k, n, page, 1, &mut rng);
             let mut ids = Vec::new();
             for _ in 0..t {
                 let mut chosen: Vec<u32> = Vec::new();

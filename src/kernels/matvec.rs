@@ -176,6 +176,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             defines.push((name.into(), String::new()));
         }
     }
+    defines.extend(a.w.layout_defines());
     defines.sort();
     let pipeline = rec.ctx().pipeline("matvec", SOURCE, &defines);
     let row_groups = a.n.div_ceil(v.rows);
@@ -250,7 +251,7 @@ pub fn reference(
 mod tests {
     use super::*;
     use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, rel_err, Rng};
-    use crate::gpu::GPU_FORMATS;
+    use crate::gpu::{GPU_FORMATS, MAX_TILE_ROWS};
 
     #[allow(clippy::too_many_arguments)]
     fn case(
@@ -272,9 +273,26 @@ mod tests {
             if subgroups && (lane_rows || !ctx.subgroups()) {
                 continue;
             }
-            run_case(
-                format, experts, accumulate, n, k, batch, page_bytes, wg, rows, tokens, subgroups,
-            );
+            // Row-major pages, and row tiles where the shape and format allow them.
+            let tileable = n.is_multiple_of(2) && format.tileable(cols_for(format, k));
+            for max_tile in [1, MAX_TILE_ROWS] {
+                if max_tile > 1 && !tileable {
+                    continue;
+                }
+                run_case(
+                    format,
+                    experts,
+                    accumulate,
+                    (n, k),
+                    batch,
+                    page_bytes,
+                    wg,
+                    rows,
+                    tokens,
+                    subgroups,
+                    max_tile,
+                );
+            }
         }
     }
 
@@ -283,14 +301,14 @@ mod tests {
         format: WeightFormat,
         experts: bool,
         accumulate: bool,
-        n: usize,
-        k: usize,
+        (n, k): (usize, usize),
         batch: usize,
         page_bytes: Option<u64>,
         wg: u32,
         rows: u32,
         tokens: u32,
         subgroups: bool,
+        max_tile: usize,
     ) {
         let ctx = context().expect("checked by case");
         let k = cols_for(format, k);
@@ -298,7 +316,20 @@ mod tests {
         let n_mats = if experts { 5 } else { 1 };
         let group = if experts { n } else { 1 };
         let page_bytes = page_bytes.map(|groups| groups * (group * format.row_words(k) * 4) as u64);
-        let (w, seen) = random_matrix(ctx, format, n_mats * n, k, group, page_bytes, &mut rng);
+        let (w, seen) = random_matrix(
+            ctx,
+            format,
+            n_mats * n,
+            k,
+            group,
+            page_bytes,
+            max_tile,
+            &mut rng,
+        );
+        assert!(
+            max_tile == 1 || w.tile_log2 > 0,
+            "a tiled case without tiles"
+        );
         let x_stride = if experts && batch > 1 && k.is_multiple_of(2) {
             0
         } else {
@@ -359,8 +390,9 @@ mod tests {
         let e = rel_err(&got, &y_ref);
         assert!(
             e < 1e-10,
-            "{v:?} n={n} k={k} batch={batch} pages={} err={e}",
-            w.pages.len()
+            "{v:?} n={n} k={k} batch={batch} pages={} tile 2^{} err={e}",
+            w.pages.len(),
+            w.tile_log2
         );
     }
 
@@ -394,6 +426,9 @@ mod tests {
             // 2048 columns: every format's rows that can be read as vec4 loads are (W_VEC4).
             case(f, false, false, 24, 2048, 5, None, 8, 16, 4);
             case(f, true, false, 16, 2048, 3, None, 8, 16, 1);
+            // Whole 128-row tiles over two pages, as on CPU devices at model widths.
+            case(f, false, true, 256, 512, 1, Some(128), 8, 128, 1);
+            case(f, true, false, 128, 256, 2, Some(1), 8, 128, 1);
         }
     }
 }

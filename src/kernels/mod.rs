@@ -86,6 +86,11 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 .defines();
                 d.push(("X_VEC4".into(), String::new()));
                 d.push(("W_VEC4".into(), String::new()));
+                if acc {
+                    // Row tiles (CPU devices).
+                    d.push(("W_TILE_LOG2".into(), "7u".into()));
+                }
+                d.sort();
                 v.push(("matvec", matvec::SOURCE.to_string(), d));
             }
             v.push((

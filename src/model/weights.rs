@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::config::Config;
 use super::source::{TensorSource, TensorView};
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, WeightFormat, WeightTensor};
+use crate::gpu::{max_tile_rows, GpuContext, WeightFormat, WeightTensor};
 
 pub struct ConvWeights {
     pub in_proj: WeightTensor,
@@ -208,8 +208,10 @@ impl QuantPlan {
 }
 
 /// Uploads the row-concatenation of `parts` (each a [rows_i, cols] matrix) as one tensor in
-/// `target`, or, without one, in the parts' common format (f32 if they differ). Rows are
-/// converted one at a time, so host memory stays bounded by a page.
+/// `target`, or, without one, in the parts' common format (f32 if they differ), in the
+/// device's row tiles where `tiles` allows them. Rows are converted one at a time, so host
+/// memory stays bounded by a page.
+#[allow(clippy::too_many_arguments)]
 fn upload_concat(
     ctx: &GpuContext,
     name: &str,
@@ -217,6 +219,7 @@ fn upload_concat(
     cols: usize,
     group_rows: usize,
     target: Option<WeightFormat>,
+    tiles: bool,
     bar: &ProgressBar,
 ) -> Result<WeightTensor> {
     let first = parts[0].format;
@@ -242,7 +245,7 @@ fn upload_concat(
     let row_bytes = format.row_words(cols) * 4;
     let mut canonical = vec![0u8; format.row_bytes(cols)];
     let mut part = 0;
-    let t = WeightTensor::upload(ctx, name, format, rows, cols, group_rows, |row0, n, out| {
+    let fill = |row0: usize, n: usize, out: &mut [u8]| {
         for r in 0..n {
             let row = row0 + r;
             while part + 1 < parts.len() && starts[part + 1] <= row {
@@ -264,7 +267,11 @@ fn upload_concat(
             }
         }
         Ok(())
-    })?;
+    };
+    let max_tile = if tiles { max_tile_rows(ctx, format) } else { 1 };
+    let t = WeightTensor::upload_paged(
+        ctx, name, format, rows, cols, group_rows, None, max_tile, fill,
+    )?;
     bar.inc(parts.iter().map(|p| p.bytes.len() as u64).sum());
     Ok(t)
 }
@@ -302,7 +309,7 @@ impl ModelWeights {
                 let target = quant
                     .filter(|_| !already)
                     .and_then(|q| q.target(role, cols));
-                let t = upload_concat(ctx, label, parts, cols, group_rows, target, &bar);
+                let t = upload_concat(ctx, label, parts, cols, group_rows, target, true, &bar);
                 for p in parts {
                     ck.release(p);
                 }
@@ -408,6 +415,7 @@ impl ModelWeights {
                         h,
                         1,
                         Some(WeightFormat::F32),
+                        false, // row-major: the fused decode router reads it directly
                         &bar,
                     )?;
                     let bias = if m.use_expert_bias {

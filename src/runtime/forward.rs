@@ -284,6 +284,7 @@ pub(crate) fn record_chunk(
                 let fused = t == 1
                     && m.router.format == WeightFormat::F32
                     && m.router.pages.len() == 1
+                    && m.router.tile_log2 == 0
                     && mc.n_experts as u32 <= moe_router::MAX_FUSED_EXPERTS;
                 if !fused {
                     linear(rec, &m.router, &sc.xn, &sc.router_logits, t, false);
