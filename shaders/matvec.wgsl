@@ -1,7 +1,10 @@
 // Batched matrix-vector products y[b] (+)= W[m_b] · x[b]. A workgroup computes ROWS rows for
 // TOKENS batch entries at once, decoding each 32-weight unit once for all of them. With
-// EXPERTS, m_b = ids[b] (the decode expert matvec; TOKENS = 1). With GATHER, workgroup z is
-// (expert e, tile) and its batch entries are the (token, slot) pairs routed to e (prefill).
+// EXPERTS, m_b = ids[b] (the decode expert matvec; TOKENS = 1); with EXPERTS and COMBINE, a
+// workgroup loops over the batch and adds Σ_b route[b] · W[ids[b]] · x[b] to y (the decode
+// expert down projection, weighted sum of the top-k and residual add in one dispatch). With
+// GATHER, workgroup z is (expert e, tile) and its batch entries are the (token, slot) pairs
+// routed to e (prefill).
 struct Params {
     k: u32,            // columns of W (length of x)
     n: u32,            // rows of one matrix (length of y[b])
@@ -23,6 +26,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #ifdef EXPERTS
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
+#endif
+#ifdef COMBINE
+@group(0) @binding(5) var<storage, read> route: array<f32>;
 #endif
 #ifdef GATHER
 @group(0) @binding(4) var<storage, read> counts: array<u32>;
@@ -59,6 +65,125 @@ fn x_unit(row: u32, u: u32) -> Unit {
 var<workgroup> partial: array<f32, WG * ROWS * TOKENS>;
 var<workgroup> chosen: u32;
 
+// Whether matrix m's rows of row group g lie in this page.
+fn in_page(m: u32, g: u32) -> bool {
+    let first = m * p.n + g * ROWS;
+    return first + ROWS > p.page_row0 && first < p.page_row0 + p.page_rows;
+}
+
+#ifdef COMBINE
+// Whether matrix m (all of whose rows share a page) is in this page.
+fn matrix_in_page(m: u32) -> bool {
+    let first = m * p.n;
+    return first >= p.page_row0 && first < p.page_row0 + p.page_rows;
+}
+#endif
+
+#ifdef LANE_ROWS
+// Dots of rows g·ROWS + r·WG + lid (r < LROWS) of matrix m with the TOKENS x rows at x_rows
+// (acc[r · TOKENS + t]), no reduction; rows outside the matrix or the page read row 0 of the
+// page and must not be stored. On CPU
+// devices every storage load is a scalar load per SIMD lane, so each activation a lane loads
+// serves LROWS rows, and each decoded weight unit TOKENS batch entries.
+fn lane_dots(m: u32, g: u32, lid: u32, x_rows: array<u32, TOKENS>) -> array<f32, LROWS * TOKENS> {
+    var xr = x_rows;
+    let units = p.k / 32u;
+    var bases: array<u32, LROWS>;
+    for (var r = 0u; r < LROWS; r++) {
+        let i = g * ROWS + r * WG + lid;
+        let row = m * p.n + i;
+        let live = i < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows;
+        bases[r] = select(0u, w_row(row - p.page_row0, p.row_words), live);
+    }
+    var acc: array<f32, LROWS * TOKENS>;
+    var u = 0u;
+#ifndef TOKENS4
+    // One token: units in pairs (formats whose scales share a word load it once), each
+    // weight dotted in its quantized form (w_dot). Four tokens keep single decoded units,
+    // shared by the tokens: pairs' registers spill there (docs/PERF.md).
+    for (; u + 2u <= units; u += 2u) {
+        let x0 = x_prep(x_unit(xr[0], u));
+        let z0 = x_prep(x_unit(xr[0], u + 1u));
+        for (var r = 0u; r < LROWS; r++) {
+            acc[r] += w_dot_pair(bases[r], u, p.k, x0, z0);
+        }
+    }
+#endif
+    for (; u < units; u++) {
+        let x0 = x_unit(xr[0], u);
+#ifdef TOKENS4
+        let x1 = x_unit(xr[1], u);
+        let x2 = x_unit(xr[2], u);
+        let x3 = x_unit(xr[3], u);
+#endif
+#ifndef TOKENS4
+        let xp = x_prep(x0);
+#endif
+        for (var r = 0u; r < LROWS; r++) {
+#ifdef TOKENS4
+            let wu = w_unit4(bases[r], u, p.k);
+            acc[r * 4u] += unit_dot(wu, x0);
+            acc[r * 4u + 1u] += unit_dot(wu, x1);
+            acc[r * 4u + 2u] += unit_dot(wu, x2);
+            acc[r * 4u + 3u] += unit_dot(wu, x3);
+#else
+            acc[r] += w_dot(bases[r], u, p.k, xp);
+#endif
+        }
+    }
+    var xv: array<f32, TOKENS>;
+    for (var k = units * 32u; k < p.k; k++) {
+        for (var t = 0u; t < TOKENS; t++) {
+            xv[t] = x[select(0u, xr[t] + k, xr[t] != NONE)];
+        }
+        for (var r = 0u; r < LROWS; r++) {
+            let wk = w_load(bases[r], k, p.k);
+            for (var t = 0u; t < TOKENS; t++) {
+                acc[r * TOKENS + t] += wk * xv[t];
+            }
+        }
+    }
+    return acc;
+}
+#else
+// This invocation's share (units lid, lid + WG, ...) of rows g·ROWS + r of matrix m against
+// the TOKENS x rows at x_rows, times `scale`, added to acc[r · TOKENS + t].
+fn split_dots(m: u32, g: u32, lid: u32, x_rows: array<u32, TOKENS>, scale: f32,
+              acc: ptr<function, array<f32, ROWS * TOKENS>>) {
+    var xr = x_rows;
+    let units = p.k / 32u;
+    var wv: array<f32, 32>;
+    for (var r = 0u; r < ROWS; r++) {
+        let row = m * p.n + g * ROWS + r;
+        if (g * ROWS + r >= p.n || row < p.page_row0 || row >= p.page_row0 + p.page_rows) {
+            continue;
+        }
+        let base = w_row(row - p.page_row0, p.row_words);
+        for (var u = lid; u < units; u += WG) {
+            w_unit(base, u, p.k, &wv);
+            for (var t = 0u; t < TOKENS; t++) {
+                if (xr[t] != NONE) {
+                    let xo = xr[t] + u * 32u;
+                    var s = 0.0;
+                    for (var j = 0u; j < 32u; j++) {
+                        s += wv[j] * x[xo + j];
+                    }
+                    (*acc)[r * TOKENS + t] += scale * s;
+                }
+            }
+        }
+        for (var k = units * 32u + lid; k < p.k; k += WG) {
+            let wk = w_load(base, k, p.k);
+            for (var t = 0u; t < TOKENS; t++) {
+                if (xr[t] != NONE) {
+                    (*acc)[r * TOKENS + t] += scale * wk * x[xr[t] + k];
+                }
+            }
+        }
+    }
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
 #ifdef SUBGROUPS
@@ -73,6 +198,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var m = 0u;
     var x_rows: array<u32, TOKENS>;
     var y_rows: array<u32, TOKENS>;
+#ifdef COMBINE
+    // Every batch entry, weighted, into y's single row.
+    y_rows[0] = 0u;
+#ifdef LANE_ROWS
+    var acc: array<f32, LROWS>;
+    for (var b = 0u; b < p.batch; b++) {
+        let e = ids[b];
+        if (!matrix_in_page(e)) {
+            continue;
+        }
+        x_rows[0] = b * p.x_stride;
+        let d = lane_dots(e, g, lid, x_rows);
+        let rw = route[b];
+        for (var r = 0u; r < LROWS; r++) {
+            acc[r] += rw * d[r];
+        }
+    }
+#else
+    var acc: array<f32, ROWS * TOKENS>;
+    for (var b = 0u; b < p.batch; b++) {
+        if (lid == 0u) {
+            chosen = ids[b];
+        }
+        let e = workgroupUniformLoad(&chosen);
+        if (!matrix_in_page(e)) {
+            continue;
+        }
+        x_rows[0] = b * p.x_stride;
+        split_dots(e, g, lid, x_rows, route[b], &acc);
+    }
+#endif
+#else
 #ifdef EXPERTS
     if (lid == 0u) {
         chosen = ids[wid.z];
@@ -108,78 +265,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #endif
 #endif
-    let first = m * p.n + g * ROWS;
-    if (first + ROWS <= p.page_row0 || first >= p.page_row0 + p.page_rows) {
+    if (!in_page(m, g)) {
         return;
     }
-    let units = p.k / 32u;
 #ifdef LANE_ROWS
-    // LROWS rows per invocation (row g*ROWS + r*WG + lid), no reduction. On CPU devices every
-    // storage load is a scalar load per SIMD lane, so each activation a lane loads serves
-    // LROWS rows, and each decoded weight unit TOKENS batch entries.
-    var bases: array<u32, LROWS>;
-    var live: array<bool, LROWS>;
+    let acc = lane_dots(m, g, lid, x_rows);
+#else
+    var acc: array<f32, ROWS * TOKENS>;
+    split_dots(m, g, lid, x_rows, 1.0, &acc);
+#endif
+#endif
+#ifdef LANE_ROWS
     for (var r = 0u; r < LROWS; r++) {
         let i = g * ROWS + r * WG + lid;
-        let row = m * p.n + i;
-        live[r] = i < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows;
-        bases[r] = select(0u, w_row(row - p.page_row0, p.row_words), live[r]);
-    }
-    var acc: array<f32, LROWS * TOKENS>;
-    for (var i = 0u; i < LROWS * TOKENS; i++) {
-        acc[i] = 0.0;
-    }
-    var u = 0u;
-#ifndef TOKENS4
-    // One token: units in pairs (formats whose scales share a word load it once), each
-    // weight dotted in its quantized form (w_dot). Four tokens keep single decoded units,
-    // shared by the tokens: pairs' registers spill there (docs/PERF.md).
-    for (; u + 2u <= units; u += 2u) {
-        let x0 = x_prep(x_unit(x_rows[0], u));
-        let z0 = x_prep(x_unit(x_rows[0], u + 1u));
-        for (var r = 0u; r < LROWS; r++) {
-            acc[r] += w_dot_pair(bases[r], u, p.k, x0, z0);
-        }
-    }
-#endif
-    for (; u < units; u++) {
-        let x0 = x_unit(x_rows[0], u);
-#ifdef TOKENS4
-        let x1 = x_unit(x_rows[1], u);
-        let x2 = x_unit(x_rows[2], u);
-        let x3 = x_unit(x_rows[3], u);
-#endif
-#ifndef TOKENS4
-        let xp = x_prep(x0);
-#endif
-        for (var r = 0u; r < LROWS; r++) {
-#ifdef TOKENS4
-            let wu = w_unit4(bases[r], u, p.k);
-            acc[r * 4u] += unit_dot(wu, x0);
-            acc[r * 4u + 1u] += unit_dot(wu, x1);
-            acc[r * 4u + 2u] += unit_dot(wu, x2);
-            acc[r * 4u + 3u] += unit_dot(wu, x3);
+#ifdef COMBINE
+        let mine = i < p.n;
 #else
-            acc[r] += w_dot(bases[r], u, p.k, xp);
+        let row = m * p.n + i;
+        let mine = i < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows;
 #endif
-        }
-    }
-    var xv: array<f32, TOKENS>;
-    for (var k = units * 32u; k < p.k; k++) {
         for (var t = 0u; t < TOKENS; t++) {
-            xv[t] = x[select(0u, x_rows[t] + k, x_rows[t] != NONE)];
-        }
-        for (var r = 0u; r < LROWS; r++) {
-            let wk = w_load(bases[r], k, p.k);
-            for (var t = 0u; t < TOKENS; t++) {
-                acc[r * TOKENS + t] += wk * xv[t];
-            }
-        }
-    }
-    for (var r = 0u; r < LROWS; r++) {
-        for (var t = 0u; t < TOKENS; t++) {
-            if (live[r] && y_rows[t] != NONE) {
-                let out = y_rows[t] + g * ROWS + r * WG + lid;
+            if (mine && y_rows[t] != NONE) {
+                let out = y_rows[t] + i;
 #ifdef ACCUMULATE
                 y[out] += acc[r * TOKENS + t];
 #else
@@ -188,41 +295,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    return;
 #else
-    var wv: array<f32, 32>;
-    var acc: array<f32, ROWS * TOKENS>;
-    for (var r = 0u; r < ROWS; r++) {
-        let row = first + r;
-        for (var t = 0u; t < TOKENS; t++) {
-            acc[r * TOKENS + t] = 0.0;
-        }
-        if (g * ROWS + r >= p.n || row < p.page_row0 || row >= p.page_row0 + p.page_rows) {
-            continue;
-        }
-        let base = w_row(row - p.page_row0, p.row_words);
-        for (var u = lid; u < units; u += WG) {
-            w_unit(base, u, p.k, &wv);
-            for (var t = 0u; t < TOKENS; t++) {
-                if (x_rows[t] != NONE) {
-                    let xo = x_rows[t] + u * 32u;
-                    var s = 0.0;
-                    for (var j = 0u; j < 32u; j++) {
-                        s += wv[j] * x[xo + j];
-                    }
-                    acc[r * TOKENS + t] += s;
-                }
-            }
-        }
-        for (var k = units * 32u + lid; k < p.k; k += WG) {
-            let wk = w_load(base, k, p.k);
-            for (var t = 0u; t < TOKENS; t++) {
-                if (x_rows[t] != NONE) {
-                    acc[r * TOKENS + t] += wk * x[x_rows[t] + k];
-                }
-            }
-        }
-    }
 #ifdef SUBGROUPS
     // Subgroup sums; each subgroup's first lane leaves one partial per output.
     let parts = max(WG / sg_size, 1u);
@@ -256,8 +329,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         let r = i / TOKENS;
         let t = i % TOKENS;
-        let row = first + r;
-        if (y_rows[t] != NONE && g * ROWS + r < p.n && row >= p.page_row0 && row < p.page_row0 + p.page_rows) {
+#ifdef COMBINE
+        let mine = true;
+#else
+        let row = m * p.n + g * ROWS + r;
+        let mine = row >= p.page_row0 && row < p.page_row0 + p.page_rows;
+#endif
+        if (y_rows[t] != NONE && g * ROWS + r < p.n && mine) {
             let out = y_rows[t] + g * ROWS + r;
 #ifdef ACCUMULATE
             y[out] += total;

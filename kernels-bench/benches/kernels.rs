@@ -107,6 +107,7 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: H as u32,
                     batch: 1,
                     ids: None,
+                    route: None,
                     gather: None,
                 };
                 matvec::record(rec, v, &a)
@@ -132,6 +133,7 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: H as u32,
                     batch: m,
                     ids: None,
+                    route: None,
                     gather: None,
                 };
                 matvec::record(rec, v, &a)
@@ -187,6 +189,7 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: (2 * FE) as u32,
                     batch: TOP_K as u32,
                     ids: Some((&ids).into()),
+                    route: None,
                     gather: None,
                 };
                 matvec::record(rec, v, &a)
@@ -222,6 +225,7 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: (2 * FE) as u32,
                     batch: 0,
                     ids: None,
+                    route: None,
                     gather: Some(lists.gather(EXPERTS as u32, t as u32, TOP_K as u32)),
                 };
                 matvec::record(rec, v, &a)

@@ -284,6 +284,7 @@ mod tests {
                 y_stride: n as u32,
                 batch: 0,
                 ids: None,
+                route: None,
                 gather: Some(lists.gather(e as u32, t as u32, top_k as u32)),
             };
             matvec::record(&mut rec, v, &args);

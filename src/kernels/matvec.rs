@@ -17,8 +17,18 @@ pub enum Mode {
     Plain,
     /// Matrix `ids[b]` per batch entry (the decode expert matvec).
     Experts,
+    /// `y += Σ_b route[b] · W[ids[b]] · x[b]` into one row: the decode expert down
+    /// projection, top-k weighted sum and residual add in one dispatch.
+    ExpertsCombine,
     /// Per expert, the pairs the gather kernel routed to it, in tiles of `tokens`.
     Gather,
+}
+
+impl Mode {
+    /// Whether each workgroup serves one batch entry's matrix (the expert modes).
+    fn one_entry(self) -> bool {
+        matches!(self, Mode::Experts | Mode::ExpertsCombine)
+    }
 }
 
 /// Pipeline key; the dispatch reads its tiling from the same struct.
@@ -53,6 +63,10 @@ impl Variant {
         match self.mode {
             Mode::Plain => {}
             Mode::Experts => d.push(("EXPERTS", String::new())),
+            Mode::ExpertsCombine => {
+                d.push(("EXPERTS", String::new()));
+                d.push(("COMBINE", String::new()));
+            }
             Mode::Gather => d.push(("GATHER", String::new())),
         }
         if self.accumulate {
@@ -88,7 +102,7 @@ impl Variant {
         // CPU rasterizers: whole rows per SIMD lane (docs/PERF.md); GPUs: K split over 64
         // threads.
         let lane_rows = ctx.is_cpu() && !std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1");
-        let single = mode == Mode::Experts || batch <= 1;
+        let single = mode.one_entry() || batch <= 1;
         // Lane rows: 16 rows per lane for one token, 8 rows x 4 tokens for batches
         // (docs/PERF.md); the K-split takes token tiles of 8.
         let (wg, rows, tokens) = match (lane_rows, single) {
@@ -136,20 +150,23 @@ pub struct Args<'a> {
     pub x_stride: u32,
     pub y: Binding,
     pub y_stride: u32,
-    /// Batch entries (`Mode::Plain`, `Mode::Experts`).
+    /// Batch entries (`Mode::Plain`, `Mode::Experts*`).
     pub batch: u32,
-    /// Matrix id per batch entry (`Mode::Experts`).
+    /// Matrix id per batch entry (`Mode::Experts*`).
     pub ids: Option<Binding>,
+    /// Weight per batch entry (`Mode::ExpertsCombine`).
+    pub route: Option<Binding>,
     /// Per-expert pair lists (`Mode::Gather`).
     pub gather: Option<Gather>,
 }
 
 /// Records one dispatch per weight page.
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
+    assert_eq!(v.mode.one_entry(), a.ids.is_some(), "expert modes need ids");
     assert_eq!(
-        v.mode == Mode::Experts,
-        a.ids.is_some(),
-        "expert mode needs ids"
+        v.mode == Mode::ExpertsCombine,
+        a.route.is_some() && v.accumulate,
+        "the combining mode takes route weights and accumulates"
     );
     assert_eq!(
         v.mode == Mode::Gather,
@@ -157,7 +174,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         "gather mode needs lists"
     );
     assert!(
-        v.mode != Mode::Experts || v.tokens == 1,
+        !v.mode.one_entry() || v.tokens == 1,
         "expert mode takes one entry per workgroup"
     );
     assert!(
@@ -186,6 +203,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             (g.n_experts * tiles, g.x_div, tiles)
         }
         (None, Mode::Experts) => (a.batch, 1, 0),
+        (None, Mode::ExpertsCombine) => (1, 1, 0),
         (None, _) => (a.batch.div_ceil(v.tokens), 1, 0),
     };
     for page in &a.w.pages {
@@ -205,6 +223,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         };
         let mut b = vec![Binding::whole(&page.buffer), a.x.clone(), a.y.clone()];
         b.extend(a.ids.clone());
+        b.extend(a.route.clone());
         if let Some(g) = &a.gather {
             b.extend([g.counts.clone(), g.offsets.clone(), g.pairs.clone()]);
         }
@@ -370,6 +389,7 @@ mod tests {
                 y_stride: n as u32,
                 batch: batch as u32,
                 ids: experts.then(|| (&idb).into()),
+                route: None,
                 gather: None,
             },
         );
@@ -394,6 +414,100 @@ mod tests {
             w.pages.len(),
             w.tile_log2
         );
+    }
+
+    /// The combining expert mode against per-slot reference products summed with route
+    /// weights into an existing row.
+    #[allow(clippy::too_many_arguments)]
+    fn combine_case(
+        format: WeightFormat,
+        (n, k): (usize, usize),
+        batch: usize,
+        page_groups: Option<u64>,
+        (wg, rows): (u32, u32),
+        subgroups: bool,
+        max_tile: usize,
+    ) {
+        let Some(ctx) = context() else { return };
+        let k = cols_for(format, k);
+        let mut rng = Rng::new((n * 17 + k * 3 + batch) as u64);
+        let n_mats = 6;
+        let page_bytes = page_groups.map(|g| g * (n * format.row_words(k) * 4) as u64);
+        let (w, seen) = random_matrix(
+            ctx,
+            format,
+            n_mats * n,
+            k,
+            n,
+            page_bytes,
+            max_tile,
+            &mut rng,
+        );
+        let x = rng.normals(batch * k, 1.0);
+        let ids: Vec<u32> = (0..batch).map(|_| rng.below(n_mats as u32)).collect();
+        let route: Vec<f32> = (0..batch)
+            .map(|_| 0.2 + rng.below(100) as f32 / 50.0)
+            .collect();
+        let h0 = rng.normals(n, 1.0);
+        let y = ctx.storage_with("residual", &h0);
+        let (xb, idb, rb) = (
+            ctx.storage_with("x", &x),
+            ctx.storage_with("ids", &ids),
+            ctx.storage_with("route", &route),
+        );
+        let v = Variant {
+            format,
+            mode: Mode::ExpertsCombine,
+            accumulate: true,
+            wg,
+            rows,
+            tokens: 1,
+            lane_rows: rows >= wg,
+            subgroups,
+        };
+        let mut rec = Recorder::new(ctx);
+        let args = Args {
+            w: &w,
+            n: n as u32,
+            x: (&xb).into(),
+            x_stride: k as u32,
+            y: (&y).into(),
+            y_stride: n as u32,
+            batch: batch as u32,
+            ids: Some((&idb).into()),
+            route: Some((&rb).into()),
+            gather: None,
+        };
+        record(&mut rec, v, &args);
+        rec.submit();
+        let mut slots = vec![0f32; batch * n];
+        reference(&seen, k, n, &x, k, batch, Some(&ids), &mut slots, n, false);
+        let want: Vec<f32> = (0..n)
+            .map(|i| h0[i] + (0..batch).map(|b| route[b] * slots[b * n + i]).sum::<f32>())
+            .collect();
+        let e = rel_err(&ctx.read_f32(&y, 0, n).unwrap(), &want);
+        assert!(
+            e < 1e-10,
+            "{v:?} n={n} k={k} batch={batch} pages={} tile 2^{} err={e}",
+            w.pages.len(),
+            w.tile_log2
+        );
+    }
+
+    #[test]
+    fn expert_down_combine_matches_reference() {
+        let Some(ctx) = context() else { return };
+        for f in GPU_FORMATS {
+            for max_tile in [1, MAX_TILE_ROWS] {
+                // Rows per lane (CPU devices), experts in one page and across pages.
+                combine_case(f, (40, 64), 4, None, (8, 16), false, max_tile);
+                combine_case(f, (64, 2048), 4, Some(2), (8, 128), false, max_tile);
+                // The K-split, with both reductions.
+                for subgroups in [false, ctx.subgroups()] {
+                    combine_case(f, (29, 70), 3, Some(1), (64, 4), subgroups, max_tile);
+                }
+            }
+        }
     }
 
     #[test]

@@ -68,6 +68,24 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 }
                 .defines(),
             ));
+            // The combining expert mode, K-split (subgroups or not) and rows per lane.
+            for (wg, rows) in [(64, 4), (8, 16)] {
+                v.push((
+                    "matvec",
+                    matvec::SOURCE.to_string(),
+                    matvec::Variant {
+                        format: f,
+                        mode: matvec::Mode::ExpertsCombine,
+                        accumulate: true,
+                        wg,
+                        rows,
+                        tokens: 1,
+                        lane_rows: rows >= wg,
+                        subgroups: acc,
+                    }
+                    .defines(),
+                ));
+            }
             for mode in [
                 matvec::Mode::Plain,
                 matvec::Mode::Experts,

@@ -1,6 +1,7 @@
 //! Records one chunk of the LFM2 / LFM2-MoE forward pass (MODEL-SPEC §3) into a recorder:
-//! T = 1 takes the decode kernels (matvec, expert matvec reading ids on the GPU), T > 1 the
-//! prefill kernels (tiled matmul, gather + grouped expert GEMM + weighted combine).
+//! T = 1 takes the decode kernels (matvec, expert matvec reading ids on the GPU, the down
+//! projection combining the top-k into the residual), T > 1 the prefill kernels (tiled matmul,
+//! gather + grouped expert GEMM + weighted combine).
 
 use super::session::{LayerState, LogitsMode, Session};
 use crate::error::{Error, Result};
@@ -113,6 +114,7 @@ fn linear(
             y_stride: n,
             batch: m,
             ids: None,
+            route: None,
             gather: None,
         };
         matvec::record(rec, v, &args);
@@ -163,6 +165,7 @@ fn grouped(
             y_stride: n,
             batch: 0,
             ids: None,
+            route: None,
             gather: Some(g),
         };
         matvec::record(rec, v, &args);
@@ -332,15 +335,17 @@ pub(crate) fn record_chunk(
                         y_stride: 2 * fe,
                         batch: k,
                         ids: Some(b(&sc.ids)),
+                        route: None,
                         gather: None,
                     };
                     matvec::record(rec, v, &args);
                     swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, k);
+                    // Down projection, weighted top-k sum and residual add in one dispatch.
                     let v = matvec::Variant::for_device(
                         rec.ctx(),
                         m.down.format,
-                        matvec::Mode::Experts,
-                        false,
+                        matvec::Mode::ExpertsCombine,
+                        true,
                         1,
                     );
                     let args = matvec::Args {
@@ -348,10 +353,11 @@ pub(crate) fn record_chunk(
                         n: h,
                         x: b(&sc.act),
                         x_stride: fe,
-                        y: b(&sc.expert_out),
+                        y: b(&sc.h),
                         y_stride: h,
                         batch: k,
                         ids: Some(b(&sc.ids)),
+                        route: Some(b(&sc.route_weights)),
                         gather: None,
                     };
                     matvec::record(rec, v, &args);
@@ -377,16 +383,16 @@ pub(crate) fn record_chunk(
                         &sc.expert_out,
                         lists.gather(routing.n_experts, t, 1),
                     );
+                    moe_combine::record(
+                        rec,
+                        &b(&sc.expert_out),
+                        &b(&sc.route_weights),
+                        &b(&sc.h),
+                        h,
+                        t,
+                        k,
+                    );
                 }
-                moe_combine::record(
-                    rec,
-                    &b(&sc.expert_out),
-                    &b(&sc.route_weights),
-                    &b(&sc.h),
-                    h,
-                    t,
-                    k,
-                );
             }
         }
     }
