@@ -17,7 +17,7 @@ struct Params {
     batch: u32,        // batch entries (plain mode)
     x_div: u32,        // GATHER: x row = pair / x_div
     tiles: u32,        // GATHER: batch tiles per expert (upper bound)
-    _pad: u32,
+    eps: f32,          // NORM: RMSNorm epsilon
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,6 +29,11 @@ struct Params {
 #endif
 #ifdef COMBINE
 @group(0) @binding(5) var<storage, read> route: array<f32>;
+#endif
+#ifdef NORM
+// RMSNorm folded in (K-split, plain mode): y[b] (+)= W · (x[b] ⊙ norm_w) / rms(x[b]); the
+// sums of squares are reduced with the dots, the 1 / rms applied to the finished sums.
+@group(0) @binding(6) var<storage, read> norm_w: array<f32>;
 #endif
 #ifdef GATHER
 @group(0) @binding(4) var<storage, read> counts: array<u32>;
@@ -62,7 +67,8 @@ fn x_unit(row: u32, u: u32) -> Unit {
 }
 #endif
 
-var<workgroup> partial: array<f32, WG * ROWS * TOKENS>;
+// OUTS = ROWS · TOKENS sums, plus TOKENS sums of squares with NORM.
+var<workgroup> partial: array<f32, WG * OUTS>;
 var<workgroup> chosen: u32;
 
 // Whether matrix m's rows of row group g lie in this page.
@@ -146,10 +152,19 @@ fn lane_dots(m: u32, g: u32, lid: u32, x_rows: array<u32, TOKENS>) -> array<f32,
     return acc;
 }
 #else
+// Activation i (column `col`), times its norm weight with NORM.
+fn x_at(i: u32, col: u32) -> f32 {
+#ifdef NORM
+    return x[i] * norm_w[col];
+#else
+    return x[i];
+#endif
+}
+
 // This invocation's share (units lid, lid + WG, ...) of rows g·ROWS + r of matrix m against
 // the TOKENS x rows at x_rows, times `scale`, added to acc[r · TOKENS + t].
 fn split_dots(m: u32, g: u32, lid: u32, x_rows: array<u32, TOKENS>, scale: f32,
-              acc: ptr<function, array<f32, ROWS * TOKENS>>) {
+              acc: ptr<function, array<f32, OUTS>>) {
     var xr = x_rows;
     let units = p.k / 32u;
     var wv: array<f32, 32>;
@@ -166,7 +181,7 @@ fn split_dots(m: u32, g: u32, lid: u32, x_rows: array<u32, TOKENS>, scale: f32,
                     let xo = xr[t] + u * 32u;
                     var s = 0.0;
                     for (var j = 0u; j < 32u; j++) {
-                        s += wv[j] * x[xo + j];
+                        s += wv[j] * x_at(xo + j, u * 32u + j);
                     }
                     (*acc)[r * TOKENS + t] += scale * s;
                 }
@@ -176,7 +191,7 @@ fn split_dots(m: u32, g: u32, lid: u32, x_rows: array<u32, TOKENS>, scale: f32,
             let wk = w_load(base, k, p.k);
             for (var t = 0u; t < TOKENS; t++) {
                 if (xr[t] != NONE) {
-                    (*acc)[r * TOKENS + t] += scale * wk * x[xr[t] + k];
+                    (*acc)[r * TOKENS + t] += scale * wk * x_at(xr[t] + k, k);
                 }
             }
         }
@@ -216,7 +231,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
 #else
-    var acc: array<f32, ROWS * TOKENS>;
+    var acc: array<f32, OUTS>;
     for (var b = 0u; b < p.batch; b++) {
         if (lid == 0u) {
             chosen = ids[b];
@@ -271,8 +286,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #ifdef LANE_ROWS
     let acc = lane_dots(m, g, lid, x_rows);
 #else
-    var acc: array<f32, ROWS * TOKENS>;
+    var acc: array<f32, OUTS>;
     split_dots(m, g, lid, x_rows, 1.0, &acc);
+#ifdef NORM
+    for (var t = 0u; t < TOKENS; t++) {
+        if (x_rows[t] != NONE) {
+            for (var c = lid; c < p.k; c += WG) {
+                let v = x[x_rows[t] + c];
+                acc[ROWS * TOKENS + t] += v * v;
+            }
+        }
+    }
+#endif
 #endif
 #endif
 #ifdef LANE_ROWS
@@ -299,7 +324,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #ifdef SUBGROUPS
     // Subgroup sums; each subgroup's first lane leaves one partial per output.
     let parts = max(WG / sg_size, 1u);
-    for (var i = 0u; i < ROWS * TOKENS; i++) {
+    for (var i = 0u; i < OUTS; i++) {
         let sum = subgroupAdd(acc[i]);
         if (sg_lane == 0u) {
             partial[i * WG + lid / sg_size] = sum;
@@ -309,13 +334,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     // Workgroup-memory tree (devices without subgroups, or WMOE_NO_SUBGROUPS=1).
     let parts = 1u;
-    for (var i = 0u; i < ROWS * TOKENS; i++) {
+    for (var i = 0u; i < OUTS; i++) {
         partial[i * WG + lid] = acc[i];
     }
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
-            for (var i = 0u; i < ROWS * TOKENS; i++) {
+            for (var i = 0u; i < OUTS; i++) {
                 partial[i * WG + lid] += partial[i * WG + lid + stride];
             }
         }
@@ -329,6 +354,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
         let r = i / TOKENS;
         let t = i % TOKENS;
+#ifdef NORM
+        var ss = 0.0;
+        for (var j = 0u; j < parts; j++) {
+            ss += partial[(ROWS * TOKENS + t) * WG + j];
+        }
+        total *= inverseSqrt(ss / f32(p.k) + p.eps);
+#endif
 #ifdef COMBINE
         let mine = true;
 #else

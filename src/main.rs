@@ -182,6 +182,7 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
         backend: d.backend.clone().or(env.backend),
         adapter: d.adapter.clone().or(env.adapter),
         max_binding: env.max_binding,
+        gpu_kernels_on_cpu: env.gpu_kernels_on_cpu,
     }
 }
 

@@ -180,6 +180,48 @@ fn paged_weights_give_the_same_logits() {
     }
 }
 
+/// The GPU kernels (K-split matvec with the norm folded in, K-split expert down combine,
+/// tiled prefill matmul, row-major pages, q6_K as is) on this CPU device: the same bounds.
+#[test]
+fn gpu_kernels_on_a_cpu_device_match_transformers() {
+    if testing::context().is_none() {
+        return;
+    }
+    let opts = wmoe::DeviceOptions {
+        gpu_kernels_on_cpu: true,
+        ..wmoe::DeviceOptions::from_env()
+    };
+    let ctx = wmoe::GpuContext::new(&opts).unwrap();
+    for dir in fixtures() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let r = read_reference(&dir);
+        let model = Model::load(&ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (v, n) = (model.config.vocab, r.prompt.len());
+        let mut s = Session::new(
+            &ctx,
+            &model,
+            SessionOptions {
+                max_context: n + 1,
+                chunk: 7,
+                kv: KvType::F32,
+            },
+        )
+        .unwrap();
+        let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
+        compare(&name, "GPU-kernel prefill", &got, &r.prefill, v);
+        let mut s = session(&ctx, &model, n + 32);
+        let got: Vec<f32> = r
+            .prompt
+            .iter()
+            .flat_map(|&t| s.decode(t).unwrap())
+            .collect();
+        compare(&name, "GPU-kernel decode", &got, &r.decode, v);
+        let mut s = session(&ctx, &model, n + 32);
+        let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
+        assert_eq!(greedy, r.greedy, "{name}: GPU-kernel greedy continuation");
+    }
+}
+
 /// A session with a 64-token chunk and an f32 KV cache.
 fn session<'m>(
     ctx: &'m wmoe::gpu::GpuContext,

@@ -108,6 +108,7 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                     batch: 1,
                     ids: None,
                     route: None,
+                    norm: None,
                     gather: None,
                 };
                 matvec::record(rec, v, &a)
@@ -134,6 +135,7 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                     batch: m,
                     ids: None,
                     route: None,
+                    norm: None,
                     gather: None,
                 };
                 matvec::record(rec, v, &a)
@@ -190,6 +192,7 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     batch: TOP_K as u32,
                     ids: Some((&ids).into()),
                     route: None,
+                    norm: None,
                     gather: None,
                 };
                 matvec::record(rec, v, &a)
@@ -226,6 +229,7 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     batch: 0,
                     ids: None,
                     route: None,
+                    norm: None,
                     gather: Some(lists.gather(EXPERTS as u32, t as u32, TOP_K as u32)),
                 };
                 matvec::record(rec, v, &a)

@@ -17,6 +17,10 @@ pub struct DeviceOptions {
     /// Caps the storage-binding size below the device's limit (tests use it to force weight
     /// paging on small models; `WMOE_MAX_BINDING` sets it in bytes).
     pub max_binding: Option<u64>,
+    /// Take the GPU kernels' tilings on a CPU device too (K-split matvec with the folded
+    /// norm, tiled prefill matmul, row-major pages): tests run the GPU paths on lavapipe with
+    /// it; `WMOE_NO_LANE_ROWS=1` sets it.
+    pub gpu_kernels_on_cpu: bool,
 }
 
 impl DeviceOptions {
@@ -28,6 +32,7 @@ impl DeviceOptions {
             max_binding: std::env::var("WMOE_MAX_BINDING")
                 .ok()
                 .and_then(|s| s.parse().ok()),
+            gpu_kernels_on_cpu: std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1"),
         }
     }
 
@@ -151,6 +156,7 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
+    cpu_kernels: bool,
     profile: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
     pipelines: Mutex<HashMap<(&'static str, Defines), wgpu::ComputePipeline>>,
 }
@@ -209,6 +215,7 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
+        let cpu_kernels = info.device_type == wgpu::DeviceType::Cpu && !opts.gpu_kernels_on_cpu;
         Ok(GpuContext {
             device,
             queue,
@@ -216,6 +223,7 @@ impl GpuContext {
             limits,
             features,
             binding_cap: opts.max_binding,
+            cpu_kernels,
             profile: (std::env::var("WMOE_PROFILE").is_ok_and(|v| v == "1")
                 && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES))
             .then(|| Mutex::new(Default::default())),
@@ -276,9 +284,11 @@ impl GpuContext {
             && !std::env::var("WMOE_NO_SUBGROUPS").is_ok_and(|v| v == "1")
     }
 
-    /// True on CPU rasterizers such as Mesa lavapipe, where narrow workgroups win.
-    pub fn is_cpu(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
+    /// True on CPU rasterizers such as Mesa lavapipe (unless
+    /// `DeviceOptions::gpu_kernels_on_cpu`): kernels take their CPU tilings there (rows per
+    /// SIMD lane, batched matvec prefill, row tiles, `Q6KWide`).
+    pub fn cpu_kernels(&self) -> bool {
+        self.cpu_kernels
     }
 
     /// The compute pipeline for `shader` (entry `main`) with `defines`, compiled once.

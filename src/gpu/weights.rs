@@ -35,7 +35,9 @@ pub struct WeightTensor {
 /// The largest tile the device's kernels want for `format` (`WMOE_NO_TILES=1` keeps pages
 /// row-major).
 pub fn max_tile_rows(ctx: &GpuContext, format: WeightFormat) -> usize {
-    if ctx.is_cpu() && format.tiles_pay() && !std::env::var("WMOE_NO_TILES").is_ok_and(|v| v == "1")
+    if ctx.cpu_kernels()
+        && format.tiles_pay()
+        && !std::env::var("WMOE_NO_TILES").is_ok_and(|v| v == "1")
     {
         MAX_TILE_ROWS
     } else {

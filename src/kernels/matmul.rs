@@ -274,6 +274,7 @@ mod tests {
                 tokens: 8,
                 lane_rows: false,
                 subgroups: false,
+                norm: false,
             };
             let args = matvec::Args {
                 w: &w,
@@ -285,6 +286,7 @@ mod tests {
                 batch: 0,
                 ids: None,
                 route: None,
+                norm: None,
                 gather: Some(lists.gather(e as u32, t as u32, top_k as u32)),
             };
             matvec::record(&mut rec, v, &args);

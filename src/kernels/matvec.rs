@@ -50,6 +50,9 @@ pub struct Variant {
     /// K-split sums reduced with `subgroupAdd` (devices with subgroups), else a
     /// workgroup-memory tree.
     pub subgroups: bool,
+    /// RMSNorm folded into the product (`Mode::Plain`, K-split only): `x` is the un-normed
+    /// residual and `Args::norm` its norm weights.
+    pub norm: bool,
 }
 
 impl Variant {
@@ -59,7 +62,14 @@ impl Variant {
             ("WG", format!("{}u", self.wg)),
             ("ROWS", format!("{}u", self.rows)),
             ("TOKENS", format!("{}u", self.tokens)),
+            (
+                "OUTS",
+                format!("{}u", (self.rows + u32::from(self.norm)) * self.tokens),
+            ),
         ];
+        if self.norm {
+            d.push(("NORM", String::new()));
+        }
         match self.mode {
             Mode::Plain => {}
             Mode::Experts => d.push(("EXPERTS", String::new())),
@@ -90,7 +100,8 @@ impl Variant {
 
     /// The tiling for this device: narrow workgroups on CPU rasterizers (their SIMD width),
     /// wide ones on GPUs; `batch` > 1 takes token tiles that reuse each decoded weight.
-    /// `WMOE_NO_LANE_ROWS=1` forces the reduction path on CPU devices too;
+    /// `WMOE_NO_LANE_ROWS=1` (`DeviceOptions::gpu_kernels_on_cpu`) forces the reduction path
+    /// on CPU devices too;
     /// `WMOE_NO_SUBGROUPS=1` forces that reduction's workgroup-memory fallback.
     pub fn for_device(
         ctx: &crate::gpu::GpuContext,
@@ -101,7 +112,7 @@ impl Variant {
     ) -> Self {
         // CPU rasterizers: whole rows per SIMD lane (docs/PERF.md); GPUs: K split over 64
         // threads.
-        let lane_rows = ctx.is_cpu() && !std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1");
+        let lane_rows = ctx.cpu_kernels();
         let single = mode.one_entry() || batch <= 1;
         // Lane rows: 16 rows per lane for one token, 8 rows x 4 tokens for batches
         // (docs/PERF.md); the K-split takes token tiles of 8.
@@ -120,7 +131,15 @@ impl Variant {
             tokens,
             lane_rows,
             subgroups: !lane_rows && ctx.subgroups(),
+            norm: false,
         }
+    }
+
+    /// This variant with the RMSNorm folded in, where the device's tiling allows it (the
+    /// K-split: GPUs). On CPU devices a separate norm dispatch is cheaper than loading the
+    /// norm weights again in every lane.
+    pub fn with_norm(self) -> Option<Self> {
+        (self.mode == Mode::Plain && !self.lane_rows).then_some(Variant { norm: true, ..self })
     }
 }
 
@@ -138,7 +157,7 @@ struct Params {
     batch: u32,
     x_div: u32,
     tiles: u32,
-    _pad: u32,
+    eps: f32,
 }
 
 /// Inputs of one batched matvec.
@@ -156,6 +175,8 @@ pub struct Args<'a> {
     pub ids: Option<Binding>,
     /// Weight per batch entry (`Mode::ExpertsCombine`).
     pub route: Option<Binding>,
+    /// RMSNorm weights and epsilon (`Variant::norm`).
+    pub norm: Option<(Binding, f32)>,
     /// Per-expert pair lists (`Mode::Gather`).
     pub gather: Option<Gather>,
 }
@@ -172,6 +193,11 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         v.mode == Mode::Gather,
         a.gather.is_some(),
         "gather mode needs lists"
+    );
+    assert_eq!(v.norm, a.norm.is_some(), "a folded norm takes norm weights");
+    assert!(
+        !v.norm || (v.mode == Mode::Plain && !v.lane_rows),
+        "the folded norm is a plain-mode K-split variant"
     );
     assert!(
         !v.mode.one_entry() || v.tokens == 1,
@@ -219,15 +245,23 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             batch: a.batch,
             x_div,
             tiles,
-            _pad: 0,
+            eps: a.norm.as_ref().map_or(0.0, |n| n.1),
         };
-        let mut b = vec![Binding::whole(&page.buffer), a.x.clone(), a.y.clone()];
-        b.extend(a.ids.clone());
-        b.extend(a.route.clone());
+        let mut b = vec![
+            (1, Binding::whole(&page.buffer)),
+            (2, a.x.clone()),
+            (3, a.y.clone()),
+        ];
+        b.extend(a.ids.clone().map(|ids| (4, ids)));
+        b.extend(a.route.clone().map(|route| (5, route)));
+        b.extend(a.norm.as_ref().map(|n| (6, n.0.clone())));
         if let Some(g) = &a.gather {
-            b.extend([g.counts.clone(), g.offsets.clone(), g.pairs.clone()]);
+            b.extend([
+                (4, g.counts.clone()),
+                (5, g.offsets.clone()),
+                (6, g.pairs.clone()),
+            ]);
         }
-        let mut b: Vec<(u32, Binding)> = (1..).zip(b).collect();
         if w_vec4 {
             b.push((8, Binding::whole(&page.buffer)));
         }
@@ -375,6 +409,7 @@ mod tests {
             tokens,
             lane_rows: rows >= wg,
             subgroups,
+            norm: false,
         };
         let mut rec = Recorder::new(ctx);
         record(
@@ -390,6 +425,7 @@ mod tests {
                 batch: batch as u32,
                 ids: experts.then(|| (&idb).into()),
                 route: None,
+                norm: None,
                 gather: None,
             },
         );
@@ -464,6 +500,7 @@ mod tests {
             tokens: 1,
             lane_rows: rows >= wg,
             subgroups,
+            norm: false,
         };
         let mut rec = Recorder::new(ctx);
         let args = Args {
@@ -476,6 +513,7 @@ mod tests {
             batch: batch as u32,
             ids: Some((&idb).into()),
             route: Some((&rb).into()),
+            norm: None,
             gather: None,
         };
         record(&mut rec, v, &args);
@@ -506,6 +544,84 @@ mod tests {
                 for subgroups in [false, ctx.subgroups()] {
                     combine_case(f, (29, 70), 3, Some(1), (64, 4), subgroups, max_tile);
                 }
+            }
+        }
+    }
+
+    /// The K-split with the RMSNorm folded in against the norm, then the product.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_case(
+        format: WeightFormat,
+        (n, k): (usize, usize),
+        batch: usize,
+        page_rows: Option<u64>,
+        (wg, rows, tokens): (u32, u32, u32),
+        accumulate: bool,
+        subgroups: bool,
+    ) {
+        let Some(ctx) = context() else { return };
+        let k = cols_for(format, k);
+        let mut rng = Rng::new((n * 5 + k * 11 + batch) as u64);
+        let page_bytes = page_rows.map(|r| r * (format.row_words(k) * 4) as u64);
+        let (w, seen) = random_matrix(ctx, format, n, k, 1, page_bytes, 1, &mut rng);
+        let x: Vec<f32> = rng.normals(batch * k, 3.0);
+        let g: Vec<f32> = rng.normals(k, 1.0).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let eps = 1e-5;
+        let mut y_ref = rng.normals(batch * n, 1.0);
+        let y = if accumulate {
+            ctx.storage_with("y", &y_ref)
+        } else {
+            poisoned(ctx, batch * n)
+        };
+        let (xb, gb) = (ctx.storage_with("x", &x), ctx.storage_with("norm", &g));
+        let v = Variant {
+            format,
+            mode: Mode::Plain,
+            accumulate,
+            wg,
+            rows,
+            tokens,
+            lane_rows: false,
+            subgroups,
+            norm: false,
+        }
+        .with_norm()
+        .expect("a K-split plain variant folds the norm");
+        let mut rec = Recorder::new(ctx);
+        let args = Args {
+            w: &w,
+            n: n as u32,
+            x: (&xb).into(),
+            x_stride: k as u32,
+            y: (&y).into(),
+            y_stride: n as u32,
+            batch: batch as u32,
+            ids: None,
+            route: None,
+            norm: Some(((&gb).into(), eps)),
+            gather: None,
+        };
+        record(&mut rec, v, &args);
+        rec.submit();
+        let mut xn = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(k) {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / k as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            xn.extend(row.iter().zip(&g).map(|(v, g)| v * inv * g));
+        }
+        reference(&seen, k, n, &xn, k, batch, None, &mut y_ref, n, accumulate);
+        let e = rel_err(&ctx.read_f32(&y, 0, batch * n).unwrap(), &y_ref);
+        assert!(e < 1e-10, "{v:?} n={n} k={k} batch={batch} err={e}");
+    }
+
+    #[test]
+    fn folded_norm_matches_norm_then_product() {
+        let Some(ctx) = context() else { return };
+        for f in GPU_FORMATS {
+            for subgroups in [false, ctx.subgroups()] {
+                norm_case(f, (37, 70), 1, None, (64, 4, 1), false, subgroups);
+                norm_case(f, (50, 96), 3, Some(16), (64, 4, 8), true, subgroups); // pages
+                norm_case(f, (21, 300), 1, None, (8, 2, 1), true, subgroups);
             }
         }
     }

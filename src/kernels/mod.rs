@@ -46,6 +46,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     tokens: 8,
                     lane_rows: false,
                     subgroups: acc,
+                    norm: false,
                 }
                 .defines(),
             ));
@@ -65,6 +66,24 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     tokens: if acc { 1 } else { 8 },
                     lane_rows: acc,
                     subgroups: false,
+                    norm: false,
+                }
+                .defines(),
+            ));
+            // The folded norm (K-split, subgroups or not).
+            v.push((
+                "matvec",
+                matvec::SOURCE.to_string(),
+                matvec::Variant {
+                    format: f,
+                    mode: matvec::Mode::Plain,
+                    accumulate: acc,
+                    wg: 64,
+                    rows: 4,
+                    tokens: 8,
+                    lane_rows: false,
+                    subgroups: acc,
+                    norm: true,
                 }
                 .defines(),
             ));
@@ -82,6 +101,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                         tokens: 1,
                         lane_rows: rows >= wg,
                         subgroups: acc,
+                        norm: false,
                     }
                     .defines(),
                 ));
@@ -100,6 +120,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     tokens: if mode == matvec::Mode::Experts { 1 } else { 4 },
                     lane_rows: true,
                     subgroups: false,
+                    norm: false,
                 }
                 .defines();
                 d.push(("X_VEC4".into(), String::new()));

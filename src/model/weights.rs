@@ -228,7 +228,7 @@ fn upload_concat(
     } else {
         WeightFormat::F32
     };
-    let format = target.unwrap_or(common).on_device(ctx.is_cpu());
+    let format = target.unwrap_or(common).on_device(ctx.cpu_kernels());
     let mut starts = Vec::with_capacity(parts.len());
     let mut rows = 0;
     for p in parts {

@@ -88,7 +88,7 @@ impl Scratch {
 /// Whether prefill products use the batched matvec (CPU devices, where decoding each weight
 /// once per token tile beats shared-memory tiles) rather than the tiled matmul (GPUs).
 fn batched_matvec(ctx: &GpuContext) -> bool {
-    ctx.is_cpu()
+    ctx.cpu_kernels()
 }
 
 /// `y (+)= W · x` for `m` rows: the matvec for one row, the tiled matmul for more.
@@ -115,6 +115,7 @@ fn linear(
             batch: m,
             ids: None,
             route: None,
+            norm: None,
             gather: None,
         };
         matvec::record(rec, v, &args);
@@ -135,6 +136,45 @@ fn linear(
             gather: None,
         };
         matmul::record(rec, v, &args);
+    }
+}
+
+/// `y (+)= W · rmsnorm(x)` over `m` rows of `x` (the residual): one dispatch for one token
+/// where the device's matvec folds the norm in (GPUs), else the norm into `xn` and the
+/// product from there.
+#[allow(clippy::too_many_arguments)]
+fn normed_linear(
+    rec: &mut Recorder,
+    w: &WeightTensor,
+    (x, norm, eps): (&wgpu::Buffer, &wgpu::Buffer, f32),
+    xn: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    m: u32,
+    accumulate: bool,
+) {
+    let v = matvec::Variant::for_device(rec.ctx(), w.format, matvec::Mode::Plain, accumulate, 1);
+    match v.with_norm().filter(|_| m == 1) {
+        Some(v) => {
+            let args = matvec::Args {
+                w,
+                n: w.rows,
+                x: x.into(),
+                x_stride: w.cols,
+                y: y.into(),
+                y_stride: w.rows,
+                batch: 1,
+                ids: None,
+                route: None,
+                norm: Some((norm.into(), eps)),
+                gather: None,
+            };
+            matvec::record(rec, v, &args);
+        }
+        None => {
+            let b = |x: &wgpu::Buffer| Binding::whole(x);
+            rmsnorm::record(rec, &b(x), &b(norm), &b(xn), w.cols, m, 0, eps);
+            linear(rec, w, xn, y, m, accumulate);
+        }
     }
 }
 
@@ -166,6 +206,7 @@ fn grouped(
             batch: 0,
             ids: None,
             route: None,
+            norm: None,
             gather: Some(g),
         };
         matvec::record(rec, v, &args);
@@ -204,20 +245,12 @@ pub(crate) fn record_chunk(
     let h = cfg.hidden as u32;
     let b = |x: &wgpu::Buffer| Binding::whole(x);
     embedding::record(rec, &w.embed, &b(&sc.tokens), &b(&sc.h), t);
+    let eps = cfg.norm_eps;
     for (layer, state) in w.layers.iter().zip(&s.state) {
-        rmsnorm::record(
-            rec,
-            &b(&sc.h),
-            &b(&layer.operator_norm),
-            &b(&sc.xn),
-            h,
-            t,
-            0,
-            cfg.norm_eps,
-        );
+        let op_norm = (&sc.h, &layer.operator_norm, eps);
         match (&layer.mixer, state) {
             (Mixer::Conv(c), LayerState::Conv { state }) => {
-                linear(rec, &c.in_proj, &sc.xn, &sc.proj, t, false);
+                normed_linear(rec, &c.in_proj, op_norm, &sc.xn, &sc.proj, t, false);
                 shortconv::record(
                     rec,
                     &b(&sc.proj),
@@ -237,7 +270,7 @@ pub(crate) fn record_chunk(
                     head_dim: cfg.head_dim as u32,
                     kv: s.opts.kv,
                 };
-                linear(rec, &a.qkv, &sc.xn, &sc.proj, t, false);
+                normed_linear(rec, &a.qkv, op_norm, &sc.xn, &sc.proj, t, false);
                 let args = qk_norm_rope::Args {
                     qkv: b(&sc.proj),
                     q_norm: b(&a.q_norm),
@@ -263,23 +296,25 @@ pub(crate) fn record_chunk(
             }
             _ => unreachable!("layer state is built from the same weights"),
         }
-        rmsnorm::record(
-            rec,
-            &b(&sc.h),
-            &b(&layer.ffn_norm),
-            &b(&sc.xn),
-            h,
-            t,
-            0,
-            cfg.norm_eps,
-        );
+        let ffn_norm = (&sc.h, &layer.ffn_norm, eps);
         match &layer.ffn {
             FfnWeights::Dense { gate_up, down } => {
-                linear(rec, gate_up, &sc.xn, &sc.proj, t, false);
+                normed_linear(rec, gate_up, ffn_norm, &sc.xn, &sc.proj, t, false);
                 swiglu::record(rec, &b(&sc.proj), &b(&sc.act), down.cols, t);
                 linear(rec, down, &sc.act, &sc.h, t, true);
             }
             FfnWeights::Moe(m) => {
+                // The router and the experts both read the normed rows.
+                rmsnorm::record(
+                    rec,
+                    &b(&sc.h),
+                    &b(&layer.ffn_norm),
+                    &b(&sc.xn),
+                    h,
+                    t,
+                    0,
+                    eps,
+                );
                 let mc = cfg.moe.as_ref().expect("MoE weights imply an MoE config");
                 let (k, fe) = (mc.top_k as u32, mc.ffn as u32);
                 // Decode: router logits computed inside the routing dispatch (f32 router in one
@@ -336,6 +371,7 @@ pub(crate) fn record_chunk(
                         batch: k,
                         ids: Some(b(&sc.ids)),
                         route: None,
+                        norm: None,
                         gather: None,
                     };
                     matvec::record(rec, v, &args);
@@ -358,6 +394,7 @@ pub(crate) fn record_chunk(
                         batch: k,
                         ids: Some(b(&sc.ids)),
                         route: Some(b(&sc.route_weights)),
+                        norm: None,
                         gather: None,
                     };
                     matvec::record(rec, v, &args);
@@ -401,17 +438,30 @@ pub(crate) fn record_chunk(
         LogitsMode::All => (t, 0),
         LogitsMode::Last => (1, t - 1),
     };
-    rmsnorm::record(
-        rec,
-        &b(&sc.h),
-        &b(&w.final_norm),
-        &b(&sc.xn),
-        h,
-        rows,
-        first,
-        cfg.norm_eps,
-    );
-    linear(rec, w.lm_head(), &sc.xn, &sc.logits, rows, false);
+    if first == 0 {
+        let final_norm = (&sc.h, &w.final_norm, eps);
+        normed_linear(
+            rec,
+            w.lm_head(),
+            final_norm,
+            &sc.xn,
+            &sc.logits,
+            rows,
+            false,
+        );
+    } else {
+        rmsnorm::record(
+            rec,
+            &b(&sc.h),
+            &b(&w.final_norm),
+            &b(&sc.xn),
+            h,
+            rows,
+            first,
+            eps,
+        );
+        linear(rec, w.lm_head(), &sc.xn, &sc.logits, rows, false);
+    }
     argmax::record(
         rec,
         &b(&sc.logits),
