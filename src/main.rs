@@ -183,6 +183,7 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
         adapter: d.adapter.clone().or(env.adapter),
         max_binding: env.max_binding,
         gpu_kernels_on_cpu: env.gpu_kernels_on_cpu,
+        no_fusion: env.no_fusion,
     }
 }
 

@@ -181,24 +181,31 @@ fn paged_weights_give_the_same_logits() {
 }
 
 /// The GPU kernels (K-split matvec with the norm folded in, K-split expert down combine,
-/// tiled prefill matmul, row-major pages, q6_K as is) on this CPU device: the same bounds.
+/// tiled prefill matmul, row-major pages, q6_K as is) on this CPU device, with the fused
+/// decode kernels and without them: the same bounds.
 #[test]
 fn gpu_kernels_on_a_cpu_device_match_transformers() {
     if testing::context().is_none() {
         return;
     }
-    let opts = wmoe::DeviceOptions {
-        gpu_kernels_on_cpu: true,
-        ..wmoe::DeviceOptions::from_env()
-    };
-    let ctx = wmoe::GpuContext::new(&opts).unwrap();
+    for no_fusion in [false, true] {
+        let opts = wmoe::DeviceOptions {
+            gpu_kernels_on_cpu: true,
+            no_fusion,
+            ..wmoe::DeviceOptions::from_env()
+        };
+        gpu_kernels_case(&wmoe::GpuContext::new(&opts).unwrap());
+    }
+}
+
+fn gpu_kernels_case(ctx: &wmoe::GpuContext) {
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let r = read_reference(&dir);
-        let model = Model::load(&ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = Model::load(ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
         let (v, n) = (model.config.vocab, r.prompt.len());
         let mut s = Session::new(
-            &ctx,
+            ctx,
             &model,
             SessionOptions {
                 max_context: n + 1,
@@ -209,14 +216,14 @@ fn gpu_kernels_on_a_cpu_device_match_transformers() {
         .unwrap();
         let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
         compare(&name, "GPU-kernel prefill", &got, &r.prefill, v);
-        let mut s = session(&ctx, &model, n + 32);
+        let mut s = session(ctx, &model, n + 32);
         let got: Vec<f32> = r
             .prompt
             .iter()
             .flat_map(|&t| s.decode(t).unwrap())
             .collect();
         compare(&name, "GPU-kernel decode", &got, &r.decode, v);
-        let mut s = session(&ctx, &model, n + 32);
+        let mut s = session(ctx, &model, n + 32);
         let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
         assert_eq!(greedy, r.greedy, "{name}: GPU-kernel greedy continuation");
     }

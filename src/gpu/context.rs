@@ -21,6 +21,9 @@ pub struct DeviceOptions {
     /// norm, tiled prefill matmul, row-major pages): tests run the GPU paths on lavapipe with
     /// it; `WMOE_NO_LANE_ROWS=1` sets it.
     pub gpu_kernels_on_cpu: bool,
+    /// Record decode steps without the fused kernels (folded norm, fused router, combining
+    /// expert down projection): each as its separate dispatches. `WMOE_NO_FUSION=1` sets it.
+    pub no_fusion: bool,
 }
 
 impl DeviceOptions {
@@ -33,6 +36,7 @@ impl DeviceOptions {
                 .ok()
                 .and_then(|s| s.parse().ok()),
             gpu_kernels_on_cpu: std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1"),
+            no_fusion: std::env::var("WMOE_NO_FUSION").is_ok_and(|v| v == "1"),
         }
     }
 
@@ -157,6 +161,7 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
     cpu_kernels: bool,
+    fusion: bool,
     profile: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
     pipelines: Mutex<HashMap<(&'static str, Defines), wgpu::ComputePipeline>>,
 }
@@ -224,6 +229,7 @@ impl GpuContext {
             features,
             binding_cap: opts.max_binding,
             cpu_kernels,
+            fusion: !opts.no_fusion,
             profile: (std::env::var("WMOE_PROFILE").is_ok_and(|v| v == "1")
                 && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES))
             .then(|| Mutex::new(Default::default())),
@@ -282,6 +288,11 @@ impl GpuContext {
     pub fn subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
             && !std::env::var("WMOE_NO_SUBGROUPS").is_ok_and(|v| v == "1")
+    }
+
+    /// Whether decode steps use the fused kernels (`DeviceOptions::no_fusion` off).
+    pub fn fusion(&self) -> bool {
+        self.fusion
     }
 
     /// True on CPU rasterizers such as Mesa lavapipe (unless

@@ -153,7 +153,7 @@ fn normed_linear(
     accumulate: bool,
 ) {
     let v = matvec::Variant::for_device(rec.ctx(), w.format, matvec::Mode::Plain, accumulate, 1);
-    match v.with_norm().filter(|_| m == 1) {
+    match v.with_norm().filter(|_| m == 1 && rec.ctx().fusion()) {
         Some(v) => {
             let args = matvec::Args {
                 w,
@@ -320,6 +320,7 @@ pub(crate) fn record_chunk(
                 // Decode: router logits computed inside the routing dispatch (f32 router in one
                 // page, at most 64 experts); prefill: the router is one more product.
                 let fused = t == 1
+                    && rec.ctx().fusion()
                     && m.router.format == WeightFormat::F32
                     && m.router.pages.len() == 1
                     && m.router.tile_log2 == 0
@@ -376,28 +377,34 @@ pub(crate) fn record_chunk(
                     };
                     matvec::record(rec, v, &args);
                     swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, k);
-                    // Down projection, weighted top-k sum and residual add in one dispatch.
-                    let v = matvec::Variant::for_device(
-                        rec.ctx(),
-                        m.down.format,
-                        matvec::Mode::ExpertsCombine,
-                        true,
-                        1,
-                    );
+                    // Down projection, weighted top-k sum and residual add in one dispatch
+                    // (with fusion off: per-slot outputs, then the combine kernel).
+                    let fuse = rec.ctx().fusion();
+                    let (mode, y, route) = if fuse {
+                        let route = Some(b(&sc.route_weights));
+                        (matvec::Mode::ExpertsCombine, &sc.h, route)
+                    } else {
+                        (matvec::Mode::Experts, &sc.expert_out, None)
+                    };
+                    let v = matvec::Variant::for_device(rec.ctx(), m.down.format, mode, fuse, 1);
                     let args = matvec::Args {
                         w: &m.down,
                         n: h,
                         x: b(&sc.act),
                         x_stride: fe,
-                        y: b(&sc.h),
+                        y: b(y),
                         y_stride: h,
                         batch: k,
                         ids: Some(b(&sc.ids)),
-                        route: Some(b(&sc.route_weights)),
+                        route,
                         norm: None,
                         gather: None,
                     };
                     matvec::record(rec, v, &args);
+                    if !fuse {
+                        let (out, rw) = (b(&sc.expert_out), b(&sc.route_weights));
+                        moe_combine::record(rec, &out, &rw, &b(&sc.h), h, 1, k);
+                    }
                 } else {
                     let lists = sc.lists.as_ref().expect("MoE scratch");
                     moe_gather::record(rec, &b(&sc.ids), lists, t * k, routing.n_experts);
