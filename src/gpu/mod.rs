@@ -9,7 +9,7 @@ mod weights;
 
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{WeightFormat, ALL_FORMATS, GPU_FORMATS};
-pub use recorder::{fold_groups, Binding, Recorder};
+pub use recorder::{fold_groups, BindCache, Binding, Recorder};
 pub use shader::{preprocess, Defines};
 pub use weights::{
     max_tile_rows, upload_canonical, upload_f32_matrix, WeightPage, WeightTensor, MAX_TILE_ROWS,

@@ -1,5 +1,6 @@
 //! Records a step's dispatches into one compute pass, with every dispatch's parameters in one
-//! uniform arena written once, then submits once.
+//! uniform arena written once, then submits once; a `BindCache` lets later steps of the same
+//! shape reuse the arena buffer and bind groups.
 
 use super::GpuContext;
 
@@ -44,6 +45,34 @@ struct Copy {
     dst_offset: u64,
     size: u64,
 }
+
+/// What makes two dispatches' bind groups interchangeable.
+#[derive(PartialEq, Eq)]
+struct GroupKey {
+    pipeline: wgpu::ComputePipeline,
+    params: (u64, u64),
+    bindings: Vec<(u32, wgpu::Buffer, u64, Option<u64>)>,
+}
+
+/// One submitted step's uniform arena and bind groups.
+struct CachedStep {
+    key: Vec<GroupKey>,
+    arena_len: u64,
+    arena: wgpu::Buffer,
+    groups: Vec<wgpu::BindGroup>,
+}
+
+/// Bind groups of recent steps, reused by a later step of the same shape (same pipelines,
+/// bindings and parameter layout) so that only the uniform arena is rewritten: every decode
+/// step has one shape, so generation creates its bind groups once. A session owns one, so
+/// the buffers it references live no longer than the session.
+#[derive(Default)]
+pub struct BindCache {
+    steps: Vec<CachedStep>,
+}
+
+/// Step shapes a cache keeps (decode, and the prefill chunk shapes around it).
+const CACHED_STEPS: usize = 4;
 
 /// Collects dispatches; `submit` records them in order into one pass and submits once.
 pub struct Recorder<'a> {
@@ -149,16 +178,56 @@ impl<'a> Recorder<'a> {
 
     /// Writes the arena, records one compute pass and submits it.
     pub fn submit(self) -> wgpu::SubmissionIndex {
+        self.submit_cached(&mut BindCache::default())
+    }
+
+    /// `submit`, taking the arena and bind groups from `cache` when a step of this shape
+    /// was submitted before (and leaving this step's there).
+    pub fn submit_cached(self, cache: &mut BindCache) -> wgpu::SubmissionIndex {
+        let key: Vec<GroupKey> = self
+            .dispatches
+            .iter()
+            .map(|d| GroupKey {
+                pipeline: d.pipeline.clone(),
+                params: (d.params_offset, d.params_size),
+                bindings: d
+                    .bindings
+                    .iter()
+                    .map(|(i, b)| (*i, b.buffer.clone(), b.offset, b.size))
+                    .collect(),
+            })
+            .collect();
+        let arena_len = self.arena.len() as u64;
+        let step = match cache
+            .steps
+            .iter()
+            .position(|c| c.arena_len == arena_len && c.key == key)
+        {
+            Some(i) => cache.steps.remove(i),
+            None => self.build_groups(key),
+        };
+        if !self.arena.is_empty() {
+            // Queue-ordered: steps already submitted read the arena before this write lands.
+            self.ctx.queue.write_buffer(&step.arena, 0, &self.arena);
+        }
+        let index = self.encode_and_submit(&step.groups);
+        cache.steps.push(step);
+        if cache.steps.len() > CACHED_STEPS {
+            cache.steps.remove(0);
+        }
+        index
+    }
+
+    /// A fresh arena and bind groups for this step.
+    fn build_groups(&self, key: Vec<GroupKey>) -> CachedStep {
         let device = &self.ctx.device;
+        let arena_len = self.arena.len() as u64;
         let arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("uniform arena"),
-            size: (self.arena.len() as u64).max(256),
+            size: arena_len.max(256),
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        if !self.arena.is_empty() {
-            self.ctx.queue.write_buffer(&arena, 0, &self.arena);
-        }
         let groups: Vec<wgpu::BindGroup> = self
             .dispatches
             .iter()
@@ -188,6 +257,17 @@ impl<'a> Recorder<'a> {
                 })
             })
             .collect();
+        CachedStep {
+            key,
+            arena_len,
+            arena,
+            groups,
+        }
+    }
+
+    /// Records the compute pass with `groups` (one per dispatch) and the copies, and submits.
+    fn encode_and_submit(&self, groups: &[wgpu::BindGroup]) -> wgpu::SubmissionIndex {
+        let device = &self.ctx.device;
         let mut enc = device.create_command_encoder(&Default::default());
         // WMOE_PROFILE=1: a timestamp before and after each dispatch (where the device can).
         let timed = if self.ctx.profiling() {
@@ -207,7 +287,7 @@ impl<'a> Recorder<'a> {
                 label: Some("step"),
                 timestamp_writes: None,
             });
-            for (i, (d, g)) in self.dispatches.iter().zip(&groups).enumerate() {
+            for (i, (d, g)) in self.dispatches.iter().zip(groups).enumerate() {
                 pass.set_pipeline(&d.pipeline);
                 pass.set_bind_group(0, g, &[]);
                 if let Some(q) = queries.as_ref().filter(|_| i < timed) {
@@ -254,4 +334,31 @@ const MAX_TIMED: usize = 2048;
 pub fn fold_groups(n: u32, z: u32) -> [u32; 3] {
     let x = n.clamp(1, 65535);
     [x, n.div_ceil(x).max(1), z]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::{context, poisoned, Rng};
+    use crate::kernels::copy;
+
+    /// A step of the same shape reuses the cached bind groups and sees its own parameters; a
+    /// step with other buffers gets its own entry.
+    #[test]
+    fn bind_cache_reuses_groups_with_fresh_parameters() {
+        let Some(ctx) = context() else { return };
+        let mut rng = Rng::new(9);
+        let data: Vec<u32> = (0..256).map(|_| rng.next_u64() as u32).collect();
+        let src = ctx.storage_with("src", &data);
+        let (a, b) = (poisoned(ctx, 256), poisoned(ctx, 256));
+        let mut cache = BindCache::default();
+        for (dst, words, steps) in [(&a, 64, 1), (&a, 128, 1), (&b, 256, 2)] {
+            let mut rec = Recorder::new(ctx);
+            copy::record(&mut rec, &(&src).into(), &dst.into(), words as u64 * 4);
+            rec.submit_cached(&mut cache);
+            assert_eq!(cache.steps.len(), steps);
+            let got = ctx.read_u32(dst, 0, words).unwrap();
+            assert_eq!(got, data[..words], "{words} words");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use super::forward::{record_chunk, Scratch};
 use super::Model;
 use crate::error::{Error, Result};
-use crate::gpu::{GpuContext, Recorder};
+use crate::gpu::{BindCache, GpuContext, Recorder};
 use crate::kernels::qk_norm_rope::{self, KvType};
 use crate::model::Mixer;
 
@@ -54,6 +54,8 @@ pub struct Session<'m> {
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
     readback: [wgpu::Buffer; 2],
+    /// Bind groups of recent step shapes (a decode step builds its own once).
+    binds: BindCache,
 }
 
 impl<'m> Session<'m> {
@@ -105,6 +107,7 @@ impl<'m> Session<'m> {
             state,
             scratch,
             pos: 0,
+            binds: BindCache::default(),
             readback: [0, 1].map(|i| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(if i == 0 {
@@ -189,7 +192,7 @@ impl<'m> Session<'m> {
             rec.copy_after(next, 0, &self.readback[slot], 0, 4);
         }
         self.pos += len;
-        rec.submit()
+        rec.submit_cached(&mut self.binds)
     }
 
     /// The token in readback slot `slot`, once submission `done` has finished (later
