@@ -97,17 +97,7 @@ fn prefill_decode_and_greedy_match_transformers() {
         .unwrap();
         let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
         compare(&name, "prefill (f16 KV)", &got, &r.prefill, v);
-        let mut s = session(ctx, &model, n + 32);
-        let got: Vec<f32> = r
-            .prompt
-            .iter()
-            .flat_map(|&t| s.decode(t).unwrap())
-            .collect();
-        compare(&name, "decode", &got, &r.decode, v);
-        let mut s = session(ctx, &model, n + 32);
-        let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
-        assert_eq!(greedy, r.greedy, "{name}: greedy continuation");
-        drop(s);
+        decode_and_greedy(ctx, &model, &r, &name, "");
         // Tokens are read back one step late: a stop at EOS still returns exactly the tokens
         // up to and including the first EOS.
         let stop = r.greedy[r.greedy.len() / 2];
@@ -216,17 +206,23 @@ fn gpu_kernels_case(ctx: &wmoe::GpuContext) {
         .unwrap();
         let got = s.prefill(&r.prompt, LogitsMode::All).unwrap();
         compare(&name, "GPU-kernel prefill", &got, &r.prefill, v);
-        let mut s = session(ctx, &model, n + 32);
-        let got: Vec<f32> = r
-            .prompt
-            .iter()
-            .flat_map(|&t| s.decode(t).unwrap())
-            .collect();
-        compare(&name, "GPU-kernel decode", &got, &r.decode, v);
-        let mut s = session(ctx, &model, n + 32);
-        let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
-        assert_eq!(greedy, r.greedy, "{name}: GPU-kernel greedy continuation");
+        decode_and_greedy(ctx, &model, &r, &name, "GPU-kernel ");
     }
+}
+
+/// Token-by-token decode logits and the greedy continuation against the reference.
+fn decode_and_greedy(ctx: &wmoe::GpuContext, model: &Model, r: &Reference, name: &str, what: &str) {
+    let (v, n) = (model.config.vocab, r.prompt.len());
+    let mut s = session(ctx, model, n + 32);
+    let got: Vec<f32> = r
+        .prompt
+        .iter()
+        .flat_map(|&t| s.decode(t).unwrap())
+        .collect();
+    compare(name, &format!("{what}decode"), &got, &r.decode, v);
+    let mut s = session(ctx, model, n + 32);
+    let greedy = s.generate(&r.prompt, r.greedy.len(), true).unwrap();
+    assert_eq!(greedy, r.greedy, "{name}: {what}greedy continuation");
 }
 
 /// A session with a 64-token chunk and an f32 KV cache.

@@ -306,6 +306,29 @@ mod tests {
     use crate::gpu::testing::{cols_for, context, poisoned, random_matrix, rel_err, Rng};
     use crate::gpu::{GPU_FORMATS, MAX_TILE_ROWS};
 
+    /// Plain-mode arguments: `batch` rows of `x` (stride `x_stride`) into rows of `n`.
+    fn plain_args<'a>(
+        w: &'a WeightTensor,
+        n: usize,
+        (x, x_stride): (&wgpu::Buffer, usize),
+        y: &wgpu::Buffer,
+        batch: usize,
+    ) -> Args<'a> {
+        Args {
+            w,
+            n: n as u32,
+            x: x.into(),
+            x_stride: x_stride as u32,
+            y: y.into(),
+            y_stride: n as u32,
+            batch: batch as u32,
+            ids: None,
+            route: None,
+            norm: None,
+            gather: None,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn case(
         format: WeightFormat,
@@ -416,17 +439,8 @@ mod tests {
             &mut rec,
             v,
             &Args {
-                w: &w,
-                n: n as u32,
-                x: (&xb).into(),
-                x_stride: x_stride as u32,
-                y: (&y_buf).into(),
-                y_stride: n as u32,
-                batch: batch as u32,
                 ids: experts.then(|| (&idb).into()),
-                route: None,
-                norm: None,
-                gather: None,
+                ..plain_args(&w, n, (&xb, x_stride), &y_buf, batch)
             },
         );
         rec.submit();
@@ -504,17 +518,9 @@ mod tests {
         };
         let mut rec = Recorder::new(ctx);
         let args = Args {
-            w: &w,
-            n: n as u32,
-            x: (&xb).into(),
-            x_stride: k as u32,
-            y: (&y).into(),
-            y_stride: n as u32,
-            batch: batch as u32,
             ids: Some((&idb).into()),
             route: Some((&rb).into()),
-            norm: None,
-            gather: None,
+            ..plain_args(&w, n, (&xb, k), &y, batch)
         };
         record(&mut rec, v, &args);
         rec.submit();
@@ -589,17 +595,8 @@ mod tests {
         .expect("a K-split plain variant folds the norm");
         let mut rec = Recorder::new(ctx);
         let args = Args {
-            w: &w,
-            n: n as u32,
-            x: (&xb).into(),
-            x_stride: k as u32,
-            y: (&y).into(),
-            y_stride: n as u32,
-            batch: batch as u32,
-            ids: None,
-            route: None,
             norm: Some(((&gb).into(), eps)),
-            gather: None,
+            ..plain_args(&w, n, (&xb, k), &y, batch)
         };
         record(&mut rec, v, &args);
         rec.submit();

@@ -34,22 +34,21 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     let mut v = Vec::new();
     for f in crate::gpu::GPU_FORMATS {
         for acc in [false, true] {
-            v.push((
-                "matvec",
-                matvec::SOURCE.to_string(),
-                matvec::Variant {
-                    format: f,
-                    mode: matvec::Mode::Plain,
-                    accumulate: acc,
-                    wg: 64,
-                    rows: 4,
-                    tokens: 8,
-                    lane_rows: false,
-                    subgroups: acc,
-                    norm: false,
-                }
-                .defines(),
-            ));
+            // The K-split, alone and with the folded norm (subgroups or not).
+            let split = matvec::Variant {
+                format: f,
+                mode: matvec::Mode::Plain,
+                accumulate: acc,
+                wg: 64,
+                rows: 4,
+                tokens: 8,
+                lane_rows: false,
+                subgroups: acc,
+                norm: false,
+            };
+            for variant in [Some(split), split.with_norm()].into_iter().flatten() {
+                v.push(("matvec", matvec::SOURCE.to_string(), variant.defines()));
+            }
             v.push((
                 "matvec",
                 matvec::SOURCE.to_string(),
@@ -67,23 +66,6 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     lane_rows: acc,
                     subgroups: false,
                     norm: false,
-                }
-                .defines(),
-            ));
-            // The folded norm (K-split, subgroups or not).
-            v.push((
-                "matvec",
-                matvec::SOURCE.to_string(),
-                matvec::Variant {
-                    format: f,
-                    mode: matvec::Mode::Plain,
-                    accumulate: acc,
-                    wg: 64,
-                    rows: 4,
-                    tokens: 8,
-                    lane_rows: false,
-                    subgroups: acc,
-                    norm: true,
                 }
                 .defines(),
             ));
