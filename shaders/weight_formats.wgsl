@@ -573,8 +573,43 @@ fn q6_k_quad_dot(l: u32, h: u32, x: vec4<f32>) -> f32 {
 }
 #endif
 
+#ifdef W_Q4_K
+// The 6-bit (scale, min) of sub-block `is` from a q4_K block's 12 scale bytes, held in `s`
+// (k_scale_min without the loads).
+fn k_scale_min_regs(s: vec3<u32>, is: u32) -> vec2<f32> {
+    let b0 = (s[is >> 2u] >> ((is & 3u) * 8u)) & 0xffu;
+    let b4 = (s[(is + 4u) >> 2u] >> (((is + 4u) & 3u) * 8u)) & 0xffu;
+    if (is < 4u) {
+        return vec2<f32>(f32(b0 & 63u), f32(b4 & 63u));
+    }
+    let bm4 = (s[(is - 4u) >> 2u] >> (((is - 4u) & 3u) * 8u)) & 0xffu;
+    return vec2<f32>(f32((b4 & 15u) | ((bm4 >> 6u) << 4u)), f32((b4 >> 4u) | ((b0 >> 6u) << 4u)));
+}
+
+// Σ (scale · q − off) x over a q4_K unit whose quants are the nibbles at `shift` (0: low,
+// 4: high) of the 8 words q0, q1, as scale · Σ q x − off · Σ x; `so` is (scale, off).
+fn q4_k_dot(q0: vec4<u32>, q1: vec4<u32>, shift: u32, so: vec2<f32>, x: XUnit) -> f32 {
+    let a = q0 >> vec4<u32>(shift);
+    let b = q1 >> vec4<u32>(shift);
+    let s = masked_dot(a.x, NIBBLES, x.v.a) + masked_dot(a.y, NIBBLES, x.v.b)
+        + masked_dot(a.z, NIBBLES, x.v.c) + masked_dot(a.w, NIBBLES, x.v.d)
+        + masked_dot(b.x, NIBBLES, x.v.e) + masked_dot(b.y, NIBBLES, x.v.f)
+        + masked_dot(b.z, NIBBLES, x.v.g) + masked_dot(b.w, NIBBLES, x.v.h);
+    return so.x * s - so.y * (x.sums.x + x.sums.y);
+}
+#endif
+
 // Σ_j W[row][32u + j] · x_j over unit u of the row whose first word is `base`.
 fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
+#ifdef W_Q4_K
+    // The block header (d, dmin and the 12 scale bytes) is one quad.
+    let blk = (u >> 3u) * 36u;
+    let hdr = w_quad(base, blk);
+    let is = u & 7u;
+    let qs = blk + 4u + (is >> 1u) * 8u;
+    let so = unpack2x16float(hdr.x) * k_scale_min_regs(hdr.yzw, is);
+    return q4_k_dot(w_quad(base, qs), w_quad(base, qs + 4u), (is & 1u) * 4u, so, x);
+#endif
 #ifdef W_Q4_0
     return q4_0_dot(w_quad(base, (cols / 32u + 1u) / 2u + u * 4u), w_half(base, 0u, u), x);
 #endif
@@ -603,12 +638,24 @@ fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
 #endif
 }
 
-// w_dot of units u and u + 1 (u even); q4_0 and q8_0 load their shared scale word once.
+// w_dot of units u and u + 1 (u even); q4_0 and q8_0 load their shared scale word once, q4_K
+// its block header and the quant words both units' nibbles share.
 fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
 #ifdef W_Q4_0
     let d = unpack2x16float(w_word(base, u / 2u));
     let body = (cols / 32u + 1u) / 2u + u * 4u;
     return q4_0_dot(w_quad(base, body), d.x, x) + q4_0_dot(w_quad(base, body + 4u), d.y, z);
+#else
+#ifdef W_Q4_K
+    let blk = (u >> 3u) * 36u;
+    let hdr = w_quad(base, blk);
+    let dm = unpack2x16float(hdr.x);
+    let is = u & 7u;
+    let qs = blk + 4u + (is >> 1u) * 8u;
+    let q0 = w_quad(base, qs);
+    let q1 = w_quad(base, qs + 4u);
+    return q4_k_dot(q0, q1, 0u, dm * k_scale_min_regs(hdr.yzw, is), x)
+        + q4_k_dot(q0, q1, 4u, dm * k_scale_min_regs(hdr.yzw, is + 1u), z);
 #else
 #ifdef W_Q6_K_WIDE
     let sc = bitcast<vec4<f32>>(w_quad(base, 2u * u));
@@ -623,6 +670,7 @@ fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
         + unit_dot(q8_0_unit(w_quad(base, body + 8u), w_quad(base, body + 12u), d.y), z.v);
 #else
     return w_dot(base, u, cols, x) + w_dot(base, u + 1u, cols, z);
+#endif
 #endif
 #endif
 #endif

@@ -102,7 +102,7 @@ impl WeightFormat {
     pub fn masked_dot(self) -> bool {
         matches!(
             self,
-            WeightFormat::Q4_0 | WeightFormat::Q6K | WeightFormat::Q6KWide
+            WeightFormat::Q4_0 | WeightFormat::Q4K | WeightFormat::Q6K | WeightFormat::Q6KWide
         )
     }
 
