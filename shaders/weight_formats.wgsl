@@ -471,13 +471,19 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
                 q5_0_quad(q2, hi, qh, j + 24u, d), q5_0_quad(q3, hi, qh, j + 28u, d));
 #endif
 #ifdef W_Q4_K
-    let q = q4_k_unit(base, u);
-    let q0 = w_quad(base, q.qs);
-    let q1 = w_quad(base, q.qs + 4u);
-    return Unit(q4_k_quad(q0.x, q.shift, q.scale, q.off), q4_k_quad(q0.y, q.shift, q.scale, q.off),
-                q4_k_quad(q0.z, q.shift, q.scale, q.off), q4_k_quad(q0.w, q.shift, q.scale, q.off),
-                q4_k_quad(q1.x, q.shift, q.scale, q.off), q4_k_quad(q1.y, q.shift, q.scale, q.off),
-                q4_k_quad(q1.z, q.shift, q.scale, q.off), q4_k_quad(q1.w, q.shift, q.scale, q.off));
+    // Three loads: the block header quad (d, dmin, scale bytes) and the two quant quads.
+    let blk = (u >> 3u) * 36u;
+    let hdr = w_quad(base, blk);
+    let is = u & 7u;
+    let so = unpack2x16float(hdr.x) * k_scale_min_regs(hdr.yzw, is);
+    let qs = blk + 4u + (is >> 1u) * 8u;
+    let q0 = w_quad(base, qs);
+    let q1 = w_quad(base, qs + 4u);
+    let sh = (is & 1u) * 4u;
+    return Unit(q4_k_quad(q0.x, sh, so.x, so.y), q4_k_quad(q0.y, sh, so.x, so.y),
+                q4_k_quad(q0.z, sh, so.x, so.y), q4_k_quad(q0.w, sh, so.x, so.y),
+                q4_k_quad(q1.x, sh, so.x, so.y), q4_k_quad(q1.y, sh, so.x, so.y),
+                q4_k_quad(q1.z, sh, so.x, so.y), q4_k_quad(q1.w, sh, so.x, so.y));
 #endif
 #ifdef W_Q6_K
     let q = q6_k_unit(base, u, cols);
