@@ -219,7 +219,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #ifdef LANE_ROWS
     var acc: array<f32, LROWS>;
     for (var b = 0u; b < p.batch; b++) {
-        let e = ids[b];
+        if (lid == 0u) {
+            chosen = ids[b];
+        }
+        let e = workgroupUniformLoad(&chosen);
         if (!matrix_in_page(e)) {
             continue;
         }

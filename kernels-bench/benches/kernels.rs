@@ -114,6 +114,32 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                 matvec::record(rec, v, &a)
             },
         );
+        // With the RMSNorm folded in, where the device's matvec takes it (GPUs).
+        if let Some(vn) = v.with_norm().filter(|_| format == WeightFormat::Q4_0) {
+            let norm = ctx.storage_with("norm weights", &vec![1f32; H]);
+            bench(
+                c,
+                &format!("matvec {} 2048x2048 with folded rmsnorm", format.name()),
+                w.gpu_bytes() + 12 * H as u64,
+                ctx,
+                &|rec| {
+                    let a = matvec::Args {
+                        w: &w,
+                        n: H as u32,
+                        x: (&x).into(),
+                        x_stride: H as u32,
+                        y: (&y).into(),
+                        y_stride: H as u32,
+                        batch: 1,
+                        ids: None,
+                        route: None,
+                        norm: Some(((&norm).into(), 1e-5)),
+                        gather: None,
+                    };
+                    matvec::record(rec, vn, &a)
+                },
+            );
+        }
     }
     for format in [WeightFormat::Q4_0, WeightFormat::Q4K, WeightFormat::Bf16] {
         let m = 64u32;
@@ -192,6 +218,32 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     batch: TOP_K as u32,
                     ids: Some((&ids).into()),
                     route: None,
+                    norm: None,
+                    gather: None,
+                };
+                matvec::record(rec, v, &a)
+            },
+        );
+        // The decode down projection with the weighted top-k sum and residual add fused.
+        let down = random_weights(ctx, format, EXPERTS * H, FE, H);
+        let weights = ctx.storage_with("route weights", &[0.4f32, 0.3, 0.2, 0.1]);
+        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::ExpertsCombine, true, 1);
+        bench(
+            c,
+            &format!("expert down combine {} top-4 of 32", format.name()),
+            (TOP_K * H * format.row_words(FE) * 4) as u64,
+            ctx,
+            &|rec| {
+                let a = matvec::Args {
+                    w: &down,
+                    n: H as u32,
+                    x: (&x).into(),
+                    x_stride: FE as u32,
+                    y: (&out).into(),
+                    y_stride: H as u32,
+                    batch: TOP_K as u32,
+                    ids: Some((&ids).into()),
+                    route: Some((&weights).into()),
                     norm: None,
                     gather: None,
                 };
