@@ -218,23 +218,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     y_rows[0] = 0u;
 #ifdef LANE_ROWS
     var acc: array<f32, LROWS>;
-    for (var b = 0u; b < p.batch; b++) {
-        if (lid == 0u) {
-            chosen = ids[b];
-        }
-        let e = workgroupUniformLoad(&chosen);
-        if (!matrix_in_page(e)) {
-            continue;
-        }
-        x_rows[0] = b * p.x_stride;
-        let d = lane_dots(e, g, lid, x_rows);
-        let rw = route[b];
-        for (var r = 0u; r < LROWS; r++) {
-            acc[r] += rw * d[r];
-        }
-    }
 #else
     var acc: array<f32, OUTS>;
+#endif
     for (var b = 0u; b < p.batch; b++) {
         if (lid == 0u) {
             chosen = ids[b];
@@ -244,9 +230,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             continue;
         }
         x_rows[0] = b * p.x_stride;
+#ifdef LANE_ROWS
+        let d = lane_dots(e, g, lid, x_rows);
+        for (var r = 0u; r < LROWS; r++) {
+            acc[r] += route[b] * d[r];
+        }
+#else
         split_dots(e, g, lid, x_rows, route[b], &acc);
-    }
 #endif
+    }
 #else
 #ifdef EXPERTS
     if (lid == 0u) {

@@ -157,15 +157,35 @@ fn w_load(base: u32, k: u32, cols: u32) -> f32 {
 
 #ifdef W_Q4_K
 // Where unit u of a q4_K row lives: the offset of its 8 quant words, the nibble shift, and
-// its sub-block's scale d · sc and offset dmin · m.
-struct Q4kUnit { qs: u32, shift: u32, scale: f32, off: f32 }
+// `so`: its sub-block's scale d · sc and offset dmin · m.
+struct Q4kUnit { qs: u32, shift: u32, so: vec2<f32> }
+
+// The block header (d, dmin and the 12 scale bytes) of unit u: one quad.
+fn q4_k_header(base: u32, u: u32) -> vec4<u32> {
+    return w_quad(base, (u >> 3u) * 36u);
+}
+
+// Unit u of a q4_K row given its block header.
+fn q4_k_unit_in(hdr: vec4<u32>, u: u32) -> Q4kUnit {
+    let is = u & 7u;
+    let so = unpack2x16float(hdr.x) * k_scale_min_regs(hdr.yzw, is);
+    return Q4kUnit((u >> 3u) * 36u + 4u + (is >> 1u) * 8u, (is & 1u) * 4u, so);
+}
 
 fn q4_k_unit(base: u32, u: u32) -> Q4kUnit {
-    let is = u & 7u;
-    let blk = (u >> 3u) * 36u;
-    let dm = unpack2x16float(w_word(base, blk));
-    let sm = k_scale_min(base, blk + 1u, is);
-    return Q4kUnit(blk + 4u + (is >> 1u) * 8u, (is & 1u) * 4u, dm.x * sm.x, dm.y * sm.y);
+    return q4_k_unit_in(q4_k_header(base, u), u);
+}
+
+// The 6-bit (scale, min) of sub-block `is` from a q4_K block's 12 scale bytes, held in `s`
+// (k_scale_min without the loads).
+fn k_scale_min_regs(s: vec3<u32>, is: u32) -> vec2<f32> {
+    let b0 = (s[is >> 2u] >> ((is & 3u) * 8u)) & 0xffu;
+    let b4 = (s[(is + 4u) >> 2u] >> (((is + 4u) & 3u) * 8u)) & 0xffu;
+    if (is < 4u) {
+        return vec2<f32>(f32(b0 & 63u), f32(b4 & 63u));
+    }
+    let bm4 = (s[(is - 4u) >> 2u] >> (((is - 4u) & 3u) * 8u)) & 0xffu;
+    return vec2<f32>(f32((b4 & 15u) | ((bm4 >> 6u) << 4u)), f32((b4 >> 4u) | ((b0 >> 6u) << 4u)));
 }
 #endif
 #ifdef W_Q6_K
@@ -282,7 +302,7 @@ fn w_unit(base: u32, u: u32, cols: u32, v: ptr<function, array<f32, 32>>) {
     for (var i = 0u; i < 8u; i++) {
         let word = w_word(base, q.qs + i);
         for (var k = 0u; k < 4u; k++) {
-            (*v)[4u * i + k] = q.scale * f32((word >> (8u * k + q.shift)) & 15u) - q.off;
+            (*v)[4u * i + k] = q.so.x * f32((word >> (8u * k + q.shift)) & 15u) - q.so.y;
         }
     }
 #endif
@@ -471,19 +491,17 @@ fn w_unit4(base: u32, u: u32, cols: u32) -> Unit {
                 q5_0_quad(q2, hi, qh, j + 24u, d), q5_0_quad(q3, hi, qh, j + 28u, d));
 #endif
 #ifdef W_Q4_K
-    // Three loads: the block header quad (d, dmin, scale bytes) and the two quant quads.
-    let blk = (u >> 3u) * 36u;
-    let hdr = w_quad(base, blk);
-    let is = u & 7u;
-    let so = unpack2x16float(hdr.x) * k_scale_min_regs(hdr.yzw, is);
-    let qs = blk + 4u + (is >> 1u) * 8u;
-    let q0 = w_quad(base, qs);
-    let q1 = w_quad(base, qs + 4u);
-    let sh = (is & 1u) * 4u;
-    return Unit(q4_k_quad(q0.x, sh, so.x, so.y), q4_k_quad(q0.y, sh, so.x, so.y),
-                q4_k_quad(q0.z, sh, so.x, so.y), q4_k_quad(q0.w, sh, so.x, so.y),
-                q4_k_quad(q1.x, sh, so.x, so.y), q4_k_quad(q1.y, sh, so.x, so.y),
-                q4_k_quad(q1.z, sh, so.x, so.y), q4_k_quad(q1.w, sh, so.x, so.y));
+    // Three loads: the block header quad and the two quant quads.
+    let q = q4_k_unit(base, u);
+    let q0 = w_quad(base, q.qs);
+    let q1 = w_quad(base, q.qs + 4u);
+    let sh = q.shift;
+    let sc = q.so.x;
+    let off = q.so.y;
+    return Unit(q4_k_quad(q0.x, sh, sc, off), q4_k_quad(q0.y, sh, sc, off),
+                q4_k_quad(q0.z, sh, sc, off), q4_k_quad(q0.w, sh, sc, off),
+                q4_k_quad(q1.x, sh, sc, off), q4_k_quad(q1.y, sh, sc, off),
+                q4_k_quad(q1.z, sh, sc, off), q4_k_quad(q1.w, sh, sc, off));
 #endif
 #ifdef W_Q6_K
     let q = q6_k_unit(base, u, cols);
@@ -580,18 +598,6 @@ fn q6_k_quad_dot(l: u32, h: u32, x: vec4<f32>) -> f32 {
 #endif
 
 #ifdef W_Q4_K
-// The 6-bit (scale, min) of sub-block `is` from a q4_K block's 12 scale bytes, held in `s`
-// (k_scale_min without the loads).
-fn k_scale_min_regs(s: vec3<u32>, is: u32) -> vec2<f32> {
-    let b0 = (s[is >> 2u] >> ((is & 3u) * 8u)) & 0xffu;
-    let b4 = (s[(is + 4u) >> 2u] >> (((is + 4u) & 3u) * 8u)) & 0xffu;
-    if (is < 4u) {
-        return vec2<f32>(f32(b0 & 63u), f32(b4 & 63u));
-    }
-    let bm4 = (s[(is - 4u) >> 2u] >> (((is - 4u) & 3u) * 8u)) & 0xffu;
-    return vec2<f32>(f32((b4 & 15u) | ((bm4 >> 6u) << 4u)), f32((b4 >> 4u) | ((b0 >> 6u) << 4u)));
-}
-
 // Σ (scale · q − off) x over a q4_K unit whose quants are the nibbles at `shift` (0: low,
 // 4: high) of the 8 words q0, q1, as scale · Σ q x − off · Σ x; `so` is (scale, off).
 fn q4_k_dot(q0: vec4<u32>, q1: vec4<u32>, shift: u32, so: vec2<f32>, x: XUnit) -> f32 {
@@ -608,13 +614,8 @@ fn q4_k_dot(q0: vec4<u32>, q1: vec4<u32>, shift: u32, so: vec2<f32>, x: XUnit) -
 // Σ_j W[row][32u + j] · x_j over unit u of the row whose first word is `base`.
 fn w_dot(base: u32, u: u32, cols: u32, x: XUnit) -> f32 {
 #ifdef W_Q4_K
-    // The block header (d, dmin and the 12 scale bytes) is one quad.
-    let blk = (u >> 3u) * 36u;
-    let hdr = w_quad(base, blk);
-    let is = u & 7u;
-    let qs = blk + 4u + (is >> 1u) * 8u;
-    let so = unpack2x16float(hdr.x) * k_scale_min_regs(hdr.yzw, is);
-    return q4_k_dot(w_quad(base, qs), w_quad(base, qs + 4u), (is & 1u) * 4u, so, x);
+    let q = q4_k_unit(base, u);
+    return q4_k_dot(w_quad(base, q.qs), w_quad(base, q.qs + 4u), q.shift, q.so, x);
 #endif
 #ifdef W_Q4_0
     return q4_0_dot(w_quad(base, (cols / 32u + 1u) / 2u + u * 4u), w_half(base, 0u, u), x);
@@ -653,15 +654,13 @@ fn w_dot_pair(base: u32, u: u32, cols: u32, x: XUnit, z: XUnit) -> f32 {
     return q4_0_dot(w_quad(base, body), d.x, x) + q4_0_dot(w_quad(base, body + 4u), d.y, z);
 #else
 #ifdef W_Q4_K
-    let blk = (u >> 3u) * 36u;
-    let hdr = w_quad(base, blk);
-    let dm = unpack2x16float(hdr.x);
-    let is = u & 7u;
-    let qs = blk + 4u + (is >> 1u) * 8u;
-    let q0 = w_quad(base, qs);
-    let q1 = w_quad(base, qs + 4u);
-    return q4_k_dot(q0, q1, 0u, dm * k_scale_min_regs(hdr.yzw, is), x)
-        + q4_k_dot(q0, q1, 4u, dm * k_scale_min_regs(hdr.yzw, is + 1u), z);
+    // Units u and u + 1 share their block header and quant words (low and high nibbles).
+    let hdr = q4_k_header(base, u);
+    let a = q4_k_unit_in(hdr, u);
+    let b = q4_k_unit_in(hdr, u + 1u);
+    let q0 = w_quad(base, a.qs);
+    let q1 = w_quad(base, a.qs + 4u);
+    return q4_k_dot(q0, q1, a.shift, a.so, x) + q4_k_dot(q0, q1, b.shift, b.so, z);
 #else
 #ifdef W_Q6_K_WIDE
     let sc = bitcast<vec4<f32>>(w_quad(base, 2u * u));

@@ -98,20 +98,11 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
             w.gpu_bytes() + 8 * H as u64,
             ctx,
             &|rec| {
-                let a = matvec::Args {
-                    w: &w,
-                    n: H as u32,
-                    x: (&x).into(),
-                    x_stride: H as u32,
-                    y: (&y).into(),
-                    y_stride: H as u32,
-                    batch: 1,
-                    ids: None,
-                    route: None,
-                    norm: None,
-                    gather: None,
-                };
-                matvec::record(rec, v, &a)
+                matvec::record(
+                    rec,
+                    v,
+                    &matvec::Args::plain(&w, (&x).into(), (&y).into(), 1),
+                )
             },
         );
         // With the RMSNorm folded in, where the device's matvec takes it (GPUs).
@@ -124,17 +115,8 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                 ctx,
                 &|rec| {
                     let a = matvec::Args {
-                        w: &w,
-                        n: H as u32,
-                        x: (&x).into(),
-                        x_stride: H as u32,
-                        y: (&y).into(),
-                        y_stride: H as u32,
-                        batch: 1,
-                        ids: None,
-                        route: None,
                         norm: Some(((&norm).into(), 1e-5)),
-                        gather: None,
+                        ..matvec::Args::plain(&w, (&x).into(), (&y).into(), 1)
                     };
                     matvec::record(rec, vn, &a)
                 },

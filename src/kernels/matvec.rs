@@ -181,6 +181,26 @@ pub struct Args<'a> {
     pub gather: Option<Gather>,
 }
 
+impl<'a> Args<'a> {
+    /// `batch` rows of `x` (stride `w.cols`) times every row of `w`, into rows of `y`
+    /// (stride `w.rows`): the plain product.
+    pub fn plain(w: &'a WeightTensor, x: Binding, y: Binding, batch: u32) -> Self {
+        Args {
+            w,
+            n: w.rows,
+            x,
+            x_stride: w.cols,
+            y,
+            y_stride: w.rows,
+            batch,
+            ids: None,
+            route: None,
+            norm: None,
+            gather: None,
+        }
+    }
+}
+
 /// Records one dispatch per weight page.
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     assert_eq!(v.mode.one_entry(), a.ids.is_some(), "expert modes need ids");

@@ -105,20 +105,7 @@ fn linear(
     if m == 1 || batched_matvec(rec.ctx()) {
         let v =
             matvec::Variant::for_device(rec.ctx(), w.format, matvec::Mode::Plain, accumulate, m);
-        let args = matvec::Args {
-            w,
-            n,
-            x: x.into(),
-            x_stride: k,
-            y: y.into(),
-            y_stride: n,
-            batch: m,
-            ids: None,
-            route: None,
-            norm: None,
-            gather: None,
-        };
-        matvec::record(rec, v, &args);
+        matvec::record(rec, v, &matvec::Args::plain(w, x.into(), y.into(), m));
     } else {
         let v = matmul::Variant {
             format: w.format,
@@ -156,17 +143,8 @@ fn normed_linear(
     match v.with_norm().filter(|_| m == 1 && rec.ctx().fusion()) {
         Some(v) => {
             let args = matvec::Args {
-                w,
-                n: w.rows,
-                x: x.into(),
-                x_stride: w.cols,
-                y: y.into(),
-                y_stride: w.rows,
-                batch: 1,
-                ids: None,
-                route: None,
                 norm: Some((norm.into(), eps)),
-                gather: None,
+                ..matvec::Args::plain(w, x.into(), y.into(), 1)
             };
             matvec::record(rec, v, &args);
         }
