@@ -13,12 +13,12 @@ struct Params {
 var<workgroup> best_v: array<f32, 256>;
 var<workgroup> best_i: array<u32, 256>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
     var bv = -3.0e38;
     var bi = 0xffffffffu;
     let base = p.row * p.n;
-    for (var i = lid; i < p.n; i += 256u) {
+    for (var i = lid; i < p.n; i += WG) {
         let v = logits[base + i];
         if (v > bv) {
             bv = v;
@@ -28,7 +28,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     best_v[lid] = bv;
     best_i[lid] = bi;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             let ov = best_v[lid + stride];
             let oi = best_i[lid + stride];

@@ -22,13 +22,13 @@ struct Params {
 const NEG = -3.0e38;
 
 var<workgroup> qs: array<f32, 256>;
-var<workgroup> probs: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
 
 fn reduce_max(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             red[lid] = max(red[lid], red[lid + stride]);
         }
@@ -42,7 +42,7 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
 fn reduce_sum(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             red[lid] += red[lid + stride];
         }
@@ -78,7 +78,7 @@ fn v_elem(pos: u32, h: u32, d: u32) -> f32 {
 #endif
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
@@ -86,7 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let hd = p.head_dim;
     let kv_head = head / (p.n_heads / p.n_kv);
     let q_base = t * p.n_heads * hd + head * hd;
-    for (var d = lid; d < hd; d += 64u) {
+    for (var d = lid; d < hd; d += WG) {
         qs[d] = q[q_base + d];
     }
     workgroupBarrier();
@@ -98,7 +98,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < 4u; i++) {
         acc[i] = 0.0;
     }
-    for (var kb = k0; kb < n_keys; kb += 64u) {
+    for (var kb = k0; kb < n_keys; kb += WG) {
         let j = kb + lid;
         var s = NEG;
         if (j < n_keys) {
@@ -117,9 +117,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         probs[lid] = pj;
         l = l * alpha + reduce_sum(lid, pj);
         m = m_new;
-        let valid = min(64u, n_keys - kb);
+        let valid = min(WG, n_keys - kb);
         for (var i = 0u; i < 4u; i++) {
-            let d = lid + 64u * i;
+            let d = lid + WG * i;
             if (d < hd) {
                 var a = acc[i] * alpha;
                 for (var jj = 0u; jj < valid; jj++) {
@@ -133,7 +133,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #ifdef SPLIT
     let part = ((t * p.n_heads + head) * nwg.z + wid.z) * (hd + 2u);
     for (var i = 0u; i < 4u; i++) {
-        let d = lid + 64u * i;
+        let d = lid + WG * i;
         if (d < hd) {
             out[part + d] = acc[i];
         }
@@ -144,7 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #else
     for (var i = 0u; i < 4u; i++) {
-        let d = lid + 64u * i;
+        let d = lid + WG * i;
         if (d < hd) {
             out[q_base + d] = acc[i] / l;
         }

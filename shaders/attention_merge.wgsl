@@ -11,7 +11,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> parts: array<f32>;     // [T, n_heads, splits, hd + 2]
 @group(0) @binding(2) var<storage, read_write> out: array<f32>; // [T, n_heads · hd]
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
     let t = wid.y;
@@ -26,7 +26,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var s = 0u; s < p.splits; s++) {
         l += parts[first + s * stride + hd + 1u] * exp(parts[first + s * stride + hd] - m);
     }
-    for (var d = lid; d < hd; d += 64u) {
+    for (var d = lid; d < hd; d += WG) {
         var o = 0.0;
         for (var s = 0u; s < p.splits; s++) {
             o += parts[first + s * stride + d] * exp(parts[first + s * stride + hd] - m);

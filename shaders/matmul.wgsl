@@ -26,17 +26,16 @@ struct Params {
 @group(0) @binding(6) var<storage, read> pairs: array<u32>;
 #endif
 
-const BM = 32u;
-const BN = 32u;
-const BK = 16u;
+// BM x BN output tiles over BK-deep slices, WG_EDGE x WG_EDGE threads (defines from Rust).
+const THREADS = WG_EDGE * WG_EDGE;
 
-var<workgroup> a_tile: array<f32, 512>;  // BM * BK
-var<workgroup> b_tile: array<f32, 512>;  // BN * BK
-var<workgroup> rows_in: array<u32, 32>;  // X row of each tile row (or 0xffffffff)
-var<workgroup> rows_out: array<u32, 32>; // Y row of each tile row
+var<workgroup> a_tile: array<f32, BM * BK>;
+var<workgroup> b_tile: array<f32, BN * BK>;
+var<workgroup> rows_in: array<u32, BM>;  // X row of each tile row (or 0xffffffff)
+var<workgroup> rows_out: array<u32, BM>; // Y row of each tile row
 var<workgroup> shared_count: u32;
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(WG_EDGE, WG_EDGE)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let m0 = wid.y * BM;
@@ -88,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let tx = lid3.x;
     let ty = lid3.y;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        for (var i = lid; i < BM * BK; i += 64u) {
+        for (var i = lid; i < BM * BK; i += THREADS) {
             let r = i / BK;
             let kk = k0 + i % BK;
             let src = rows_in[r];
@@ -98,7 +97,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             }
             a_tile[i] = v;
         }
-        for (var i = lid; i < BN * BK; i += 64u) {
+        for (var i = lid; i < BN * BK; i += THREADS) {
             let c = i / BK;
             let kk = k0 + i % BK;
             var v = 0.0;

@@ -11,10 +11,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weights: array<f32>;  // [T, k]
 @group(0) @binding(3) var<storage, read_write> h: array<f32>;  // [T, H]
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
     if (idx >= p.h * p.tokens) {
         return;
     }

@@ -16,9 +16,9 @@ struct Params {
 var<workgroup> cnt: array<u32, 256>;
 var<workgroup> off: array<u32, 256>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    for (var e = lid; e < p.n_experts; e += 64u) {
+    for (var e = lid; e < p.n_experts; e += WG) {
         var c = 0u;
         for (var i = 0u; i < p.n_pairs; i++) {
             c += select(0u, 1u, ids[i] == e);
@@ -34,7 +34,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         }
     }
     workgroupBarrier();
-    for (var e = lid; e < p.n_experts; e += 64u) {
+    for (var e = lid; e < p.n_experts; e += WG) {
         counts[e] = cnt[e];
         offsets[e] = off[e];
         var at = off[e];

@@ -33,7 +33,7 @@ fn score(t: u32, e: u32) -> f32 {
 #endif
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
 #ifdef FUSED

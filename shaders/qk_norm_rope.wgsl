@@ -23,9 +23,9 @@ struct Params {
 
 var<workgroup> xs: array<f32, 256>;
 var<workgroup> ys: array<f32, 256>;
-var<workgroup> partial: array<f32, 64>;
+var<workgroup> partial: array<f32, WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let head = wid.x;
     let t = wid.y;
@@ -34,14 +34,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let width = (p.n_heads + 2u * p.n_kv) * hd;
     let src = t * width + head * hd;
     var s = 0.0;
-    for (var d = lid; d < hd; d += 64u) {
+    for (var d = lid; d < hd; d += WG) {
         let v = qkv[src + d];
         xs[d] = v;
         s += v * v;
     }
     partial[lid] = s;
     workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride >>= 1u) {
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if (lid < stride) {
             partial[lid] += partial[lid + stride];
         }
@@ -49,7 +49,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let is_v = head >= p.n_heads + p.n_kv;
     let inv = inverseSqrt(partial[0] / f32(hd) + p.eps);
-    for (var i = lid; i < half; i += 64u) {
+    for (var i = lid; i < half; i += WG) {
         if (is_v) {
             ys[i] = xs[i];
             ys[i + half] = xs[i + half];
@@ -71,7 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     workgroupBarrier();
     if (head < p.n_heads) {
-        for (var d = lid; d < hd; d += 64u) {
+        for (var d = lid; d < hd; d += WG) {
             q_out[t * p.n_heads * hd + head * hd + d] = ys[d];
         }
         return;
@@ -79,11 +79,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kv_head = select(head - p.n_heads, head - p.n_heads - p.n_kv, is_v);
 #ifdef KV_F32
     let dst = (p.pos0 + t) * p.kv_words + kv_head * hd;
-    for (var j = lid; j < hd; j += 64u) {
+    for (var j = lid; j < hd; j += WG) {
         let word = bitcast<u32>(ys[j]);
 #else
     let dst = (p.pos0 + t) * p.kv_words + kv_head * half;
-    for (var j = lid; j < half; j += 64u) {
+    for (var j = lid; j < half; j += WG) {
         let word = pack2x16float(vec2<f32>(ys[2u * j], ys[2u * j + 1u]));
 #endif
         if (is_v) {

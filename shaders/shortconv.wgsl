@@ -13,7 +13,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> state: array<f32>; // [L−1, H], oldest first
 @group(0) @binding(4) var<storage, read_write> y: array<f32>; // [T, H]
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if (c >= p.h) {

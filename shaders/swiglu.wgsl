@@ -10,10 +10,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> gu: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    let idx = (wid.x + wid.y * nwg.x) * 64u + lid;
+    let idx = (wid.x + wid.y * nwg.x) * WG + lid;
     if (idx >= p.f * p.rows) {
         return;
     }

@@ -10,6 +10,7 @@ pub mod runtime;
 pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, GpuContext};
+pub use kernels::KvType;
 pub use runtime::{LogitsMode, Model, Session, SessionOptions};
 
 /// The model bundled in `assets/` that commands use when no `--model` is given.

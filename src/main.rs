@@ -4,9 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use wmoe::kernels::qk_norm_rope::KvType;
 use wmoe::model::QuantPlan;
-use wmoe::{DeviceOptions, GpuContext, LogitsMode, Model, Session, SessionOptions};
+use wmoe::{DeviceOptions, GpuContext, KvType, LogitsMode, Model, Session, SessionOptions};
 
 #[derive(Parser)]
 #[command(
@@ -60,12 +59,12 @@ enum KvArg {
 }
 
 impl ModelArgs {
-    fn session(&self, m: &Model, min_context: usize) -> SessionOptions {
+    fn session(&self, ctx: &GpuContext, m: &Model, min_context: usize) -> SessionOptions {
         let max_context = self.ctx.max(min_context);
         let kv = match self.kv_type {
             KvArg::F16 => KvType::F16,
             KvArg::F32 => KvType::F32,
-            KvArg::Auto => KvType::auto(&m.config, max_context),
+            KvArg::Auto => m.auto_kv_type(ctx, max_context),
         };
         SessionOptions {
             max_context,
@@ -181,9 +180,7 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
     DeviceOptions {
         backend: d.backend.clone().or(env.backend),
         adapter: d.adapter.clone().or(env.adapter),
-        max_binding: env.max_binding,
-        gpu_kernels_on_cpu: env.gpu_kernels_on_cpu,
-        no_fusion: env.no_fusion,
+        switches: env.switches,
     }
 }
 
@@ -216,7 +213,7 @@ fn run(cli: Cli) -> wmoe::Result<()> {
             out,
         } => {
             let (ctx, m) = open(&model, &d)?;
-            let opts = model.session(&m, tokens.len());
+            let opts = model.session(&ctx, &m, tokens.len());
             let mut s = Session::new(&ctx, &m, opts)?;
             let logits = match mode {
                 Mode::Prefill => s.prefill(&tokens, LogitsMode::All)?,
@@ -246,7 +243,7 @@ fn run(cli: Cli) -> wmoe::Result<()> {
             let t = std::time::Instant::now();
             let m = Model::load_with(&ctx, &dir, model.quant, !json)?;
             let load_s = t.elapsed().as_secs_f64();
-            let opts = model.session(&m, n_prompt.max(n_gen + 1));
+            let opts = model.session(&ctx, &m, n_prompt.max(n_gen + 1));
             let r = wmoe::runtime::bench::bench(
                 &ctx,
                 &m,
@@ -325,7 +322,7 @@ fn run(cli: Cli) -> wmoe::Result<()> {
                     ))
                 }
             };
-            let opts = model.session(&m, 0);
+            let opts = model.session(&ctx, &m, 0);
             let mut s = Session::new(&ctx, &m, opts)?;
             let out = s.generate(&ids, max_tokens, ignore_eos)?;
             let text = m.decode(&out)?;

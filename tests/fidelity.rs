@@ -8,7 +8,7 @@ mod common;
 
 use common::compare;
 use safetensors::SafeTensors;
-use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::kernels::KvType;
 use wmoe::{gpu::testing, LogitsMode, Model, Session, SessionOptions};
 
 struct Reference {
@@ -119,10 +119,8 @@ fn paged_weights_give_the_same_logits() {
     if testing::context().is_none() {
         return;
     }
-    let opts = wmoe::DeviceOptions {
-        max_binding: Some(32 << 10),
-        ..wmoe::DeviceOptions::from_env()
-    };
+    let mut opts = wmoe::DeviceOptions::from_env();
+    opts.switches.max_binding = Some(32 << 10);
     let ctx = wmoe::GpuContext::new(&opts).unwrap();
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
@@ -179,11 +177,9 @@ fn gpu_kernels_on_a_cpu_device_match_transformers() {
         return;
     }
     for no_fusion in [false, true] {
-        let opts = wmoe::DeviceOptions {
-            gpu_kernels_on_cpu: true,
-            no_fusion,
-            ..wmoe::DeviceOptions::from_env()
-        };
+        let mut opts = wmoe::DeviceOptions::from_env();
+        opts.switches.no_lane_rows = true;
+        opts.switches.no_fusion = no_fusion;
         gpu_kernels_case(&wmoe::GpuContext::new(&opts).unwrap());
     }
 }

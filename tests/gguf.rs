@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::compare;
 
 use safetensors::SafeTensors;
-use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::kernels::KvType;
 use wmoe::model::gguf::{GgufFile, GgufSource, GgufValue};
 use wmoe::model::gguf_tokenizer::tokenizer_from_gguf;
 use wmoe::model::{Checkpoint, Config, TensorSource};
@@ -286,10 +286,8 @@ fn paged_gguf_model_gives_the_same_logits() {
     if testing::context().is_none() {
         return;
     }
-    let opts = wmoe::DeviceOptions {
-        max_binding: Some(32 << 10),
-        ..wmoe::DeviceOptions::from_env()
-    };
+    let mut opts = wmoe::DeviceOptions::from_env();
+    opts.switches.max_binding = Some(32 << 10);
     let ctx = wmoe::GpuContext::new(&opts).unwrap();
     let path = gguf("tiny-moe-mixed.gguf");
     let (prompt, want) = read_reference(&path);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::compare;
 
 use wmoe::gpu::testing;
-use wmoe::kernels::qk_norm_rope::KvType;
+use wmoe::kernels::KvType;
 use wmoe::model::quantize::quantize_checkpoint;
 use wmoe::model::synth::{synth, synth_config};
 use wmoe::model::QuantPlan;

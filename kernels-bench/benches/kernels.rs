@@ -11,8 +11,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
 use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS};
-use wmoe::kernels::qk_norm_rope::{Heads, KvType};
 use wmoe::kernels::{attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, shortconv};
+use wmoe::kernels::{Heads, KvType};
 
 const H: usize = 2048;
 const FE: usize = 1792;
@@ -26,10 +26,21 @@ fn bench(
     ctx: &GpuContext,
     record: &dyn Fn(&mut Recorder),
 ) {
+    bench_at(c, name, bytes, (ctx, 0), record)
+}
+
+/// `bench` of a step recorded at cache position `pos0`.
+fn bench_at(
+    c: &mut Criterion,
+    name: &str,
+    bytes: u64,
+    (ctx, pos0): (&GpuContext, u32),
+    record: &dyn Fn(&mut Recorder),
+) {
     if std::env::var("WMOE_BENCH_FILTER").is_ok_and(|f| !name.contains(&f)) {
         return;
     }
-    run_once(ctx, record); // compile the pipelines
+    run_once(ctx, pos0, record); // compile the pipelines
     let samples = RefCell::new(Vec::new());
     let mut g = c.benchmark_group("kernels");
     g.throughput(Throughput::Bytes(bytes));
@@ -37,7 +48,7 @@ fn bench(
         b.iter_custom(|n| {
             (0..n)
                 .map(|_| {
-                    let t = run_once(ctx, record);
+                    let t = run_once(ctx, pos0, record);
                     samples.borrow_mut().push(t);
                     t
                 })
@@ -91,7 +102,7 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
     let y = ctx.storage("y", (4 * 512 * 7168) as u64);
     for format in GPU_FORMATS {
         let w = random_weights(ctx, format, H, H, 1);
-        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Plain, false, 1);
+        let v = matvec::Variant::for_profile(ctx.profile(), format, matvec::Mode::Plain, false, 1);
         bench(
             c,
             &format!("matvec {} 2048x2048", format.name()),
@@ -126,7 +137,7 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
     for format in [WeightFormat::Q4_0, WeightFormat::Q4K, WeightFormat::Bf16] {
         let m = 64u32;
         let w = random_weights(ctx, format, H, H, 1);
-        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Plain, false, m);
+        let v = matvec::Variant::for_profile(ctx.profile(), format, matvec::Mode::Plain, false, m);
         bench(
             c,
             &format!("prefill batched matvec {} 64x2048x2048", format.name()),
@@ -183,7 +194,8 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
     for format in [WeightFormat::Q4_0, WeightFormat::Q4K, WeightFormat::Bf16] {
         let gate_up = random_weights(ctx, format, EXPERTS * 2 * FE, H, 2 * FE);
         let active = (TOP_K * 2 * FE * format.row_words(H) * 4) as u64;
-        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Experts, false, 1);
+        let v =
+            matvec::Variant::for_profile(ctx.profile(), format, matvec::Mode::Experts, false, 1);
         bench(
             c,
             &format!("expert matvec {} gate_up top-4 of 32", format.name()),
@@ -209,7 +221,13 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
         // The decode down projection with the weighted top-k sum and residual add fused.
         let down = random_weights(ctx, format, EXPERTS * H, FE, H);
         let weights = ctx.storage_with("route weights", &[0.4f32, 0.3, 0.2, 0.1]);
-        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::ExpertsCombine, true, 1);
+        let v = matvec::Variant::for_profile(
+            ctx.profile(),
+            format,
+            matvec::Mode::ExpertsCombine,
+            true,
+            1,
+        );
         bench(
             c,
             &format!("expert down combine {} top-4 of 32", format.name()),
@@ -239,7 +257,13 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
             .collect();
         let rb = ctx.storage_with("route", &route);
         let lists = moe_gather::Buffers::new(ctx, EXPERTS, t * TOP_K);
-        let v = matvec::Variant::for_device(ctx, format, matvec::Mode::Gather, false, t as u32);
+        let v = matvec::Variant::for_profile(
+            ctx.profile(),
+            format,
+            matvec::Mode::Gather,
+            false,
+            t as u32,
+        );
         bench(
             c,
             &format!("grouped expert gate_up {} 64 tokens", format.name()),
@@ -295,24 +319,21 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         let parts = ctx.storage("partials", 4 * attention::partials_len(heads) as u64);
         for split in [false, true] {
             let name = if split { "split-KV" } else { "one pass" };
-            bench(
+            let b = |x: &wgpu::Buffer| Binding::whole(x);
+            let (qb, kb, vb, ob, pb) = (b(&q), b(&k), b(&v), b(&o), b(&parts));
+            let args = attention::Args {
+                q: &qb,
+                k_cache: &kb,
+                v_cache: &vb,
+                out: &ob,
+                partials: split.then_some(&pb),
+            };
+            bench_at(
                 c,
                 &format!("decode attention f16 KV ctx {ctx_len} {name}"),
                 2 * kv_bytes,
-                ctx,
-                &|rec| {
-                    attention::record(
-                        rec,
-                        heads,
-                        &Binding::whole(&q),
-                        &(&k).into(),
-                        &(&v).into(),
-                        &(&o).into(),
-                        1,
-                        ctx_len - 1,
-                        split.then(|| (&parts).into()).as_ref(),
-                    )
-                },
+                (ctx, ctx_len - 1),
+                &|rec| attention::record(rec, heads, &args, 1),
             );
         }
     }
@@ -321,16 +342,14 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
     let state = ctx.storage("state", (4 * 2 * H) as u64);
     let out = ctx.storage("out", (4 * H) as u64);
     bench(c, "shortconv decode", (4 * 8 * H) as u64, ctx, &|rec| {
-        shortconv::record(
-            rec,
-            &(&proj).into(),
-            &(&kernel).into(),
-            &(&state).into(),
-            &(&out).into(),
-            H as u32,
-            1,
-            3,
-        )
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let args = shortconv::Args {
+            proj: &b(&proj),
+            kernel: &b(&kernel),
+            state: &b(&state),
+            y: &b(&out),
+        };
+        shortconv::record(rec, &args, H as u32, 1, 3)
     });
     let logits = ctx.storage("router logits", 4 * 32);
     let bias = ctx.storage("bias", 4 * 32);
@@ -358,16 +377,17 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         ctx.storage("w", (4 * H) as u64),
     );
     bench(c, "rmsnorm 2048", (12 * H) as u64, ctx, &|rec| {
-        rmsnorm::record(
-            rec,
-            &(&xn).into(),
-            &(&wn).into(),
-            &(&out).into(),
-            H as u32,
-            1,
-            0,
-            1e-5,
-        )
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let args = rmsnorm::Args {
+            x: &b(&xn),
+            w: &b(&wn),
+            out: &b(&out),
+            n: H as u32,
+            rows: 1,
+            first_row: 0,
+            eps: 1e-5,
+        };
+        rmsnorm::record(rec, &args)
     });
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use wmoe::gpu::{GpuContext, Recorder, WeightFormat, WeightTensor};
+use wmoe::gpu::{GpuContext, Recorder, StepVars, WeightFormat, WeightTensor};
 
 /// The bench device (`WMOE_BACKEND` / `WMOE_ADAPTER` pick it).
 pub fn device() -> GpuContext {
@@ -46,9 +46,10 @@ pub fn random_weights(
     .expect("upload")
 }
 
-/// Records with `record`, submits once and waits for the GPU; returns the wall time.
-pub fn run_once(ctx: &GpuContext, record: &dyn Fn(&mut Recorder)) -> Duration {
-    let mut rec = Recorder::new(ctx);
+/// Records a step at position `pos0` with `record`, submits once and waits for the GPU;
+/// returns the wall time.
+pub fn run_once(ctx: &GpuContext, pos0: u32, record: &dyn Fn(&mut Recorder)) -> Duration {
+    let mut rec = Recorder::at(ctx, StepVars { pos0 });
     record(&mut rec);
     let start = Instant::now();
     rec.submit();

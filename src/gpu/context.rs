@@ -4,39 +4,30 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::profile::{DeviceProfile, Switches};
 use super::shader::{preprocess, Defines};
 use crate::error::{Error, Result};
 
-/// How to pick the adapter. `None` fields mean "best available".
+/// How to pick the adapter, and the switches its profile is built under. `None` fields
+/// mean "best available".
 #[derive(Clone, Debug, Default)]
 pub struct DeviceOptions {
     /// `vulkan`, `metal`, `dx12` or `gl`.
     pub backend: Option<String>,
     /// An index into `wmoe devices`' list, or a case-insensitive substring of the adapter name.
     pub adapter: Option<String>,
-    /// Caps the storage-binding size below the device's limit (tests use it to force weight
-    /// paging on small models; `WMOE_MAX_BINDING` sets it in bytes).
-    pub max_binding: Option<u64>,
-    /// Take the GPU kernels' tilings on a CPU device too (K-split matvec with the folded
-    /// norm, tiled prefill matmul, row-major pages): tests run the GPU paths on lavapipe with
-    /// it; `WMOE_NO_LANE_ROWS=1` sets it.
-    pub gpu_kernels_on_cpu: bool,
-    /// Record decode steps without the fused kernels (folded norm, fused router, combining
-    /// expert down projection): each as its separate dispatches. `WMOE_NO_FUSION=1` sets it.
-    pub no_fusion: bool,
+    /// Fast paths turned off and limits capped (`WMOE_*` variables).
+    pub switches: Switches,
 }
 
 impl DeviceOptions {
-    /// Options from `WMOE_BACKEND` and `WMOE_ADAPTER`, used when the caller gives none.
+    /// Options from `WMOE_BACKEND`, `WMOE_ADAPTER` and the switches, used when the caller
+    /// gives none.
     pub fn from_env() -> Self {
         DeviceOptions {
             backend: std::env::var("WMOE_BACKEND").ok().filter(|s| !s.is_empty()),
             adapter: std::env::var("WMOE_ADAPTER").ok().filter(|s| !s.is_empty()),
-            max_binding: std::env::var("WMOE_MAX_BINDING")
-                .ok()
-                .and_then(|s| s.parse().ok()),
-            gpu_kernels_on_cpu: std::env::var("WMOE_NO_LANE_ROWS").is_ok_and(|v| v == "1"),
-            no_fusion: std::env::var("WMOE_NO_FUSION").is_ok_and(|v| v == "1"),
+            switches: Switches::from_env(),
         }
     }
 
@@ -76,6 +67,8 @@ pub struct AdapterReport {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// The choices wmoe would make on it under the same switches.
+    pub profile: DeviceProfile,
 }
 
 impl std::fmt::Display for AdapterReport {
@@ -111,7 +104,8 @@ impl std::fmt::Display for AdapterReport {
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_workgroup_storage_size >> 10,
             l.max_compute_invocations_per_workgroup
-        )
+        )?;
+        write!(f, "\n    profile: {}", self.profile)
     }
 }
 
@@ -138,6 +132,11 @@ pub fn list_adapters(opts: &DeviceOptions) -> Result<Vec<AdapterReport>> {
             info: a.get_info(),
             features: a.features(),
             limits: a.limits(),
+            profile: DeviceProfile::new(
+                a.get_info().device_type,
+                a.features() & OPTIONAL_FEATURES,
+                &opts.switches,
+            ),
         })
         .collect())
 }
@@ -152,6 +151,13 @@ fn rank(t: wgpu::DeviceType) -> u32 {
     }
 }
 
+/// What a compiled pipeline is cached under: the shader and its variant's defines.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: &'static str,
+    defines: Defines,
+}
+
 /// The device, its queue, its real limits and the compiled pipelines.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -160,10 +166,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
-    cpu_kernels: bool,
-    fusion: bool,
-    profile: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
-    pipelines: Mutex<HashMap<(&'static str, Defines), wgpu::ComputePipeline>>,
+    profile: DeviceProfile,
+    timings: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
 }
 
 impl GpuContext {
@@ -220,19 +225,16 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
-        let cpu_kernels = info.device_type == wgpu::DeviceType::Cpu && !opts.gpu_kernels_on_cpu;
+        let profile = DeviceProfile::new(info.device_type, features, &opts.switches);
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
             features,
-            binding_cap: opts.max_binding,
-            cpu_kernels,
-            fusion: !opts.no_fusion,
-            profile: (std::env::var("WMOE_PROFILE").is_ok_and(|v| v == "1")
-                && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES))
-            .then(|| Mutex::new(Default::default())),
+            binding_cap: opts.switches.max_binding,
+            timings: profile.timestamps.then(|| Mutex::new(Default::default())),
+            profile,
             pipelines: Mutex::new(HashMap::new()),
         })
     }
@@ -246,15 +248,14 @@ impl GpuContext {
             .min(self.binding_cap.unwrap_or(u64::MAX))
     }
 
-    /// Whether per-dispatch GPU timing is on (`WMOE_PROFILE=1` and timestamp queries inside
-    /// passes available).
-    pub fn profiling(&self) -> bool {
-        self.profile.is_some()
+    /// Every per-device choice kernels and the runtime make.
+    pub fn profile(&self) -> &DeviceProfile {
+        &self.profile
     }
 
     /// Adds one timed dispatch to the profile.
-    pub fn record_profile(&self, label: &str, ns: f64) {
-        if let Some(p) = &self.profile {
+    pub fn record_timing(&self, label: &str, ns: f64) {
+        if let Some(p) = &self.timings {
             let mut p = p.lock().expect("profile poisoned");
             let e = p.entry(label.to_string()).or_default();
             e.0 += 1;
@@ -264,7 +265,7 @@ impl GpuContext {
 
     /// The profile so far, one line per kernel label, slowest first; `None` when not profiling.
     pub fn profile_report(&self) -> Option<String> {
-        let p = self.profile.as_ref()?.lock().expect("profile poisoned");
+        let p = self.timings.as_ref()?.lock().expect("profile poisoned");
         let total: f64 = p.values().map(|v| v.1).sum();
         let mut rows: Vec<_> = p.iter().collect();
         rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
@@ -283,25 +284,6 @@ impl GpuContext {
         Some(out)
     }
 
-    /// Whether kernels may use subgroup operations: the device has them and
-    /// `WMOE_NO_SUBGROUPS=1` does not force the workgroup-memory fallbacks.
-    pub fn subgroups(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP)
-            && !std::env::var("WMOE_NO_SUBGROUPS").is_ok_and(|v| v == "1")
-    }
-
-    /// Whether decode steps use the fused kernels (`DeviceOptions::no_fusion` off).
-    pub fn fusion(&self) -> bool {
-        self.fusion
-    }
-
-    /// True on CPU rasterizers such as Mesa lavapipe (unless
-    /// `DeviceOptions::gpu_kernels_on_cpu`): kernels take their CPU tilings there (rows per
-    /// SIMD lane, batched matvec prefill, row tiles, `Q6KWide`).
-    pub fn cpu_kernels(&self) -> bool {
-        self.cpu_kernels
-    }
-
     /// The compute pipeline for `shader` (entry `main`) with `defines`, compiled once.
     pub fn pipeline(
         &self,
@@ -309,7 +291,10 @@ impl GpuContext {
         source: &str,
         defines: &Defines,
     ) -> wgpu::ComputePipeline {
-        let key = (name, defines.clone());
+        let key = PipelineKey {
+            shader: name,
+            defines: defines.clone(),
+        };
         let mut cache = self.pipelines.lock().expect("pipeline cache poisoned");
         if let Some(p) = cache.get(&key) {
             return p.clone();

@@ -3,16 +3,18 @@
 
 mod context;
 mod formats;
+mod params;
+mod profile;
 mod recorder;
 mod shader;
 mod weights;
 
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{WeightFormat, ALL_FORMATS, GPU_FORMATS};
-pub use recorder::{fold_groups, BindCache, Binding, Recorder};
+pub use params::UniformLayout;
+pub use profile::{DeviceProfile, MatvecFamily, PrefillProduct, Switches};
+pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars};
 pub use shader::{preprocess, Defines};
-pub use weights::{
-    max_tile_rows, upload_canonical, upload_f32_matrix, WeightPage, WeightTensor, MAX_TILE_ROWS,
-};
+pub use weights::{max_tile_rows, upload_canonical, WeightPage, WeightTensor, MAX_TILE_ROWS};
 
 pub mod testing;

@@ -8,7 +8,7 @@
 //! docs/PERF.md has the measurements, including the formats where tiles did not pay.
 
 pub use super::formats::WeightFormat;
-use super::GpuContext;
+use super::{Defines, GpuContext};
 use crate::error::{Error, Result};
 
 /// Rows `[row0, row0 + rows)` of a tensor, in one buffer.
@@ -32,13 +32,9 @@ pub struct WeightTensor {
     pub pages: Vec<WeightPage>,
 }
 
-/// The largest tile the device's kernels want for `format` (`WMOE_NO_TILES=1` keeps pages
-/// row-major).
+/// The largest tile the device's profile wants for `format`.
 pub fn max_tile_rows(ctx: &GpuContext, format: WeightFormat) -> usize {
-    if ctx.cpu_kernels()
-        && format.tiles_pay()
-        && !std::env::var("WMOE_NO_TILES").is_ok_and(|v| v == "1")
-    {
+    if ctx.profile().tiles(format) {
         MAX_TILE_ROWS
     } else {
         1
@@ -204,11 +200,12 @@ impl WeightTensor {
     }
 
     /// The define that tells the shared weight loaders this tensor's page layout.
-    pub fn layout_defines(&self) -> Vec<(String, String)> {
+    pub fn layout_defines(&self) -> Defines {
+        let d = Defines::new();
         if self.tile_log2 == 0 {
-            Vec::new()
+            d
         } else {
-            vec![("W_TILE_LOG2".into(), format!("{}u", self.tile_log2))]
+            d.uint("W_TILE_LOG2", self.tile_log2)
         }
     }
 
@@ -216,35 +213,6 @@ impl WeightTensor {
     pub fn gpu_bytes(&self) -> u64 {
         self.pages.iter().map(|p| p.buffer.size()).sum()
     }
-}
-
-/// Uploads an f32 matrix in `format` with pages of at most `page_bytes` (tests force small
-/// pages with it) in tiles of at most `max_tile` rows; returns the tensor and the values as
-/// the GPU sees them.
-#[allow(clippy::too_many_arguments)]
-pub fn upload_f32_matrix(
-    ctx: &GpuContext,
-    format: WeightFormat,
-    rows: usize,
-    cols: usize,
-    group_rows: usize,
-    vals: &[f32],
-    page_bytes: Option<u64>,
-    max_tile: usize,
-) -> Result<(WeightTensor, Vec<f32>)> {
-    let mut canonical = vec![0u8; rows * format.row_bytes(cols)];
-    let mut seen = Vec::with_capacity(vals.len());
-    for (r, dst) in canonical
-        .chunks_exact_mut(format.row_bytes(cols))
-        .enumerate()
-    {
-        format.quantize_row(&vals[r * cols..(r + 1) * cols], dst);
-        seen.extend(format.dequant_row(dst, cols));
-    }
-    let t = upload_canonical(
-        ctx, format, rows, cols, group_rows, &canonical, page_bytes, max_tile,
-    )?;
-    Ok((t, seen))
 }
 
 /// Uploads rows given in the canonical (GGUF) byte layout of `format`.

@@ -1,24 +1,31 @@
 //! Greedy sampling on the GPU: the index of the largest logit of one row.
 
-use crate::gpu::{Binding, Recorder};
+use crate::gpu::{Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/argmax.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    row: u32,
-    _pad: [u32; 2],
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 256;
+
+crate::params! {
+    pub(crate) struct Params {
+        n: u32,
+        row: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// `out[0] = argmax(logits[row·n .. (row+1)·n])`.
 pub fn record(rec: &mut Recorder, logits: &Binding, out: &Binding, n: u32, row: u32) {
-    let pipeline = rec.ctx().pipeline("argmax", SOURCE, &Vec::new());
+    let pipeline = rec
+        .ctx()
+        .pipeline("argmax", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         n,
         row,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     rec.dispatch(
         "argmax",

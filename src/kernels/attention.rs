@@ -2,23 +2,24 @@
 //! query over a long context splits its keys across workgroups (split-KV decode) and
 //! `attention_merge` joins the partials.
 
-use super::attention_merge;
-use super::qk_norm_rope::Heads;
-use crate::gpu::{Binding, Defines, Recorder};
+use std::ops::RangeInclusive;
+
+use super::{attention_merge, Heads};
+use crate::gpu::{Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    pos0: u32,
-    kv_words: u32,
-    scale: f32,
-    split_keys: u32,
+crate::params! {
+    pub(crate) struct Params {
+        tokens: u32,
+        n_heads: u32,
+        n_kv: u32,
+        head_dim: u32,
+        pos0: u32,
+        kv_words: u32,
+        scale: f32,
+        split_keys: u32,
+    }
 }
 
 /// Keys per split-KV workgroup; a decode step over more keys than this splits them.
@@ -37,58 +38,82 @@ pub fn split_plan(n_keys: u32) -> (u32, u32) {
         return (1, n_keys);
     }
     let splits = n_keys.div_ceil(SPLIT_KEYS).min(MAX_SPLITS);
-    (splits, n_keys.div_ceil(splits).next_multiple_of(64))
+    (splits, n_keys.div_ceil(splits).next_multiple_of(WG))
 }
 
-/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t. With
-/// `partials` (≥ `partials_len` floats), a single query over more than `SPLIT_KEYS` keys takes
-/// the split-KV path.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    rec: &mut Recorder,
-    heads: Heads,
-    q: &Binding,
-    k_cache: &Binding,
-    v_cache: &Binding,
-    out: &Binding,
-    tokens: u32,
-    pos0: u32,
-    partials: Option<&Binding>,
-) {
-    let (splits, split_keys) = match partials {
-        Some(_) if tokens == 1 => split_plan(pos0 + 1),
-        _ => (1, u32::MAX),
-    };
-    let mut defines: Defines = heads.kv.defines();
-    if splits > 1 {
-        defines.push(("SPLIT".into(), String::new()));
-        defines.sort();
+/// Bindings of one call.
+pub struct Args<'a> {
+    pub q: &'a Binding,
+    pub k_cache: &'a Binding,
+    pub v_cache: &'a Binding,
+    pub out: &'a Binding,
+    /// Split-KV partials (≥ `partials_len` floats); without them no query splits its keys.
+    pub partials: Option<&'a Binding>,
+}
+
+/// Threads per workgroup (the shader's `WG`): keys per block, split sizes round to it.
+const WG: u32 = 64;
+
+/// Positions `pos0` where a single query takes `splits` splits (the keys are `0..=pos0`).
+fn split_positions(splits: u32) -> RangeInclusive<u32> {
+    match splits {
+        1 => 0..=SPLIT_KEYS - 1,
+        s if s >= MAX_SPLITS => (MAX_SPLITS - 1) * SPLIT_KEYS..=u32::MAX,
+        s => (s - 1) * SPLIT_KEYS..=s * SPLIT_KEYS - 1,
     }
+}
+
+/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t. A single
+/// query over more than `SPLIT_KEYS` keys takes the split-KV path where `partials` are given;
+/// the plan then holds for the positions with the same split count.
+pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
+    let splits = match a.partials {
+        Some(_) if tokens == 1 => {
+            let splits = split_plan(rec.vars().pos0 + 1).0;
+            rec.hold_for(split_positions(splits));
+            splits
+        }
+        _ => 1,
+    };
+    let defines = heads
+        .kv
+        .defines()
+        .uint("WG", WG)
+        .flag_if(splits > 1, "SPLIT");
     let pipeline = rec.ctx().pipeline("attention", SOURCE, &defines);
-    let params = Params {
+    let params = move |v: &StepVars| Params {
         tokens,
         n_heads: heads.n_heads,
         n_kv: heads.n_kv,
         head_dim: heads.head_dim,
-        pos0,
+        pos0: v.pos0,
         kv_words: heads.kv_words(),
         scale: 1.0 / (heads.head_dim as f32).sqrt(),
-        split_keys,
+        split_keys: if splits > 1 {
+            split_plan(v.pos0 + 1).1
+        } else {
+            u32::MAX
+        },
     };
-    let target = match partials {
+    let target = match a.partials {
         Some(parts) if splits > 1 => parts,
-        _ => out,
+        _ => a.out,
     };
-    let b = [q.clone(), k_cache.clone(), v_cache.clone(), target.clone()];
-    rec.dispatch(
+    let b = [
+        a.q.clone(),
+        a.k_cache.clone(),
+        a.v_cache.clone(),
+        target.clone(),
+    ];
+    rec.dispatch_positioned(
         "attention",
         &pipeline,
-        &params,
+        params,
         &b,
         [heads.n_heads, tokens, splits],
     );
     if splits > 1 {
-        attention_merge::record(rec, heads, target, out, tokens, splits);
+        attention_merge::record(rec, heads, target, a.out, tokens, splits);
     }
 }
 
@@ -128,7 +153,7 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], heads: Heads, n_keys: usize) -
 mod tests {
     use super::*;
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
-    use crate::kernels::qk_norm_rope::KvType;
+    use crate::kernels::KvType;
 
     #[test]
     fn split_plan_covers_every_key() {
@@ -191,18 +216,18 @@ mod tests {
             let parts = poisoned(ctx, partials_len(heads));
             for split in [false, true] {
                 let out = poisoned(ctx, q.len());
-                let mut rec = Recorder::new(ctx);
-                record(
-                    &mut rec,
-                    heads,
-                    &(&qb).into(),
-                    &(&kb).into(),
-                    &(&vb).into(),
-                    &(&out).into(),
-                    t as u32,
-                    pos0 as u32,
-                    split.then(|| (&parts).into()).as_ref(),
-                );
+                let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
+                let b = |x: &wgpu::Buffer| Binding::whole(x);
+                let (qx, kx, vx, o) = (b(&qb), b(&kb), b(&vb), b(&out));
+                let partials = split.then(|| b(&parts));
+                let args = Args {
+                    q: &qx,
+                    k_cache: &kx,
+                    v_cache: &vx,
+                    out: &o,
+                    partials: partials.as_ref(),
+                };
+                record(&mut rec, heads, &args, t as u32);
                 rec.submit();
                 let got = ctx.read_f32(&out, 0, q.len()).unwrap();
                 let w = (nh * hd) as usize;
@@ -216,5 +241,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn split_positions_match_split_plan() {
+        for pos0 in [0u32, 255, 256, 511, 512, 7679, 7680, 7935, 7936, 100_000] {
+            let splits = split_plan(pos0 + 1).0;
+            let held = split_positions(splits);
+            assert!(held.contains(&pos0), "{pos0}");
+            assert_eq!(split_plan(held.start() + 1).0, splits, "{pos0}");
+            if *held.end() < u32::MAX {
+                assert_eq!(split_plan(held.end() + 1).0, splits, "{pos0}");
+                assert_ne!(split_plan(held.end() + 2).0, splits, "{pos0}");
+            }
+        }
+    }
+
+    /// A decode step planned at one position and run at others it holds for gives each
+    /// position's own result (its positioned parameters are rewritten), and the plan says
+    /// where it stops holding (the split count changes).
+    #[test]
+    fn planned_decode_attention_runs_at_later_positions() {
+        let Some(ctx) = context() else { return };
+        let heads = Heads {
+            n_heads: 4,
+            n_kv: 2,
+            head_dim: 32,
+            kv: KvType::F32,
+        };
+        let (n_pos, kvw, w) = (800usize, 64usize, 128usize);
+        let mut rng = Rng::new(77);
+        let (k, v, q) = (
+            rng.normals(n_pos * kvw, 1.0),
+            rng.normals(n_pos * kvw, 1.0),
+            rng.normals(w, 1.0),
+        );
+        let bufs = [&k, &v, &q].map(|x| ctx.storage_with("x", x));
+        let (out, parts) = (poisoned(ctx, w), poisoned(ctx, partials_len(heads)));
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let (qx, kx, vx, o, px) = (b(&bufs[2]), b(&bufs[0]), b(&bufs[1]), b(&out), b(&parts));
+        let args = Args {
+            q: &qx,
+            k_cache: &kx,
+            v_cache: &vx,
+            out: &o,
+            partials: Some(&px),
+        };
+        let mut rec = Recorder::at(ctx, StepVars { pos0: 600 });
+        record(&mut rec, heads, &args, 1);
+        let mut plan = rec.finish();
+        for pos0 in [600u32, 767, 512, 700] {
+            let vars = StepVars { pos0 };
+            assert!(plan.holds_for(&vars), "{pos0}");
+            plan.run(vars, &[]);
+            let got = ctx.read_f32(&out, 0, w).unwrap();
+            let want = reference(&q, &k, &v, heads, pos0 as usize + 1);
+            assert!(rel_err(&got, &want) < 1e-10, "pos0={pos0}");
+        }
+        assert!(!plan.holds_for(&StepVars { pos0: 768 }));
+        assert!(!plan.holds_for(&StepVars { pos0: 511 }));
     }
 }

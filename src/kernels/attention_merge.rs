@@ -1,18 +1,21 @@
 //! Joins split-KV attention partials (`[acc (head_dim), running max, running sum]` per split)
 //! into normalised outputs.
 
-use super::qk_norm_rope::Heads;
-use crate::gpu::{Binding, Recorder};
+use super::Heads;
+use crate::gpu::{Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/attention_merge.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n_heads: u32,
-    head_dim: u32,
-    splits: u32,
-    _pad: u32,
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        n_heads: u32,
+        head_dim: u32,
+        splits: u32,
+        _pad: u32,
+    }
 }
 
 /// `parts` is `[tokens, n_heads, splits, head_dim + 2]`; `out` is `[tokens, n_heads · head_dim]`.
@@ -24,7 +27,9 @@ pub fn record(
     tokens: u32,
     splits: u32,
 ) {
-    let pipeline = rec.ctx().pipeline("attention_merge", SOURCE, &Vec::new());
+    let pipeline = rec
+        .ctx()
+        .pipeline("attention_merge", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         n_heads: heads.n_heads,
         head_dim: heads.head_dim,
@@ -63,7 +68,7 @@ pub fn reference(parts: &[f32], head_dim: usize, splits: usize) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
-    use crate::kernels::qk_norm_rope::KvType;
+    use crate::kernels::KvType;
 
     #[test]
     fn merge_matches_reference() {

@@ -1,30 +1,39 @@
 //! Device copy bandwidth probe; benches report every kernel as a percentage of it.
 
-use crate::gpu::{fold_groups, Binding, Recorder};
+use crate::gpu::{fold_groups, Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/copy.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n_vec4: u32,
-    _pad: [u32; 3],
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 256;
+
+crate::params! {
+    pub(crate) struct Params {
+        n_vec4: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
 /// Copies `bytes` (a multiple of 16) from `src` to `dst`.
 pub fn record(rec: &mut Recorder, src: &Binding, dst: &Binding, bytes: u64) {
-    let pipeline = rec.ctx().pipeline("copy", SOURCE, &Vec::new());
+    let pipeline = rec
+        .ctx()
+        .pipeline("copy", SOURCE, &Defines::new().uint("WG", WG));
     let n_vec4 = (bytes / 16) as u32;
     let params = Params {
         n_vec4,
-        _pad: [0; 3],
+        _pad0: 0,
+        _pad1: 0,
+        _pad2: 0,
     };
     rec.dispatch(
         "copy",
         &pipeline,
         &params,
         &[src.clone(), dst.clone()],
-        fold_groups(n_vec4.div_ceil(256), 1),
+        fold_groups(n_vec4.div_ceil(WG), 1),
     );
 }
 

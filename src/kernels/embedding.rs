@@ -8,16 +8,21 @@ pub const SOURCE: &str = concat!(
     include_str!("../../shaders/embedding.wgsl")
 );
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    h: u32,
-    tokens: u32,
-    row_words: u32,
-    page_row0: u32,
-    page_rows: u32,
-    _pad: [u32; 3],
+crate::params! {
+    pub(crate) struct Params {
+        h: u32,
+        tokens: u32,
+        row_words: u32,
+        page_row0: u32,
+        page_rows: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
+
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
 
 /// `out[t] = table[tokens[t]]` for `n_tokens` tokens; one dispatch per page.
 pub fn record(
@@ -27,9 +32,10 @@ pub fn record(
     out: &Binding,
     n_tokens: u32,
 ) {
-    let mut defs = super::defines(&[(table.format.define(), String::new())]);
-    defs.extend(table.layout_defines());
-    defs.sort();
+    let defs = table
+        .layout_defines()
+        .flag(table.format.define())
+        .uint("WG", WG);
     let pipeline = rec.ctx().pipeline("embedding", SOURCE, &defs);
     for page in &table.pages {
         let params = Params {
@@ -38,7 +44,9 @@ pub fn record(
             row_words: table.row_words,
             page_row0: page.row0,
             page_rows: page.rows,
-            _pad: [0; 3],
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         };
         let b = [Binding::whole(&page.buffer), tokens.clone(), out.clone()];
         rec.dispatch(
@@ -46,7 +54,7 @@ pub fn record(
             &pipeline,
             &params,
             &b,
-            [table.cols.div_ceil(64), n_tokens, 1],
+            [table.cols.div_ceil(WG), n_tokens, 1],
         );
     }
 }

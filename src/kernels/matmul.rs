@@ -1,6 +1,7 @@
 //! Tiled matrix product for prefill, `Y (+)= X · Wᵀ`, and (with `gather`) the grouped expert
 //! GEMM over the gather kernel's per-expert pair lists on an upper-bound grid.
 
+use super::PairLists;
 use crate::gpu::{Binding, Defines, Recorder, WeightFormat, WeightTensor};
 
 /// The kernel with the shared weight-format loaders prepended (joined at compile time).
@@ -9,8 +10,12 @@ pub const SOURCE: &str = concat!(
     include_str!("../../shaders/matmul.wgsl")
 );
 
-/// Output tile edge (rows and columns) of one workgroup, as in the shader.
+/// Output tile edge (rows and columns) of one workgroup (the shader's `BM`, `BN`).
 pub const TILE: u32 = 32;
+/// Depth of the K slices staged in workgroup memory (`BK`).
+const TILE_K: u32 = 16;
+/// Threads per workgroup edge (`WG_EDGE`): each computes a 4 x 4 block of the tile.
+const WG_EDGE: u32 = TILE / 4;
 
 /// Pipeline key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,43 +27,32 @@ pub struct Variant {
 
 impl Variant {
     pub fn defines(&self) -> Defines {
-        let mut d = vec![(self.format.define(), String::new())];
-        if self.gather {
-            d.push(("GATHER", String::new()));
-        }
-        if self.accumulate {
-            d.push(("ACCUMULATE", String::new()));
-        }
-        super::defines(&d)
+        Defines::new()
+            .flag(self.format.define())
+            .flag_if(self.gather, "GATHER")
+            .flag_if(self.accumulate, "ACCUMULATE")
+            .uint("BM", TILE)
+            .uint("BN", TILE)
+            .uint("BK", TILE_K)
+            .uint("WG_EDGE", WG_EDGE)
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    row_words: u32,
-    page_row0: u32,
-    page_rows: u32,
-    x_stride: u32,
-    y_stride: u32,
-    x_div: u32,
-    n_offset: u32,
-    _pad: [u32; 2],
-}
-
-/// The per-expert pair lists from `moe_gather`.
-pub struct Gather {
-    pub counts: Binding,
-    pub offsets: Binding,
-    pub pairs: Binding,
-    pub n_experts: u32,
-    /// Upper bound of rows any one expert receives (the chunk's token count).
-    pub max_rows: u32,
-    /// X row = pair / x_div.
-    pub x_div: u32,
+crate::params! {
+    pub(crate) struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        row_words: u32,
+        page_row0: u32,
+        page_rows: u32,
+        x_stride: u32,
+        y_stride: u32,
+        x_div: u32,
+        n_offset: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// Inputs of one matrix product.
@@ -72,15 +66,13 @@ pub struct Args<'a> {
     pub x_stride: u32,
     pub y: Binding,
     pub y_stride: u32,
-    pub gather: Option<Gather>,
+    pub gather: Option<PairLists>,
 }
 
 /// Records one dispatch per weight page.
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     assert_eq!(v.gather, a.gather.is_some(), "gather variant needs lists");
-    let mut defines = v.defines();
-    defines.extend(a.w.layout_defines());
-    defines.sort();
+    let defines = v.defines().with(&a.w.layout_defines());
     let pipeline = rec.ctx().pipeline("matmul", SOURCE, &defines);
     for page in &a.w.pages {
         let (groups, x_div, n_offset) = match &a.gather {
@@ -106,7 +98,8 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             y_stride: a.y_stride,
             x_div,
             n_offset,
-            _pad: [0; 2],
+            _pad0: 0,
+            _pad1: 0,
         };
         let mut b = vec![Binding::whole(&page.buffer), a.x.clone(), a.y.clone()];
         if let Some(g) = &a.gather {

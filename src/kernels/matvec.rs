@@ -1,8 +1,10 @@
 //! Batched matrix-vector product, `y[b] (+)= W[m_b] · x[b]`, the decode path's projection and
 //! (with `experts`) the decode expert matvec whose matrix ids are read on the GPU.
 
-use super::matmul::Gather;
-use crate::gpu::{fold_groups, Binding, Defines, Recorder, WeightFormat, WeightTensor};
+use super::PairLists;
+use crate::gpu::{
+    fold_groups, Binding, Defines, DeviceProfile, Recorder, WeightFormat, WeightTensor,
+};
 
 /// The kernel with the shared weight-format loaders prepended (joined at compile time).
 pub const SOURCE: &str = concat!(
@@ -57,62 +59,39 @@ pub struct Variant {
 
 impl Variant {
     pub fn defines(&self) -> Defines {
-        let mut d = vec![
-            (self.format.define(), String::new()),
-            ("WG", format!("{}u", self.wg)),
-            ("ROWS", format!("{}u", self.rows)),
-            ("TOKENS", format!("{}u", self.tokens)),
-            (
-                "OUTS",
-                format!("{}u", (self.rows + u32::from(self.norm)) * self.tokens),
-            ),
-        ];
-        if self.norm {
-            d.push(("NORM", String::new()));
-        }
-        match self.mode {
-            Mode::Plain => {}
-            Mode::Experts => d.push(("EXPERTS", String::new())),
-            Mode::ExpertsCombine => {
-                d.push(("EXPERTS", String::new()));
-                d.push(("COMBINE", String::new()));
-            }
-            Mode::Gather => d.push(("GATHER", String::new())),
-        }
-        if self.accumulate {
-            d.push(("ACCUMULATE", String::new()));
-        }
-        if self.format.masked_dot() {
-            d.push(("MASKED_DOT", String::new()));
-        }
-        if self.subgroups && !self.lane_rows {
-            d.push(("SUBGROUPS", String::new()));
-        }
+        let d = Defines::new()
+            .flag(self.format.define())
+            .uint("WG", self.wg)
+            .uint("ROWS", self.rows)
+            .uint("TOKENS", self.tokens)
+            .uint("OUTS", (self.rows + u32::from(self.norm)) * self.tokens)
+            .flag_if(self.norm, "NORM")
+            .flag_if(self.mode.one_entry(), "EXPERTS")
+            .flag_if(self.mode == Mode::ExpertsCombine, "COMBINE")
+            .flag_if(self.mode == Mode::Gather, "GATHER")
+            .flag_if(self.accumulate, "ACCUMULATE")
+            .flag_if(self.format.masked_dot(), "MASKED_DOT")
+            .flag_if(self.subgroups && !self.lane_rows, "SUBGROUPS");
         if self.lane_rows {
-            d.push(("LANE_ROWS", String::new()));
-            d.push(("LROWS", format!("{}u", self.rows / self.wg)));
-            if self.tokens == 4 {
-                d.push(("TOKENS4", String::new()));
-            }
+            d.flag("LANE_ROWS")
+                .uint("LROWS", self.rows / self.wg)
+                .flag_if(self.tokens == 4, "TOKENS4")
+        } else {
+            d
         }
-        super::defines(&d)
     }
 
-    /// The tiling for this device: narrow workgroups on CPU rasterizers (their SIMD width),
-    /// wide ones on GPUs; `batch` > 1 takes token tiles that reuse each decoded weight.
-    /// `WMOE_NO_LANE_ROWS=1` (`DeviceOptions::gpu_kernels_on_cpu`) forces the reduction path
-    /// on CPU devices too;
-    /// `WMOE_NO_SUBGROUPS=1` forces that reduction's workgroup-memory fallback.
-    pub fn for_device(
-        ctx: &crate::gpu::GpuContext,
+    /// The tiling the device profile takes: narrow workgroups with whole rows per lane on
+    /// CPU rasterizers (their SIMD width), the K split over wide ones on GPUs; `batch` > 1
+    /// takes token tiles that reuse each decoded weight.
+    pub fn for_profile(
+        profile: &DeviceProfile,
         format: WeightFormat,
         mode: Mode,
         accumulate: bool,
         batch: u32,
     ) -> Self {
-        // CPU rasterizers: whole rows per SIMD lane (docs/PERF.md); GPUs: K split over 64
-        // threads.
-        let lane_rows = ctx.cpu_kernels();
+        let lane_rows = profile.lane_rows();
         let single = mode.one_entry() || batch <= 1;
         // Lane rows: 16 rows per lane for one token, 8 rows x 4 tokens for batches
         // (docs/PERF.md); the K-split takes token tiles of 8.
@@ -130,7 +109,7 @@ impl Variant {
             rows,
             tokens,
             lane_rows,
-            subgroups: !lane_rows && ctx.subgroups(),
+            subgroups: !lane_rows && profile.subgroups,
             norm: false,
         }
     }
@@ -143,21 +122,21 @@ impl Variant {
     }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    k: u32,
-    n: u32,
-    row_words: u32,
-    page_row0: u32,
-    page_rows: u32,
-    x_stride: u32,
-    y_stride: u32,
-    row_groups: u32,
-    batch: u32,
-    x_div: u32,
-    tiles: u32,
-    eps: f32,
+crate::params! {
+    pub(crate) struct Params {
+        k: u32,
+        n: u32,
+        row_words: u32,
+        page_row0: u32,
+        page_rows: u32,
+        x_stride: u32,
+        y_stride: u32,
+        row_groups: u32,
+        batch: u32,
+        x_div: u32,
+        tiles: u32,
+        eps: f32,
+    }
 }
 
 /// Inputs of one batched matvec.
@@ -178,7 +157,7 @@ pub struct Args<'a> {
     /// RMSNorm weights and epsilon (`Variant::norm`).
     pub norm: Option<(Binding, f32)>,
     /// Per-expert pair lists (`Mode::Gather`).
-    pub gather: Option<Gather>,
+    pub gather: Option<PairLists>,
 }
 
 impl<'a> Args<'a> {
@@ -233,14 +212,11 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         && a.w.cols.is_multiple_of(4)
         && a.x.offset.is_multiple_of(16);
     let w_vec4 = v.lane_rows && a.w.format.quads_aligned(a.w.cols as usize);
-    let mut defines = v.defines();
-    for (on, name) in [(x_vec4, "X_VEC4"), (w_vec4, "W_VEC4")] {
-        if on {
-            defines.push((name.into(), String::new()));
-        }
-    }
-    defines.extend(a.w.layout_defines());
-    defines.sort();
+    let defines = v
+        .defines()
+        .with(&a.w.layout_defines())
+        .flag_if(x_vec4, "X_VEC4")
+        .flag_if(w_vec4, "W_VEC4");
     let pipeline = rec.ctx().pipeline("matvec", SOURCE, &defines);
     let row_groups = a.n.div_ceil(v.rows);
     let (z, x_div, tiles) = match (&a.gather, v.mode) {
@@ -366,7 +342,7 @@ mod tests {
         // The K-split runs with both reductions (subgroups where the device has them).
         let lane_rows = rows >= wg;
         for subgroups in [false, true] {
-            if subgroups && (lane_rows || !ctx.subgroups()) {
+            if subgroups && (lane_rows || !ctx.profile().subgroups) {
                 continue;
             }
             // Row-major pages, and row tiles where the shape and format allow them.
@@ -567,7 +543,7 @@ mod tests {
                 combine_case(f, (40, 64), 4, None, (8, 16), false, max_tile);
                 combine_case(f, (64, 2048), 4, Some(2), (8, 128), false, max_tile);
                 // The K-split, with both reductions.
-                for subgroups in [false, ctx.subgroups()] {
+                for subgroups in [false, ctx.profile().subgroups] {
                     combine_case(f, (29, 70), 3, Some(1), (64, 4), subgroups, max_tile);
                 }
             }
@@ -635,7 +611,7 @@ mod tests {
     fn folded_norm_matches_norm_then_product() {
         let Some(ctx) = context() else { return };
         for f in GPU_FORMATS {
-            for subgroups in [false, ctx.subgroups()] {
+            for subgroups in [false, ctx.profile().subgroups] {
                 norm_case(f, (37, 70), 1, None, (64, 4, 1), false, subgroups);
                 norm_case(f, (50, 96), 3, Some(16), (64, 4, 8), true, subgroups); // pages
                 norm_case(f, (21, 300), 1, None, (8, 2, 1), true, subgroups);

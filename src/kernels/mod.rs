@@ -6,6 +6,7 @@ pub mod attention;
 pub mod attention_merge;
 pub mod copy;
 pub mod embedding;
+mod geometry;
 pub mod matmul;
 pub mod matvec;
 pub mod moe_combine;
@@ -16,17 +17,10 @@ pub mod rmsnorm;
 pub mod shortconv;
 pub mod swiglu;
 
-use crate::gpu::Defines;
+pub use geometry::{Heads, KvType, PairLists};
 
-/// Sorted defines from `(name, value)` pairs (empty value: a flag).
-pub(crate) fn defines(pairs: &[(&str, String)]) -> Defines {
-    let mut d: Defines = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    d.sort();
-    d
-}
+#[cfg(test)]
+use crate::gpu::Defines;
 
 /// Every shader with the defines each of its variants uses, for the naga validation test.
 #[cfg(test)]
@@ -93,7 +87,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 matvec::Mode::Experts,
                 matvec::Mode::Gather,
             ] {
-                let mut d = matvec::Variant {
+                let d = matvec::Variant {
                     format: f,
                     mode,
                     accumulate: acc,
@@ -104,14 +98,11 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                     subgroups: false,
                     norm: false,
                 }
-                .defines();
-                d.push(("X_VEC4".into(), String::new()));
-                d.push(("W_VEC4".into(), String::new()));
-                if acc {
-                    // Row tiles (CPU devices).
-                    d.push(("W_TILE_LOG2".into(), "7u".into()));
-                }
-                d.sort();
+                .defines()
+                .flag("X_VEC4")
+                .flag("W_VEC4");
+                // Row tiles (CPU devices).
+                let d = if acc { d.uint("W_TILE_LOG2", 7) } else { d };
                 v.push(("matvec", matvec::SOURCE.to_string(), d));
             }
             v.push((
@@ -138,39 +129,38 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         v.push((
             "embedding",
             embedding::SOURCE.to_string(),
-            defines(&[(f.define(), String::new())]),
+            Defines::new().flag(f.define()).uint("WG", 64),
         ));
     }
-    for (name, src) in [
-        ("argmax", argmax::SOURCE),
-        ("attention", attention::SOURCE),
-        ("attention_merge", attention_merge::SOURCE),
-        ("copy", copy::SOURCE),
-        ("moe_combine", moe_combine::SOURCE),
-        ("moe_gather", moe_gather::SOURCE),
-        ("moe_router", moe_router::SOURCE),
-        ("qk_norm_rope", qk_norm_rope::SOURCE),
-        ("rmsnorm", rmsnorm::SOURCE),
-        ("shortconv", shortconv::SOURCE),
-        ("swiglu", swiglu::SOURCE),
+    for (name, src, wg) in [
+        ("argmax", argmax::SOURCE, 256),
+        ("attention", attention::SOURCE, 64),
+        ("attention_merge", attention_merge::SOURCE, 64),
+        ("copy", copy::SOURCE, 256),
+        ("moe_combine", moe_combine::SOURCE, 64),
+        ("moe_gather", moe_gather::SOURCE, 64),
+        ("moe_router", moe_router::SOURCE, 64),
+        ("qk_norm_rope", qk_norm_rope::SOURCE, 64),
+        ("rmsnorm", rmsnorm::SOURCE, 64),
+        ("shortconv", shortconv::SOURCE, 64),
+        ("swiglu", swiglu::SOURCE, 64),
     ] {
-        v.push((name, src.to_string(), Defines::new()));
+        v.push((name, src.to_string(), Defines::new().uint("WG", wg)));
     }
+    let wg = Defines::new().uint("WG", 64);
     for (name, src) in [
         ("attention", attention::SOURCE),
         ("qk_norm_rope", qk_norm_rope::SOURCE),
     ] {
-        v.push((name, src.to_string(), qk_norm_rope::KvType::F32.defines()));
+        v.push((name, src.to_string(), KvType::F32.defines().with(&wg)));
     }
     v.push((
         "moe_router",
         moe_router::SOURCE.to_string(),
-        defines(&[("FUSED", String::new())]),
+        wg.clone().flag("FUSED"),
     ));
-    for kv in [qk_norm_rope::KvType::F16, qk_norm_rope::KvType::F32] {
-        let mut d = kv.defines();
-        d.push(("SPLIT".into(), String::new()));
-        d.sort();
+    for kv in [KvType::F16, KvType::F32] {
+        let d = kv.defines().with(&wg).flag("SPLIT");
         v.push(("attention", attention::SOURCE.to_string(), d));
     }
     v
@@ -191,6 +181,68 @@ mod tests {
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{name} {defs:?}: {e:?}"));
+        }
+    }
+
+    /// Every Rust `Params` struct matches the `struct Params` of its shader, read through
+    /// naga: field names, types, order and offsets, and the struct's size.
+    #[test]
+    fn params_structs_match_their_shaders() {
+        use super::*;
+        use crate::gpu::UniformLayout;
+        type Fields = &'static [(&'static str, &'static str, usize)];
+        fn layout<P: UniformLayout>() -> (Fields, usize) {
+            (P::FIELDS, std::mem::size_of::<P>())
+        }
+        let kernels = [
+            ("argmax", layout::<argmax::Params>()),
+            ("attention", layout::<attention::Params>()),
+            ("attention_merge", layout::<attention_merge::Params>()),
+            ("copy", layout::<copy::Params>()),
+            ("embedding", layout::<embedding::Params>()),
+            ("matmul", layout::<matmul::Params>()),
+            ("matvec", layout::<matvec::Params>()),
+            ("moe_combine", layout::<moe_combine::Params>()),
+            ("moe_gather", layout::<moe_gather::Params>()),
+            ("moe_router", layout::<moe_router::Params>()),
+            ("qk_norm_rope", layout::<qk_norm_rope::Params>()),
+            ("rmsnorm", layout::<rmsnorm::Params>()),
+            ("shortconv", layout::<shortconv::Params>()),
+            ("swiglu", layout::<swiglu::Params>()),
+        ];
+        let variants = super::all_variants();
+        for (name, (fields, size)) in kernels {
+            let (_, src, defs) = variants.iter().find(|v| v.0 == name).expect(name);
+            let module = naga::front::wgsl::parse_str(&preprocess(src, defs)).expect(name);
+            let (_, ty) = module
+                .types
+                .iter()
+                .find(|(_, t)| t.name.as_deref() == Some("Params"))
+                .unwrap_or_else(|| panic!("{name}: no struct Params"));
+            let naga::TypeInner::Struct { members, span } = &ty.inner else {
+                panic!("{name}: Params is not a struct");
+            };
+            let wgsl: Vec<(String, String, usize)> = members
+                .iter()
+                .map(|m| {
+                    let ty = match module.types[m.ty].inner {
+                        naga::TypeInner::Scalar(s) if s == naga::Scalar::U32 => "u32",
+                        naga::TypeInner::Scalar(s) if s == naga::Scalar::F32 => "f32",
+                        ref other => panic!("{name}: field type {other:?}"),
+                    };
+                    (
+                        m.name.clone().unwrap_or_default(),
+                        ty.into(),
+                        m.offset as usize,
+                    )
+                })
+                .collect();
+            let rust: Vec<(String, String, usize)> = fields
+                .iter()
+                .map(|(n, t, o)| (n.to_string(), t.to_string(), *o))
+                .collect();
+            assert_eq!(rust, wgsl, "{name}: Rust Params vs WGSL");
+            assert_eq!(size, *span as usize, "{name}: size");
         }
     }
 }

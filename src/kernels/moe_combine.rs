@@ -1,16 +1,19 @@
 //! Weighted sum of each token's top-k expert outputs into the residual stream.
 
-use crate::gpu::{fold_groups, Binding, Recorder};
+use crate::gpu::{fold_groups, Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/moe_combine.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    h: u32,
-    tokens: u32,
-    top_k: u32,
-    _pad: u32,
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        h: u32,
+        tokens: u32,
+        top_k: u32,
+        _pad: u32,
+    }
 }
 
 /// `h[t] += Σ_j weights[t, j] · y[t·k + j]`.
@@ -23,7 +26,9 @@ pub fn record(
     tokens: u32,
     top_k: u32,
 ) {
-    let pipeline = rec.ctx().pipeline("moe_combine", SOURCE, &Vec::new());
+    let pipeline = rec
+        .ctx()
+        .pipeline("moe_combine", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         h,
         tokens,
@@ -36,7 +41,7 @@ pub fn record(
         &pipeline,
         &params,
         &b,
-        fold_groups((h * tokens).div_ceil(64), 1),
+        fold_groups((h * tokens).div_ceil(WG), 1),
     );
 }
 

@@ -1,21 +1,25 @@
 //! Buckets a chunk's (token, slot) pairs by expert on the GPU: counts, offsets and pair lists
 //! for the grouped expert GEMM, without any host readback.
 
-use crate::gpu::{Binding, GpuContext, Recorder};
+use crate::gpu::{Binding, Defines, GpuContext, Recorder};
 
-use super::matmul::Gather;
+use super::PairLists;
 
 pub const SOURCE: &str = include_str!("../../shaders/moe_gather.wgsl");
 
 /// Largest expert count the shader's workgroup arrays hold.
 pub const MAX_EXPERTS: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n_pairs: u32,
-    n_experts: u32,
-    _pad: [u32; 2],
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        n_pairs: u32,
+        n_experts: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// The gather kernel's outputs.
@@ -35,8 +39,8 @@ impl Buffers {
     }
 
     /// The lists as the grouped GEMM reads them; X row = pair / x_div.
-    pub fn gather(&self, n_experts: u32, max_rows: u32, x_div: u32) -> Gather {
-        Gather {
+    pub fn gather(&self, n_experts: u32, max_rows: u32, x_div: u32) -> PairLists {
+        PairLists {
             counts: (&self.counts).into(),
             offsets: (&self.offsets).into(),
             pairs: (&self.pairs).into(),
@@ -48,11 +52,14 @@ impl Buffers {
 }
 
 pub fn record(rec: &mut Recorder, ids: &Binding, out: &Buffers, n_pairs: u32, n_experts: u32) {
-    let pipeline = rec.ctx().pipeline("moe_gather", SOURCE, &Vec::new());
+    let pipeline = rec
+        .ctx()
+        .pipeline("moe_gather", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         n_pairs,
         n_experts,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     let b = [
         ids.clone(),

@@ -1,24 +1,27 @@
 //! LFM2-MoE routing on the GPU: sigmoid, bias for selection only, top-k, renormalisation and
 //! routed scaling; expert ids and weights never leave the GPU.
 
-use crate::gpu::{Binding, Recorder};
+use crate::gpu::{Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/moe_router.wgsl");
 
 /// Largest top-k the shader holds.
 pub const MAX_TOP_K: usize = 16;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    n_experts: u32,
-    top_k: u32,
-    use_bias: u32,
-    norm_topk: u32,
-    scale: f32,
-    hidden: u32,
-    _pad: u32,
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        tokens: u32,
+        n_experts: u32,
+        top_k: u32,
+        use_bias: u32,
+        norm_topk: u32,
+        scale: f32,
+        hidden: u32,
+        _pad: u32,
+    }
 }
 
 /// Where the router logits come from.
@@ -58,7 +61,7 @@ pub fn record(
     tokens: u32,
 ) {
     let (first, router, hidden, groups) = match logits {
-        Logits::Given(l) => (l, None, 0, tokens.div_ceil(64)),
+        Logits::Given(l) => (l, None, 0, tokens.div_ceil(WG)),
         Logits::Fused { x, router, hidden } => {
             assert!(
                 r.n_experts <= MAX_FUSED_EXPERTS,
@@ -67,10 +70,9 @@ pub fn record(
             (x, Some(router), hidden, tokens)
         }
     };
-    let defines = match router {
-        Some(_) => super::defines(&[("FUSED", String::new())]),
-        None => Vec::new(),
-    };
+    let defines = Defines::new()
+        .uint("WG", WG)
+        .flag_if(router.is_some(), "FUSED");
     let pipeline = rec.ctx().pipeline("moe_router", SOURCE, &defines);
     let params = Params {
         tokens,

@@ -1,78 +1,24 @@
 //! Attention input prep: per-head QK RMSNorm, NeoX RoPE (cos/sin from the host), q out in f32,
 //! k and v appended to the f16 KV cache at the chunk's positions.
 
-use crate::gpu::{Binding, Recorder};
+use super::Heads;
+use crate::gpu::{Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = include_str!("../../shaders/qk_norm_rope.wgsl");
 
 /// Largest head dimension the shader's workgroup arrays hold.
 pub const MAX_HEAD_DIM: usize = 256;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    tokens: u32,
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    pos0: u32,
-    kv_words: u32,
-    eps: f32,
-    _pad: u32,
-}
-
-/// Element type of the KV cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum KvType {
-    /// Half the memory; rounding K and V to f16 costs ~1e-3 relative in logits.
-    #[default]
-    F16,
-    /// Exact f32 cache, for reference comparisons and long-context precision.
-    F32,
-}
-
-impl KvType {
-    /// The shader defines selecting this cache type.
-    pub fn defines(self) -> crate::gpu::Defines {
-        match self {
-            KvType::F16 => Vec::new(),
-            KvType::F32 => super::defines(&[("KV_F32", String::new())]),
-        }
-    }
-
-    /// f32 while the whole f32 cache of `max_context` positions stays within 256 MiB (precision
-    /// is free when memory is small), else f16.
-    pub fn auto(cfg: &crate::model::Config, max_context: usize) -> Self {
-        let layers = cfg.attention.iter().filter(|a| **a).count();
-        let f32_bytes = layers * 2 * cfg.n_kv_heads * cfg.head_dim * 4 * max_context;
-        if f32_bytes <= 256 << 20 {
-            KvType::F32
-        } else {
-            KvType::F16
-        }
-    }
-
-    pub fn bytes(self) -> usize {
-        match self {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
-        }
-    }
-}
-
-/// Head geometry and cache type shared with the attention kernel.
-#[derive(Clone, Copy, Debug)]
-pub struct Heads {
-    pub n_heads: u32,
-    pub n_kv: u32,
-    pub head_dim: u32,
-    pub kv: KvType,
-}
-
-impl Heads {
-    /// u32 words one cache position takes.
-    pub fn kv_words(&self) -> u32 {
-        self.n_kv * self.head_dim * self.kv.bytes() as u32 / 4
+crate::params! {
+    pub(crate) struct Params {
+        tokens: u32,
+        n_heads: u32,
+        n_kv: u32,
+        head_dim: u32,
+        pos0: u32,
+        kv_words: u32,
+        eps: f32,
+        _pad: u32,
     }
 }
 
@@ -87,16 +33,19 @@ pub struct Args {
     pub v_cache: Binding,
 }
 
-pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32, pos0: u32, eps: f32) {
-    let pipeline = rec
-        .ctx()
-        .pipeline("qk_norm_rope", SOURCE, &heads.kv.defines());
-    let params = Params {
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+/// Prepares `tokens` rows of q|k|v at the step's cache positions `pos0..pos0 + tokens`.
+pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32, eps: f32) {
+    let defines = heads.kv.defines().uint("WG", WG);
+    let pipeline = rec.ctx().pipeline("qk_norm_rope", SOURCE, &defines);
+    let params = move |v: &StepVars| Params {
         tokens,
         n_heads: heads.n_heads,
         n_kv: heads.n_kv,
         head_dim: heads.head_dim,
-        pos0,
+        pos0: v.pos0,
         kv_words: heads.kv_words(),
         eps,
         _pad: 0,
@@ -110,10 +59,10 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32, pos0: u32
         a.k_cache.clone(),
         a.v_cache.clone(),
     ];
-    rec.dispatch(
+    rec.dispatch_positioned(
         "qk_norm_rope",
         &pipeline,
-        &params,
+        params,
         &b,
         [heads.n_heads + 2 * heads.n_kv, tokens, 1],
     );
@@ -180,6 +129,7 @@ pub fn reference(
 mod tests {
     use super::*;
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
+    use crate::kernels::KvType;
 
     #[test]
     fn qk_norm_rope_matches_reference() {
@@ -219,7 +169,8 @@ mod tests {
                 ctx.storage_with("kn", &kn),
                 ctx.storage_with("rope", &rope),
             ];
-            let mut rec = Recorder::new(ctx);
+            let pos = StepVars { pos0: pos0 as u32 };
+            let mut rec = Recorder::at(ctx, pos);
             record(
                 &mut rec,
                 heads,
@@ -233,7 +184,6 @@ mod tests {
                     v_cache: (&vc).into(),
                 },
                 t as u32,
-                pos0 as u32,
                 1e-5,
             );
             rec.submit();

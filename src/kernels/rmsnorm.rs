@@ -1,31 +1,46 @@
 //! RMSNorm over rows: `out[r] = x[first_row + r] · w / sqrt(mean(x²) + eps)`.
 
-use crate::gpu::{fold_groups, Binding, Recorder};
+use crate::gpu::{fold_groups, Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/rmsnorm.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    rows: u32,
-    first_row: u32,
-    eps: f32,
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        n: u32,
+        rows: u32,
+        first_row: u32,
+        eps: f32,
+    }
 }
 
-/// Normalises `rows` rows of width `n` starting at row `first_row` of `x` into `out[0..rows]`.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    rec: &mut Recorder,
-    x: &Binding,
-    w: &Binding,
-    out: &Binding,
-    n: u32,
-    rows: u32,
-    first_row: u32,
-    eps: f32,
-) {
-    let pipeline = rec.ctx().pipeline("rmsnorm", SOURCE, &Vec::new());
+/// One call: `rows` rows of width `n` starting at row `first_row` of `x`, into `out[0..rows]`.
+pub struct Args<'a> {
+    pub x: &'a Binding,
+    pub w: &'a Binding,
+    pub out: &'a Binding,
+    pub n: u32,
+    pub rows: u32,
+    pub first_row: u32,
+    pub eps: f32,
+}
+
+/// Normalises the rows `a` names.
+pub fn record(rec: &mut Recorder, a: &Args) {
+    let Args {
+        x,
+        w,
+        out,
+        n,
+        rows,
+        first_row,
+        eps,
+    } = *a;
+    let pipeline = rec
+        .ctx()
+        .pipeline("rmsnorm", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         n,
         rows,
@@ -66,16 +81,17 @@ mod tests {
                 poisoned(ctx, rows * n),
             );
             let mut rec = Recorder::new(ctx);
-            record(
-                &mut rec,
-                &(&xb).into(),
-                &(&wb).into(),
-                &(&out).into(),
-                n as u32,
-                rows as u32,
-                first as u32,
-                1e-5,
-            );
+            let b = |x: &wgpu::Buffer| Binding::whole(x);
+            let args = Args {
+                x: &b(&xb),
+                w: &b(&wb),
+                out: &b(&out),
+                n: n as u32,
+                rows: rows as u32,
+                first_row: first as u32,
+                eps: 1e-5,
+            };
+            record(&mut rec, &args);
             rec.submit();
             let want: Vec<f32> = (first..first + rows)
                 .flat_map(|r| reference(&x[r * n..(r + 1) * n], &w, 1e-5))

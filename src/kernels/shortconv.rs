@@ -1,34 +1,44 @@
 //! LFM2 double-gated short convolution with its carried state, for prefill chunks and decode.
 
-use crate::gpu::{Binding, Recorder};
+use crate::gpu::{Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/shortconv.wgsl");
 
 /// Longest kernel the shader's registers hold.
 pub const MAX_TAPS: usize = 8;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    h: u32,
-    tokens: u32,
-    taps: u32,
-    _pad: u32,
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        h: u32,
+        tokens: u32,
+        taps: u32,
+        _pad: u32,
+    }
 }
 
-/// `proj` [T, 3H] (B | C | x) → `y` [T, H]; `state` [L−1, H] is read and updated.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    rec: &mut Recorder,
-    proj: &Binding,
-    kernel: &Binding,
-    state: &Binding,
-    y: &Binding,
-    h: u32,
-    tokens: u32,
-    taps: u32,
-) {
-    let pipeline = rec.ctx().pipeline("shortconv", SOURCE, &Vec::new());
+/// Bindings of one call: `proj` [T, 3H] (B | C | x) → `y` [T, H]; `state` [L−1, H] is read
+/// and updated; `kernel` is [H, taps].
+pub struct Args<'a> {
+    pub proj: &'a Binding,
+    pub kernel: &'a Binding,
+    pub state: &'a Binding,
+    pub y: &'a Binding,
+}
+
+/// The convolution of `tokens` rows of width `h` with a `taps`-long kernel.
+pub fn record(rec: &mut Recorder, a: &Args, h: u32, tokens: u32, taps: u32) {
+    let Args {
+        proj,
+        kernel,
+        state,
+        y,
+    } = *a;
+    let pipeline = rec
+        .ctx()
+        .pipeline("shortconv", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         h,
         tokens,
@@ -36,7 +46,7 @@ pub fn record(
         _pad: 0,
     };
     let b = [proj.clone(), kernel.clone(), state.clone(), y.clone()];
-    rec.dispatch("shortconv", &pipeline, &params, &b, [h.div_ceil(64), 1, 1]);
+    rec.dispatch("shortconv", &pipeline, &params, &b, [h.div_ceil(WG), 1, 1]);
 }
 
 /// CPU reference; updates `state` ([L−1, H], oldest first) and returns y [T, H].
@@ -94,16 +104,14 @@ mod tests {
                 let pb = ctx.storage_with("proj", &proj);
                 let yb = poisoned(ctx, t * h);
                 let mut rec = Recorder::new(ctx);
-                record(
-                    &mut rec,
-                    &(&pb).into(),
-                    &(&kb).into(),
-                    &(&sb).into(),
-                    &(&yb).into(),
-                    h as u32,
-                    t as u32,
-                    taps as u32,
-                );
+                let b = |x: &wgpu::Buffer| Binding::whole(x);
+                let args = Args {
+                    proj: &b(&pb),
+                    kernel: &b(&kb),
+                    state: &b(&sb),
+                    y: &b(&yb),
+                };
+                record(&mut rec, &args, h as u32, t as u32, taps as u32);
                 rec.submit();
                 let want = reference(&proj, &kernel, &mut state_ref, h, taps);
                 let e = rel_err(&ctx.read_f32(&yb, 0, t * h).unwrap(), &want);

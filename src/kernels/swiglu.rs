@@ -1,31 +1,38 @@
 //! SwiGLU activation over rows laid out gate | up.
 
-use crate::gpu::{fold_groups, Binding, Recorder};
+use crate::gpu::{fold_groups, Binding, Defines, Recorder};
 
 pub const SOURCE: &str = include_str!("../../shaders/swiglu.wgsl");
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    f: u32,
-    rows: u32,
-    _pad: [u32; 2],
+/// Threads per workgroup (the shader's `WG`).
+const WG: u32 = 64;
+
+crate::params! {
+    pub(crate) struct Params {
+        f: u32,
+        rows: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// `gu` [rows, 2F] → `out` [rows, F].
 pub fn record(rec: &mut Recorder, gu: &Binding, out: &Binding, f: u32, rows: u32) {
-    let pipeline = rec.ctx().pipeline("swiglu", SOURCE, &Vec::new());
+    let pipeline = rec
+        .ctx()
+        .pipeline("swiglu", SOURCE, &Defines::new().uint("WG", WG));
     let params = Params {
         f,
         rows,
-        _pad: [0; 2],
+        _pad0: 0,
+        _pad1: 0,
     };
     rec.dispatch(
         "swiglu",
         &pipeline,
         &params,
         &[gu.clone(), out.clone()],
-        fold_groups((f * rows).div_ceil(64), 1),
+        fold_groups((f * rows).div_ceil(WG), 1),
     );
 }
 

@@ -228,7 +228,7 @@ fn upload_concat(
     } else {
         WeightFormat::F32
     };
-    let format = target.unwrap_or(common).on_device(ctx.cpu_kernels());
+    let format = ctx.profile().gpu_format(target.unwrap_or(common));
     let mut starts = Vec::with_capacity(parts.len());
     let mut rows = 0;
     for p in parts {

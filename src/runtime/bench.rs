@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{LogitsMode, Model, Session, SessionOptions};
 use crate::error::Result;
 use crate::gpu::GpuContext;
-use crate::kernels::qk_norm_rope::KvType;
+use crate::kernels::KvType;
 
 /// One llama-bench-style test row.
 #[derive(Clone, Debug)]
@@ -60,6 +60,9 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
     /// Seconds from a `p`-token prompt to the first sampled token on the host.
     pub ttft: f64,
+    /// Host microseconds per generated token to get its step to the GPU (write the changed
+    /// parameters, encode, submit), over the measured generation runs.
+    pub host_us_per_step: f64,
 }
 
 /// Pseudo-random token ids in 2..vocab (llama-bench also benches random tokens).
@@ -94,6 +97,7 @@ pub fn bench(
     let vocab = model.config.vocab;
     let mut rows = Vec::new();
     let mut ttft = 0.0;
+    let mut host = s.host_time();
     if n_prompt > 0 {
         let prompt = tokens(n_prompt, vocab, 42);
         let mut row = BenchRow {
@@ -122,6 +126,9 @@ pub fn bench(
         };
         for rep in 0..=reps {
             s.reset();
+            if rep == 1 {
+                host = s.host_time();
+            }
             let t = Instant::now();
             s.generate(&[1], n_gen, true)?;
             let dt = t.elapsed().as_secs_f64();
@@ -131,5 +138,10 @@ pub fn bench(
         }
         rows.push(row);
     }
-    Ok(BenchReport { rows, ttft })
+    let steps = s.host_time().since(&host);
+    Ok(BenchReport {
+        rows,
+        ttft,
+        host_us_per_step: steps.micros_per_step(),
+    })
 }

@@ -4,7 +4,13 @@
 pub mod bench;
 mod forward;
 mod model;
+mod moe;
+mod products;
+mod scratch;
 mod session;
+mod state;
+mod step;
 
 pub use model::Model;
-pub use session::{LogitsMode, Session, SessionOptions};
+pub use session::{HostTime, Session, SessionOptions};
+pub use step::LogitsMode;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::kernels::qk_norm_rope;
+use crate::kernels::{qk_norm_rope, KvType};
 use crate::model::gguf::GgufSource;
 use crate::model::gguf_tokenizer::tokenizer_from_gguf;
 use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan};
@@ -95,6 +95,21 @@ impl Model {
             weights,
             inv_freq,
             tokenizer,
+        }
+    }
+
+    /// The KV cache type `--kv-type auto` picks: f32 while the whole f32 cache of
+    /// `max_context` positions stays within the device profile's budget (precision is free
+    /// when memory is small), else f16.
+    pub fn auto_kv_type(&self, ctx: &GpuContext, max_context: usize) -> KvType {
+        let cfg = &self.config;
+        let layers = cfg.attention.iter().filter(|a| **a).count() as u64;
+        let per_position = 2 * (cfg.n_kv_heads * cfg.head_dim * 4) as u64;
+        let f32_bytes = layers * per_position * max_context as u64;
+        if f32_bytes <= ctx.profile().kv_f32_budget {
+            KvType::F32
+        } else {
+            KvType::F16
         }
     }
 

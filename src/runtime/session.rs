@@ -1,12 +1,16 @@
-//! A sequence's state on the GPU (KV cache per attention layer, conv state per conv layer,
-//! activation scratch) and the prefill / decode / generate entry points.
+//! A sequence's session: its state on the GPU (KV cache, conv state), activation scratch,
+//! the steps it has planned, and the prefill / decode / generate entry points.
 
-use super::forward::{record_chunk, Scratch};
+use std::time::{Duration, Instant};
+
+use super::forward::record_step;
+use super::scratch::Scratch;
+use super::state::SequenceState;
+use super::step::{LogitsMode, StepShape, StepView};
 use super::Model;
 use crate::error::{Error, Result};
-use crate::gpu::{BindCache, GpuContext, Recorder};
-use crate::kernels::qk_norm_rope::{self, KvType};
-use crate::model::Mixer;
+use crate::gpu::{BufferCopy, GpuContext, Plan, Recorder, StepVars};
+use crate::kernels::{qk_norm_rope, KvType};
 
 /// Sizes a session allocates for.
 #[derive(Clone, Copy, Debug)]
@@ -29,33 +33,45 @@ impl Default for SessionOptions {
     }
 }
 
-/// Which logits a forward chunk produces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogitsMode {
-    /// Every position of the chunk.
-    All,
-    /// Only the last position (generation).
-    Last,
+/// Step shapes a session keeps planned (decode, and the prefill chunk shapes around it).
+const PLANNED_SHAPES: usize = 4;
+
+/// Host time spent getting decode steps to the GPU (planning when needed, writing the
+/// changed parameters, encoding and submitting).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostTime {
+    pub steps: u64,
+    pub total: Duration,
 }
 
-/// One layer's sequence state.
-pub(crate) enum LayerState {
-    Conv { state: wgpu::Buffer },
-    Attn { k: wgpu::Buffer, v: wgpu::Buffer },
+impl HostTime {
+    /// The steps since `earlier` (a reading of the same session).
+    pub fn since(&self, earlier: &HostTime) -> HostTime {
+        HostTime {
+            steps: self.steps - earlier.steps,
+            total: self.total.saturating_sub(earlier.total),
+        }
+    }
+
+    /// Mean microseconds per decode step.
+    pub fn micros_per_step(&self) -> f64 {
+        self.total.as_secs_f64() * 1e6 / self.steps.max(1) as f64
+    }
 }
 
 pub struct Session<'m> {
-    pub(crate) ctx: &'m GpuContext,
-    pub(crate) model: &'m Model,
-    pub(crate) opts: SessionOptions,
-    pub(crate) state: Vec<LayerState>,
-    pub(crate) scratch: Scratch,
+    ctx: &'m GpuContext,
+    model: &'m Model,
+    opts: SessionOptions,
+    seq: SequenceState,
+    scratch: Scratch,
     pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
     readback: [wgpu::Buffer; 2],
-    /// Bind groups of recent step shapes (a decode step builds its own once).
-    binds: BindCache,
+    /// Planned steps by shape, most recent last.
+    plans: Vec<(StepShape, Plan<'m>)>,
+    host: HostTime,
 }
 
 impl<'m> Session<'m> {
@@ -72,49 +88,24 @@ impl<'m> Session<'m> {
                 opts.max_context, cfg.max_positions
             )));
         }
-        let kv_bytes = (opts.max_context * cfg.n_kv_heads * cfg.head_dim * opts.kv.bytes()) as u64;
-        if kv_bytes > ctx.max_binding() {
-            return Err(Error::Input(format!(
-                "a KV cache of {} positions needs {} MiB per layer, over this device's {} MiB binding limit; use a shorter --ctx",
-                opts.max_context,
-                kv_bytes >> 20,
-                ctx.max_binding() >> 20
-            )));
-        }
+        let seq = SequenceState::new(ctx, cfg, &model.weights, opts.kv, opts.max_context)?;
         let scratch = Scratch::new(ctx, cfg, opts.chunk)?;
         let opts = SessionOptions {
             chunk: scratch.chunk,
             ..opts
         };
-        let state = model
-            .weights
-            .layers
-            .iter()
-            .map(|l| match l.mixer {
-                Mixer::Conv(_) => LayerState::Conv {
-                    state: ctx.storage("conv state", (4 * (cfg.conv_taps - 1) * cfg.hidden) as u64),
-                },
-                Mixer::Attn(_) => LayerState::Attn {
-                    k: ctx.storage("k cache", kv_bytes),
-                    v: ctx.storage("v cache", kv_bytes),
-                },
-            })
-            .collect();
         let mut s = Session {
             ctx,
             model,
             opts,
-            state,
+            seq,
             scratch,
             pos: 0,
-            binds: BindCache::default(),
-            readback: [0, 1].map(|i| {
+            plans: Vec::new(),
+            host: HostTime::default(),
+            readback: ["token readback 0", "token readback 1"].map(|label| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(if i == 0 {
-                        "token readback 0"
-                    } else {
-                        "token readback 1"
-                    }),
+                    label: Some(label),
                     size: 4,
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
@@ -128,13 +119,7 @@ impl<'m> Session<'m> {
     /// Forgets the sequence: position 0, conv state zeroed (the KV cache is overwritten as it fills).
     pub fn reset(&mut self) {
         self.pos = 0;
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        for s in &self.state {
-            if let LayerState::Conv { state } = s {
-                enc.clear_buffer(state, 0, None);
-            }
-        }
-        self.ctx.queue.submit([enc.finish()]);
+        self.seq.clear(self.ctx);
     }
 
     /// Tokens consumed so far.
@@ -172,27 +157,79 @@ impl<'m> Session<'m> {
         self.submit_chunk(tokens.len(), mode, None);
     }
 
-    /// Records and submits the chunk of `len` tokens already in `scratch.tokens`. With
-    /// `feed`, the sampled token is also copied into `scratch.tokens` (the next step's input,
-    /// without a host round trip) and into readback slot `feed`.
+    /// Host time of the decode steps run so far.
+    pub fn host_time(&self) -> HostTime {
+        self.host
+    }
+
+    /// Runs the chunk of `len` tokens already in `scratch.tokens` at the current position,
+    /// planning its shape first if no plan holds for it. With `feed`, the sampled token is
+    /// also copied into `scratch.tokens` (the next step's input, without a host round trip)
+    /// and into readback slot `feed`.
     fn submit_chunk(
         &mut self,
         len: usize,
         mode: Option<LogitsMode>,
         feed: Option<usize>,
     ) -> wgpu::SubmissionIndex {
-        let ctx = self.ctx;
+        let start = Instant::now();
         let rope = qk_norm_rope::rope_table(&self.model.inv_freq, self.pos, len);
-        ctx.write(&self.scratch.rope, 0, bytemuck::cast_slice(&rope));
-        let mut rec = Recorder::new(ctx);
-        record_chunk(&mut rec, self, len as u32, self.pos as u32, mode);
-        if let Some(slot) = feed {
-            let next = &self.scratch.next_token;
-            rec.copy_after(next, 0, &self.scratch.tokens, 0, 4);
-            rec.copy_after(next, 0, &self.readback[slot], 0, 4);
-        }
+        self.ctx
+            .write(&self.scratch.rope, 0, bytemuck::cast_slice(&rope));
+        let shape = StepShape {
+            tokens: len as u32,
+            logits: mode,
+        };
+        let vars = StepVars {
+            pos0: self.pos as u32,
+        };
+        let next = &self.scratch.next_token;
+        let copy = |dst: &wgpu::Buffer| BufferCopy {
+            src: next.clone(),
+            src_offset: 0,
+            dst: dst.clone(),
+            dst_offset: 0,
+            size: 4,
+        };
+        let copies: Vec<BufferCopy> = feed
+            .map(|slot| vec![copy(&self.scratch.tokens), copy(&self.readback[slot])])
+            .unwrap_or_default();
+        let plan = self.plan(shape, vars);
+        let index = plan.run(vars, &copies);
         self.pos += len;
-        rec.submit_cached(&mut self.binds)
+        if len == 1 {
+            self.host.steps += 1;
+            self.host.total += start.elapsed();
+        }
+        index
+    }
+
+    /// The plan of `shape` that holds at `vars`, recorded now if there is none.
+    fn plan(&mut self, shape: StepShape, vars: StepVars) -> &mut Plan<'m> {
+        let held = self
+            .plans
+            .iter()
+            .position(|(s, p)| *s == shape && p.holds_for(&vars));
+        let entry = match held {
+            Some(i) => self.plans.remove(i),
+            None => {
+                let view = StepView {
+                    cfg: &self.model.config,
+                    weights: &self.model.weights,
+                    scratch: &self.scratch,
+                    seq: &self.seq,
+                };
+                let mut rec = Recorder::at(self.ctx, vars);
+                record_step(&mut rec, &view, shape);
+                self.plans.retain(|(s, _)| *s != shape);
+                if self.plans.len() >= PLANNED_SHAPES {
+                    self.plans.remove(0);
+                }
+                (shape, rec.finish())
+            }
+        };
+        self.plans.push(entry);
+        &mut self.plans.last_mut().expect("just pushed").1
     }
 
     /// The token in readback slot `slot`, once submission `done` has finished (later
