@@ -4,6 +4,7 @@
 //! the modules stay public for the tests and `kernels-bench`, which reach into kernels and GPU
 //! plumbing.
 
+pub mod bundled;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -41,5 +42,6 @@ pub use runtime::bench::{bench, BenchReport, BenchRow};
 /// Writes a float32 array as a NumPy `.npy` file (`wmoe logits`).
 pub use npy::write_f32 as write_npy;
 
-/// The model bundled in `assets/` that commands use when no `--model` is given.
-pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/tiny-moe");
+/// The model compiled into the library, which [`Model::load_bundled`] loads from memory and
+/// commands use when no `--model` is given.
+pub use bundled::{BundledModel, BUNDLED_MODEL};

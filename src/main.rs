@@ -204,11 +204,10 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
 
 /// Loads `--model` (default: the bundled model) on `ctx`.
 fn load(ctx: &GpuContext, m: &ModelArgs, progress: bool) -> wmoe::Result<Model> {
-    let dir = m
-        .model
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(wmoe::DEFAULT_MODEL));
-    Model::load_with(ctx, &dir, m.quant, progress)
+    match &m.model {
+        Some(path) => Model::load_with(ctx, path, m.quant, progress),
+        None => Model::load_bundled(ctx, m.quant, progress),
+    }
 }
 
 fn open(m: &ModelArgs, d: &DeviceArgs) -> wmoe::Result<(GpuContext, Model)> {
