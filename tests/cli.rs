@@ -93,6 +93,42 @@ fn generate_json_on_the_bundled_model() {
     assert!(v["text"].is_string());
 }
 
+/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args.
+fn generate_hello(bin: &Path, cwd: &Path, model: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin)
+        .current_dir(cwd)
+        .args(["generate", "--prompt", "Hello", "--max-tokens", "8"])
+        .args(["--ignore-eos", "--json"])
+        .args(model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bundled_model_needs_no_source_tree() {
+    if !gpu_available() {
+        return;
+    }
+    let dir = assets().join("tiny-moe");
+    let want = generate_hello(
+        Path::new(BIN),
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+        &["--model", dir.to_str().unwrap()],
+    );
+    // An installed copy of the binary, run from its own directory: no assets/ beside it.
+    let elsewhere = tmpdir("installed");
+    let bin = elsewhere.join("wmoe");
+    std::fs::copy(BIN, &bin).unwrap();
+    assert_eq!(generate_hello(&bin, &elsewhere, &[]), want);
+    let _ = std::fs::remove_dir_all(elsewhere);
+}
+
 /// Copies tiny-moe into a temp dir, rewriting model.safetensors through `edit`.
 fn broken_copy(
     name: &str,

@@ -55,6 +55,8 @@ transformers.logging.set_verbosity_error()
 
 REPO = Path(__file__).resolve().parent.parent
 OUT_ROOT = REPO / "assets" / "models"
+# LFM2-8B-A1B's chat template, given to the trained tokenizer of tiny-moe.
+CHAT_TEMPLATE = REPO / "assets" / "chat-templates" / "LFM2-8B-A1B.jinja"
 
 BOS_ID, EOS_ID, PAD_ID = 1, 7, 0
 N_GREEDY = 24
@@ -708,23 +710,6 @@ def dir_bytes(d):
 # --------------------------------------------------------------------------------------------
 
 
-def find_chat_template():
-    cands = []
-    if os.environ.get("WMOE_CHAT_TEMPLATE"):
-        cands.append(Path(os.environ["WMOE_CHAT_TEMPLATE"]))
-    cands += [
-        REPO / "shared" / "chat-templates" / "LFM2-8B-A1B.jinja",
-        REPO.parent / "shared" / "chat-templates" / "LFM2-8B-A1B.jinja",
-        Path("/work/shared/chat-templates/LFM2-8B-A1B.jinja"),
-    ]
-    for c in cands:
-        if c.is_file():
-            return c.read_text()
-    raise FileNotFoundError(
-        "LFM2-8B-A1B.jinja not found; set WMOE_CHAT_TEMPLATE=/path/to/LFM2-8B-A1B.jinja"
-    )
-
-
 def train_tokenizer(vocab_size=512):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -761,7 +746,7 @@ def write_tokenizer(out_dir, tok):
     from tokenizers import Tokenizer
 
     tok.save(str(out_dir / "tokenizer.json"), pretty=True)
-    template = find_chat_template()
+    template = CHAT_TEMPLATE.read_text()
     (out_dir / "chat_template.jinja").write_text(template)
     tcfg = {
         "add_bos_token": True,

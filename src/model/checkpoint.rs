@@ -25,10 +25,28 @@ struct TensorRef {
     end: usize,
 }
 
-/// An opened checkpoint directory.
+/// One safetensors file's bytes: mapped from disk, or compiled into the binary.
+enum Data {
+    Mapped(Mmap),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Mapped(map) => map,
+            Data::Static(bytes) => bytes,
+        }
+    }
+}
+
+/// An opened checkpoint: a directory's memory-mapped safetensors files, or one safetensors
+/// file held in memory.
 pub struct Checkpoint {
     pub dir: PathBuf,
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Data)>,
     tensors: HashMap<String, TensorRef>,
     /// The file a missing tensor should have been in (for error messages).
     catalogue: PathBuf,
@@ -67,15 +85,31 @@ impl Checkpoint {
             ));
         };
         let mut files = Vec::new();
-        let mut tensors = HashMap::new();
-        for (fi, path) in shards.iter().enumerate() {
+        for path in shards {
             let file =
-                File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+                File::open(&path).map_err(|e| Error::file(&path, format!("cannot open: {e}")))?;
             // SAFETY: the map is read-only; a file changed underneath us is the user's error,
             // caught at worst as wrong values, never as memory unsafety in our code paths.
             let map = unsafe { Mmap::map(&file) }
-                .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
-            let (n, meta) = SafeTensors::read_metadata(&map).map_err(|e| match cut_tensor(&map) {
+                .map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
+            files.push((path, Data::Mapped(map)));
+        }
+        Self::index(dir, files, catalogue)
+    }
+
+    /// A checkpoint of the single safetensors file `bytes` (a model compiled into the binary);
+    /// `path`, its stand-in file name, names it in error messages and `dir`.
+    pub fn from_static(path: &Path, bytes: &'static [u8]) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let files = vec![(path.to_path_buf(), Data::Static(bytes))];
+        Self::index(dir, files, path.to_path_buf())
+    }
+
+    /// Reads the headers of `files` into the tensor table.
+    fn index(dir: &Path, files: Vec<(PathBuf, Data)>, catalogue: PathBuf) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for (fi, (path, data)) in files.iter().enumerate() {
+            let (n, meta) = SafeTensors::read_metadata(data).map_err(|e| match cut_tensor(data) {
                 Some(name) => Error::tensor(
                     path,
                     name,
@@ -113,7 +147,6 @@ impl Checkpoint {
                     },
                 );
             }
-            files.push((path.clone(), map));
         }
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
@@ -137,8 +170,10 @@ impl TensorSource for Checkpoint {
     }
 
     fn release(&self, view: &TensorView) {
-        for (_, map) in &self.files {
-            super::source::drop_pages(map, view.bytes);
+        for (_, data) in &self.files {
+            if let Data::Mapped(map) = data {
+                super::source::drop_pages(map, view.bytes);
+            }
         }
     }
 

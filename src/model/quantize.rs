@@ -1,6 +1,7 @@
 //! `wmoe quantize`: rewrites a checkpoint with its matrices in quantized formats (per a plan),
 //! streaming row by row; the result loads without re-quantizing. Format: docs/QUANTIZED-CHECKPOINTS.md.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::checkpoint::Checkpoint;
@@ -30,6 +31,17 @@ pub struct QuantizeReport {
 impl QuantizeReport {
     pub fn total_bytes(&self) -> usize {
         self.tensors.iter().map(|t| t.2).sum()
+    }
+
+    /// (tensors, bytes) per output format, by format name.
+    pub fn by_format(&self) -> BTreeMap<&'static str, (usize, usize)> {
+        let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (_, f, b) in &self.tensors {
+            let e = per.entry(f.name()).or_default();
+            e.0 += 1;
+            e.1 += b;
+        }
+        per
     }
 }
 

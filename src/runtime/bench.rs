@@ -1,6 +1,7 @@
 //! `wmoe bench`: prompt processing (ppN) and generation (tgN) throughput in llama-bench's
 //! form — mean ± sd over repetitions after a warm-up — plus load time and time to first token.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::{LogitsMode, Model, Session, SessionOptions};
@@ -63,6 +64,101 @@ pub struct BenchReport {
     /// Host microseconds per generated token to get its step to the GPU (write the changed
     /// parameters, encode, submit), over the measured generation runs.
     pub host_us_per_step: f64,
+}
+
+impl BenchReport {
+    /// llama-bench's markdown table of the rows, a blank line, then one line with the device,
+    /// the load time `load_s`, the time to first token and the GPU weight size.
+    pub fn table(&self, ctx: &GpuContext, model: &Model, load_s: f64) -> String {
+        let d = Described::new(ctx, model);
+        let mut s = String::from("| model | size | params | backend | test | t/s |\n");
+        s.push_str("| --- | ---: | ---: | --- | ---: | ---: |\n");
+        for row in &self.rows {
+            let (avg, sd) = row.ts();
+            s.push_str(&format!(
+                "| {} ({}) | {:.2} GiB | {:.2} B | {} | {} | {avg:.2} ± {sd:.2} |\n",
+                d.name,
+                d.model_type,
+                d.size as f64 / (1u64 << 30) as f64,
+                d.params as f64 / 1e9,
+                d.backend,
+                row.name()
+            ));
+        }
+        s.push('\n');
+        s.push_str(&format!(
+            "device: {} ({:?}); load {load_s:.2} s; time to first token (pp{}) {:.3} s; GPU weights {:.1} MiB; host {:.0} us per decode step\n",
+            ctx.info.name,
+            ctx.info.backend,
+            self.rows.first().map_or(0, |x| x.n_prompt),
+            self.ttft,
+            d.size as f64 / (1 << 20) as f64,
+            self.host_us_per_step
+        ));
+        s
+    }
+
+    /// The rows as a JSON list of objects with llama-bench's field names, plus `load_s`,
+    /// `ttft_s` and `gpu_weight_bytes`.
+    pub fn json(&self, ctx: &GpuContext, model: &Model, load_s: f64) -> serde_json::Value {
+        let d = Described::new(ctx, model);
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| {
+                let (avg, sd) = row.ts();
+                let (avg_s, sd_s) = row.secs();
+                serde_json::json!({
+                    "build_commit": env!("CARGO_PKG_VERSION"), "backends": d.backend, "gpu_info": ctx.info.name,
+                    "model_filename": model.dir.display().to_string(), "model_type": d.model_type, "model_size": d.size,
+                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen,
+                    "avg_ns": (avg_s * 1e9) as u64, "stddev_ns": (sd_s * 1e9) as u64, "avg_ts": avg, "stddev_ts": sd,
+                    "samples_ns": row.samples.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
+                    "samples_ts": row.samples_ts(), "load_s": load_s, "ttft_s": self.ttft, "gpu_weight_bytes": d.size,
+                    "host_us_per_step": self.host_us_per_step,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+}
+
+/// What the table and the JSON rows say about the model and the device.
+struct Described {
+    /// The checkpoint directory's (or GGUF file's) name.
+    name: String,
+    /// Model type and the weight formats of its matrices, e.g. `lfm2_moe bf16+f32`.
+    model_type: String,
+    backend: String,
+    /// GPU bytes of the weights.
+    size: u64,
+    params: u64,
+}
+
+impl Described {
+    fn new(ctx: &GpuContext, model: &Model) -> Self {
+        let formats: BTreeSet<&str> = model
+            .weights
+            .matrices()
+            .iter()
+            .map(|t| t.format.name())
+            .collect();
+        Described {
+            name: model
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            model_type: format!(
+                "{} {}",
+                model.config.model_type,
+                formats.into_iter().collect::<Vec<_>>().join("+")
+            ),
+            backend: format!("wgpu-{:?}", ctx.info.backend).to_lowercase(),
+            size: model.weights.gpu_bytes(),
+            params: model.weights.n_params(),
+        }
+    }
 }
 
 /// Pseudo-random token ids in 2..vocab (llama-bench also benches random tokens).

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::bundled::BUNDLED_MODEL;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::{qk_norm_rope, KvType};
@@ -10,7 +11,8 @@ use crate::model::gguf_tokenizer::tokenizer_from_gguf;
 use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan};
 
 pub struct Model {
-    /// The checkpoint directory or GGUF file it was loaded from.
+    /// The checkpoint directory or GGUF file it was loaded from (`<bundled>/NAME` for the
+    /// bundled model, see [`crate::BundledModel::dir`]).
     pub dir: PathBuf,
     pub config: Config,
     pub weights: ModelWeights,
@@ -59,6 +61,38 @@ impl Model {
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tokenizer = tokenizer_json(&dir.join("tokenizer.json"))?;
         Ok(Self::assemble(dir, config, weights, tokenizer))
+    }
+
+    /// Loads the model compiled into the library ([`BUNDLED_MODEL`]) from memory, quantizing
+    /// its matrices while loading when `quant` is given.
+    pub fn load_bundled(
+        ctx: &GpuContext,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
+        let b = &BUNDLED_MODEL;
+        let dir = b.dir();
+        let file = |name: &str| {
+            b.file(name)
+                .ok_or_else(|| Error::file(dir.join(name), "not bundled in this binary"))
+        };
+        let config_path = dir.join("config.json");
+        let v: serde_json::Value = serde_json::from_slice(file("config.json")?)
+            .map_err(|e| Error::file(&config_path, format!("not valid JSON: {e}")))?;
+        let config = Config::from_json(&v, &config_path)?;
+        let ck =
+            Checkpoint::from_static(&dir.join("model.safetensors"), file("model.safetensors")?)?;
+        let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
+        let tokenizer = match b.file("tokenizer.json") {
+            None => None,
+            Some(bytes) => Some(tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+                Error::file(
+                    dir.join("tokenizer.json"),
+                    format!("cannot load the tokenizer: {e}"),
+                )
+            })?),
+        };
+        Ok(Self::assemble(&dir, config, weights, tokenizer))
     }
 
     /// Loads an `lfm2` / `lfm2moe` GGUF file.
