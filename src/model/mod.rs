@@ -4,7 +4,6 @@
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
-pub mod gguf_tokenizer;
 pub mod quantize;
 pub mod source;
 pub mod synth;
@@ -13,6 +12,7 @@ pub mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Config, MoeConfig};
+pub use gguf::tokenizer as gguf_tokenizer;
 pub use source::{TensorSource, TensorView};
 pub use weights::{
     AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights, QuantPlan,

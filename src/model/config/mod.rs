@@ -2,6 +2,7 @@
 //! the limits wmoe's kernels put on it. It is read from a `config.json` ([`json`]) or from a
 //! GGUF file's metadata ([`gguf`]), which is resolved and validated as a `config.json`.
 
+mod gguf;
 mod json;
 
 use std::path::Path;

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::gguf::{GgufFile, GgufValue};
+use super::{GgufFile, GgufValue};
 use crate::error::{Error, Result};
 
 /// LFM2 v1's pre-tokenizer split (MODEL-SPEC §6.1), GGUF `tokenizer.ggml.pre = "lfm2"`.
