@@ -6,13 +6,15 @@
 mod cursor;
 mod file;
 mod ggml_type;
+mod header;
 mod names;
 mod source;
 pub mod tokenizer;
 mod value;
 
-pub use file::{GgufFile, GgufTensorInfo, DEFAULT_ALIGNMENT};
+pub use file::GgufFile;
 pub use ggml_type::{supported_types, GgmlType};
+pub use header::{GgufTensorInfo, DEFAULT_ALIGNMENT};
 pub use names::{gguf_name, lfm2_architecture, ARCHITECTURES};
 pub use source::GgufSource;
 pub use value::GgufValue;
