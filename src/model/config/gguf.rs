@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use super::Config;
 use crate::error::{Error, Result};
-use crate::model::gguf::{lfm2_architecture, GgufFile, GgufValue};
+use crate::model::gguf::{block_tensor, lfm2_architecture, GgufFile, GgufValue};
 
 /// The metadata of one file, read under its architecture's key prefix (`lfm2.` / `lfm2moe.`).
 struct Meta<'a> {
@@ -61,20 +61,15 @@ impl Meta<'_> {
     }
     /// `ne[dim]` of the tensor `blk.N.{suffix}` of the lowest N.
     fn tensor_dim(&self, suffix: &str, dim: usize) -> Option<usize> {
-        let mut best: Option<(usize, usize)> = None;
-        for t in self.g.tensors() {
-            let Some((layer, rest)) = t.name.strip_prefix("blk.").and_then(|r| r.split_once('.'))
-            else {
-                continue;
-            };
-            let (Ok(layer), Some(&d)) = (layer.parse::<usize>(), t.ne.get(dim)) else {
-                continue;
-            };
-            if rest == suffix && best.is_none_or(|(l, _)| layer < l) {
-                best = Some((layer, d as usize));
-            }
-        }
-        best.map(|(_, d)| d)
+        self.g
+            .tensors()
+            .iter()
+            .filter_map(|t| {
+                let (layer, rest) = block_tensor(&t.name)?;
+                (rest == suffix).then_some((layer, t.ne.get(dim)?))
+            })
+            .min_by_key(|&(layer, _)| layer)
+            .map(|(_, &d)| d as usize)
     }
 
     fn is_moe(&self) -> bool {

@@ -15,6 +15,7 @@ mod value;
 pub use file::GgufFile;
 pub use ggml_type::{supported_types, GgmlType};
 pub use header::{GgufTensorInfo, DEFAULT_ALIGNMENT};
+pub(crate) use names::block_tensor;
 pub use names::{gguf_name, lfm2_architecture, ARCHITECTURES};
 pub use source::GgufSource;
 pub use value::GgufValue;

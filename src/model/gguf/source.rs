@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::file::GgufFile;
-use super::names::{gguf_name, lfm2_architecture, EXPERT_NAMES, LAYER_NAMES, TOP_NAMES};
+use super::names::{expert_hf_name, gguf_name, hf_name, lfm2_architecture, HfName};
 use crate::error::{Error, Result};
 use crate::model::source::{TensorSource, TensorView};
 
@@ -35,51 +35,32 @@ impl GgufSource {
         let mut entries = HashMap::new();
         for (i, t) in file.tensors().iter().enumerate() {
             let shape = t.shape();
-            if let Some((g, hf)) = TOP_NAMES.iter().find(|(g, _)| *g == t.name) {
-                let e = Entry {
-                    tensor: i,
-                    expert: None,
-                    shape,
-                };
-                // token_embd_norm wins over output_norm when a file has both
-                if *g == "output_norm.weight" {
-                    entries.entry(hf.to_string()).or_insert(e);
-                } else {
-                    entries.insert(hf.to_string(), e);
-                }
-                continue;
-            }
-            let Some((layer, rest)) = t
-                .name
-                .strip_prefix("blk.")
-                .and_then(|r| r.split_once('.'))
-                .and_then(|(l, r)| Some((l.parse::<usize>().ok()?, r)))
-            else {
-                continue;
-            };
-            if let Some((_, hf)) = LAYER_NAMES.iter().find(|(g, _)| *g == rest) {
-                entries.insert(
-                    format!("model.layers.{layer}.{hf}"),
-                    Entry {
+            match hf_name(&t.name) {
+                None => {}
+                Some(HfName::Tensor { name, fallback }) => {
+                    let e = Entry {
                         tensor: i,
                         expert: None,
                         shape,
-                    },
-                );
-            } else if let Some((_, w)) = EXPERT_NAMES.iter().find(|(g, _)| *g == rest) {
-                if shape.len() != 3 {
-                    continue; // reported when asked for: not a stack of experts
+                    };
+                    if fallback {
+                        entries.entry(name).or_insert(e);
+                    } else {
+                        entries.insert(name, e);
+                    }
                 }
-                let n = shape[0];
-                for e in 0..n {
-                    entries.insert(
-                        format!("model.layers.{layer}.feed_forward.experts.{e}.{w}.weight"),
-                        Entry {
+                // reported when asked for: not a stack of experts
+                Some(HfName::Experts { .. }) if shape.len() != 3 => {}
+                Some(HfName::Experts { layer, w }) => {
+                    let n = shape[0];
+                    for e in 0..n {
+                        let entry = Entry {
                             tensor: i,
                             expert: Some((e, n)),
                             shape: shape[1..].to_vec(),
-                        },
-                    );
+                        };
+                        entries.insert(expert_hf_name(layer, e, w), entry);
+                    }
                 }
             }
         }
