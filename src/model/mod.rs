@@ -1,5 +1,5 @@
-//! Model description and checkpoint reading: config parsing, safetensors readers, tensor
-//! naming and the upload of LFM2 / LFM2-MoE weights into GPU pages.
+//! Model description and checkpoint reading: config parsing, safetensors and GGUF readers,
+//! tensor naming and the upload of LFM2 / LFM2-MoE weights into GPU pages.
 
 pub mod checkpoint;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The model config of LFM2 (`lfm2`) and LFM2-MoE (`lfm2_moe`): the resolved [`Config`] and
-//! the limits wmoe's kernels put on it. It is read from a `config.json` ([`json`]) or from a
-//! GGUF file's metadata ([`gguf`]), which is resolved and validated as a `config.json`.
+//! the limits wmoe's kernels put on it. It is read from a `config.json` (`json`) or from a
+//! GGUF file's metadata (`gguf`), which is resolved and validated as a `config.json`.
 
 mod gguf;
 mod json;

@@ -9,6 +9,7 @@ pub(super) struct Cursor<'a> {
     pub(super) pos: usize,
 }
 
+/// A header read; the error says what was read and where, the caller adds the file.
 pub(super) type Parse<T> = std::result::Result<T, String>;
 
 impl<'a> Cursor<'a> {

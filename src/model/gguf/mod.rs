@@ -1,7 +1,13 @@
-//! GGUF files: the container ([`GgufFile`], read by our own parser), the names LFM2 has in
-//! them, a [`TensorSource`](crate::model::TensorSource) over them ([`GgufSource`]) and a
-//! tokenizer from their metadata. The [`Config`](crate::model::Config) from their metadata
-//! is read next to the `config.json` one, in `model::config`.
+//! GGUF files (llama.cpp's format):
+//! - the container, read by our own parser: [`GgufFile`] (`file`), its header (`header`,
+//!   over the bounds-checked reads of `cursor`), metadata values (`value`) and ggml tensor
+//!   types (`ggml_type`);
+//! - the names LFM2's tensors have in it (`names`);
+//! - an LFM2 file as a [`TensorSource`](crate::model::TensorSource) ([`GgufSource`], in
+//!   `source`) and the tokenizer its metadata describes (`tokenizer`).
+//!
+//! The [`Config`](crate::model::Config) from the metadata is read next to the `config.json`
+//! one, in `model::config`.
 
 mod cursor;
 mod file;
