@@ -1,10 +1,9 @@
-//! Model description and checkpoint reading: config parsing, safetensors readers, tensor
-//! naming and the upload of LFM2 / LFM2-MoE weights into GPU pages.
+//! Model description and checkpoint reading: config parsing, safetensors and GGUF readers,
+//! tensor naming and the upload of LFM2 / LFM2-MoE weights into GPU pages.
 
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
-pub mod gguf_tokenizer;
 pub mod quantize;
 pub mod source;
 pub mod synth;
@@ -13,6 +12,7 @@ pub mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use config::{Config, MoeConfig};
+pub use gguf::tokenizer as gguf_tokenizer;
 pub use source::{TensorSource, TensorView};
 pub use weights::{
     AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights, QuantPlan,

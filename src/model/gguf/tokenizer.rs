@@ -8,7 +8,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::gguf::{GgufFile, GgufValue};
+use super::{GgufFile, GgufValue};
 use crate::error::{Error, Result};
 
 /// LFM2 v1's pre-tokenizer split (MODEL-SPEC §6.1), GGUF `tokenizer.ggml.pre = "lfm2"`.
@@ -33,49 +33,84 @@ pub fn pretokenizer_regex(pre: Option<&str>) -> &'static str {
 /// The tokenizer described by `g`'s metadata: `Ok(None)` when the file has none, an error
 /// naming the file when it is malformed or not byte-level BPE.
 pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Option<tokenizers::Tokenizer>> {
-    let err = |msg: String| Error::file(&g.path, msg);
     let Some(model) = g.get("tokenizer.ggml.model") else {
         return Ok(None);
     };
     match model.as_str() {
         Some("gpt2") => {}
         other => {
-            return Err(err(format!(
+            return Err(err(g, format!(
                 "tokenizer.ggml.model is {other:?}; wmoe builds byte-level BPE ('gpt2') tokenizers from GGUF metadata; put the model's tokenizer.json next to the file"
             )))
         }
     }
-    let strings = |key: &str| -> Result<Option<Vec<&str>>> {
-        match g.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_array()
-                .and_then(|a| a.iter().map(GgufValue::as_str).collect::<Option<Vec<_>>>())
-                .map(Some)
-                .ok_or_else(|| err(format!("{key} must be an array of strings"))),
-        }
-    };
-    let tokens = strings("tokenizer.ggml.tokens")?.ok_or_else(|| {
-        err("tokenizer.ggml.model is set but tokenizer.ggml.tokens is missing".into())
+    let tokens = strings(g, "tokenizer.ggml.tokens")?.ok_or_else(|| {
+        err(
+            g,
+            "tokenizer.ggml.model is set but tokenizer.ggml.tokens is missing".into(),
+        )
     })?;
-    let merges = strings("tokenizer.ggml.merges")?.unwrap_or_default();
-    let types: Vec<i64> = match g.get("tokenizer.ggml.token_type") {
-        None => vec![1; tokens.len()],
+    let merges = strings(g, "tokenizer.ggml.merges")?.unwrap_or_default();
+    let types = token_types(g, tokens.len())?;
+    let (vocab, added) = vocab_and_added_tokens(&tokens, &types);
+    let merges = merge_pairs(g, &merges)?;
+    let spec = tokenizer_json(TokenizerJson {
+        added,
+        post_processor: bos_post_processor(g, &tokens),
+        regex: pretokenizer_regex(g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str)),
+        vocab,
+        merges,
+    });
+    let bytes = serde_json::to_vec(&spec).expect("JSON");
+    tokenizers::Tokenizer::from_bytes(bytes)
+        .map(Some)
+        .map_err(|e| {
+            err(
+                g,
+                format!("cannot build a tokenizer from the GGUF tokenizer metadata: {e}"),
+            )
+        })
+}
+
+fn err(g: &GgufFile, msg: String) -> Error {
+    Error::file(&g.path, msg)
+}
+
+/// The array of strings `key`, if the file has it.
+fn strings<'a>(g: &'a GgufFile, key: &str) -> Result<Option<Vec<&'a str>>> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_array()
+            .and_then(|a| a.iter().map(GgufValue::as_str).collect::<Option<Vec<_>>>())
+            .map(Some)
+            .ok_or_else(|| err(g, format!("{key} must be an array of strings"))),
+    }
+}
+
+/// `tokenizer.ggml.token_type` of each of the `n` tokens (all normal, 1, without it).
+fn token_types(g: &GgufFile, n: usize) -> Result<Vec<i64>> {
+    match g.get("tokenizer.ggml.token_type") {
+        None => Ok(vec![1; n]),
         Some(v) => v
             .as_array()
             .and_then(|a| a.iter().map(GgufValue::as_i64).collect::<Option<Vec<_>>>())
-            .filter(|t| t.len() == tokens.len())
+            .filter(|t| t.len() == n)
             .ok_or_else(|| {
-                err(format!(
-                    "tokenizer.ggml.token_type must be an array of {} integers",
-                    tokens.len()
-                ))
-            })?,
-    };
+                err(
+                    g,
+                    format!("tokenizer.ggml.token_type must be an array of {n} integers"),
+                )
+            }),
+    }
+}
 
+/// The BPE vocabulary (token -> id) and the added tokens: control tokens (special) and
+/// user-defined ones.
+fn vocab_and_added_tokens(tokens: &[&str], types: &[i64]) -> (Map<String, Value>, Vec<Value>) {
     let mut vocab = Map::new();
     let mut added = Vec::new();
-    for (id, (tok, ty)) in tokens.iter().zip(&types).enumerate() {
+    for (id, (tok, ty)) in tokens.iter().zip(types).enumerate() {
         // a repeated token string keeps its first id
         if !vocab.contains_key(*tok) {
             vocab.insert(tok.to_string(), json!(id));
@@ -92,14 +127,24 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Option<tokenizers::Tokenizer>
             }));
         }
     }
-    let merges: Vec<Value> = merges
+    (vocab, added)
+}
+
+/// The merges `"a b"` as tokenizer.json's `["a", "b"]` pairs.
+fn merge_pairs(g: &GgufFile, merges: &[&str]) -> Result<Vec<Value>> {
+    merges
         .iter()
         .map(|m| {
             m.split_once(' ')
                 .map(|(a, b)| json!([a, b]))
-                .ok_or_else(|| err(format!("tokenizer.ggml.merges entry {m:?} is not 'a b'")))
+                .ok_or_else(|| err(g, format!("tokenizer.ggml.merges entry {m:?} is not 'a b'")))
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// As LFM2's tokenizer.json: BOS prepended when special tokens are added (where the file
+/// has a BOS token and `add_bos_token`), else no post-processor.
+fn bos_post_processor(g: &GgufFile, tokens: &[&str]) -> Value {
     let bos = g
         .get("tokenizer.ggml.bos_token_id")
         .and_then(GgufValue::as_u64)
@@ -108,8 +153,7 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Option<tokenizers::Tokenizer>
         .get("tokenizer.ggml.add_bos_token")
         .and_then(GgufValue::as_bool)
         .unwrap_or(false);
-    // As LFM2's tokenizer.json: BOS prepended when special tokens are added.
-    let post_processor = match bos.filter(|_| add_bos) {
+    match bos.filter(|_| add_bos) {
         None => Value::Null,
         Some((id, t)) => json!({
             "type": "TemplateProcessing",
@@ -120,22 +164,34 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Option<tokenizers::Tokenizer>
             ],
             "special_tokens": {t: {"id": t, "ids": [id], "tokens": [t]}},
         }),
-    };
-    let regex = pretokenizer_regex(g.get("tokenizer.ggml.pre").and_then(GgufValue::as_str));
-    let spec = json!({
+    }
+}
+
+/// The parts of the tokenizer.json that come from the file.
+struct TokenizerJson {
+    added: Vec<Value>,
+    post_processor: Value,
+    regex: &'static str,
+    vocab: Map<String, Value>,
+    merges: Vec<Value>,
+}
+
+/// The tokenizer.json Hugging Face would hold for a byte-level BPE tokenizer.
+fn tokenizer_json(t: TokenizerJson) -> Value {
+    json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
-        "added_tokens": added,
+        "added_tokens": t.added,
         "normalizer": null,
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+                {"type": "Split", "pattern": {"Regex": t.regex}, "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
             ]
         },
-        "post_processor": post_processor,
+        "post_processor": t.post_processor,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {
             "type": "BPE",
@@ -146,16 +202,8 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Option<tokenizers::Tokenizer>
             "fuse_unk": false,
             "byte_fallback": false,
             "ignore_merges": false,
-            "vocab": vocab,
-            "merges": merges,
+            "vocab": t.vocab,
+            "merges": t.merges,
         },
-    });
-    let bytes = serde_json::to_vec(&spec).expect("JSON");
-    tokenizers::Tokenizer::from_bytes(bytes)
-        .map(Some)
-        .map_err(|e| {
-            err(format!(
-                "cannot build a tokenizer from the GGUF tokenizer metadata: {e}"
-            ))
-        })
+    })
 }

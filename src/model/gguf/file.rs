@@ -1,0 +1,133 @@
+//! An opened GGUF file (llama.cpp's format, versions 2 and 3, little-endian): its memory
+//! map, what its header says (metadata and tensor infos, looked up by name) and the tensors'
+//! bytes. Errors name the file, and the tensor where there is one.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use super::ggml_type::supported_types;
+use super::header::{self, GgufTensorInfo, Table};
+use super::value::GgufValue;
+use crate::error::{Error, Result};
+use crate::gpu::WeightFormat;
+
+/// An opened, parsed GGUF file.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub(crate) map: Mmap,
+    pub version: u32,
+    pub alignment: u64,
+    /// Byte offset of the data section (tensor offsets are relative to it).
+    pub data_offset: usize,
+    metadata: Table<(String, GgufValue)>,
+    tensors: Table<GgufTensorInfo>,
+}
+
+impl GgufFile {
+    /// Maps and parses `path`; checks that every tensor's data lies inside the file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open: {e}")))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::file(path, format!("cannot stat: {e}")))?
+            .len();
+        if len < 8 {
+            return Err(Error::file(
+                path,
+                format!("is {len} bytes long, too short to be a GGUF file; re-download or re-convert it"),
+            ));
+        }
+        // SAFETY: the map is read-only; a file changed underneath us is the user's error,
+        // caught at worst as wrong values, never as memory unsafety in our code paths.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
+        let h = header::read(path, &map)?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            map,
+            version: h.version,
+            alignment: h.alignment,
+            data_offset: h.data_offset,
+            metadata: h.metadata,
+            tensors: h.tensors,
+        })
+    }
+
+    /// All metadata in file order.
+    pub fn metadata(&self) -> &[(String, GgufValue)] {
+        &self.metadata.items
+    }
+
+    /// The metadata value of `key`.
+    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+        self.metadata.get(key).map(|(_, v)| v)
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Option<&str> {
+        self.get("general.architecture").and_then(GgufValue::as_str)
+    }
+
+    /// All tensor infos in file order.
+    pub fn tensors(&self) -> &[GgufTensorInfo] {
+        &self.tensors.items
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
+        self.tensors.get(name)
+    }
+
+    /// Size of the file in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The tensor's data in its ggml type's block layout, whatever the type.
+    pub fn raw_data(&self, t: &GgufTensorInfo) -> Result<&[u8]> {
+        let n = t.nbytes.ok_or_else(|| match t.ggml_type.block() {
+            None => Error::tensor(
+                &self.path,
+                &t.name,
+                format!(
+                    "has {}, which wmoe does not know; wmoe reads {}",
+                    t.ggml_type.name(),
+                    supported_types()
+                ),
+            ),
+            Some((be, _)) => Error::tensor(
+                &self.path,
+                &t.name,
+                format!(
+                    "has rows of {} elements, not a whole number of {} blocks of {be}: corrupt file; re-convert it",
+                    t.ne[0],
+                    t.ggml_type.name()
+                ),
+            ),
+        })?;
+        let start = self.data_offset + t.offset as usize;
+        Ok(&self.map[start..start + n])
+    }
+
+    /// The tensor's wmoe format and canonical bytes, or an error naming the tensor and its
+    /// type when wmoe does not read that type.
+    pub fn tensor_data(&self, t: &GgufTensorInfo) -> Result<(WeightFormat, &[u8])> {
+        let format = t.ggml_type.format().ok_or_else(|| {
+            Error::tensor(
+                &self.path,
+                &t.name,
+                format!(
+                    "has type {}, which wmoe does not support (supported: {}); use a GGUF quantized to one of these (e.g. Q4_K_M, Q8_0) or convert the Hugging Face checkpoint",
+                    t.ggml_type.name(),
+                    supported_types()
+                ),
+            )
+        })?;
+        Ok((format, self.raw_data(t)?))
+    }
+}
