@@ -2,7 +2,8 @@
 //! q5_0, q5_1, q4_K, q5_K, q6_K). Each has a canonical byte layout (GGUF's, block after block) and
 //! a GPU row layout the shaders read as `array<u32>`. Blocks that are not 4-byte aligned are
 //! repacked per row into separate aligned arrays: `[f16 scales, padded to a word][the rest]`.
-//! Host-side quantizers, dequantizers and the repacking live here, beside the layouts.
+//! Host-side quantizers, dequantizers and the repacking live here, beside the layouts, and
+//! the table of each format's shader loaders (shaders/formats/).
 
 use half::{bf16, f16};
 
@@ -52,24 +53,49 @@ pub const GPU_FORMATS: [WeightFormat; 12] = {
     all
 };
 
+/// What every format's loaders share (row and tile addressing, units, masked dots).
+const COMMON_WGSL: &str = include_str!("../../shaders/formats/common.wgsl");
+
+/// `kernel` (a matrix kernel's WGSL) after the weight loaders: the common file, then every
+/// GPU format's file under its own `#ifdef` guard, so a variant's format define keeps one.
+pub fn with_weight_loaders(kernel: &str) -> String {
+    let mut source = String::from(COMMON_WGSL);
+    for f in GPU_FORMATS {
+        let (define, wgsl) = f.shader();
+        source += &format!("#ifdef {define}\n{wgsl}\n#endif\n");
+    }
+    source + kernel
+}
+
 impl WeightFormat {
+    /// The shader define selecting this format and its loaders (w_load, w_unit, w_unit4,
+    /// w_dot, w_dot_pair; shaders/formats/common.wgsl): the one table a GPU layout joins.
+    fn shader(self) -> (&'static str, &'static str) {
+        use WeightFormat::*;
+        macro_rules! wgsl {
+            ($file:literal) => {
+                include_str!(concat!("../../shaders/formats/", $file))
+            };
+        }
+        match self {
+            F32 => ("W_F32", wgsl!("f32.wgsl")),
+            F16 => ("W_F16", wgsl!("f16.wgsl")),
+            Bf16 => ("W_BF16", wgsl!("bf16.wgsl")),
+            Q8_0 => ("W_Q8_0", wgsl!("q8_0.wgsl")),
+            Q4_0 => ("W_Q4_0", wgsl!("q4_0.wgsl")),
+            Q4_1 => ("W_Q4_1", wgsl!("q4_1.wgsl")),
+            Q5_0 => ("W_Q5_0", wgsl!("q5_0.wgsl")),
+            Q5_1 => ("W_Q5_1", wgsl!("q5_1.wgsl")),
+            Q4K => ("W_Q4_K", wgsl!("q4_k.wgsl")),
+            Q5K => ("W_Q5_K", wgsl!("q5_k.wgsl")),
+            Q6K => ("W_Q6_K", wgsl!("q6_k.wgsl")),
+            Q6KWide => ("W_Q6_K_WIDE", wgsl!("q6_k_wide.wgsl")),
+        }
+    }
+
     /// The shader define selecting this format's loader.
     pub fn define(self) -> &'static str {
-        use WeightFormat::*;
-        match self {
-            F32 => "W_F32",
-            F16 => "W_F16",
-            Bf16 => "W_BF16",
-            Q8_0 => "W_Q8_0",
-            Q4_0 => "W_Q4_0",
-            Q4_1 => "W_Q4_1",
-            Q5_0 => "W_Q5_0",
-            Q5_1 => "W_Q5_1",
-            Q4K => "W_Q4_K",
-            Q5K => "W_Q5_K",
-            Q6K => "W_Q6_K",
-            Q6KWide => "W_Q6_K_WIDE",
-        }
+        self.shader().0
     }
 
     pub fn name(self) -> &'static str {

@@ -1,13 +1,13 @@
 //! Tiled matrix product for prefill, `Y (+)= X · Wᵀ`, and (with `gather`) the grouped expert
 //! GEMM over the gather kernel's per-expert pair lists on an upper-bound grid.
 
-use crate::gpu::{Binding, Defines, Recorder, WeightFormat, WeightTensor};
+use std::sync::LazyLock;
 
-/// The kernel with the shared weight-format loaders prepended (joined at compile time).
-pub const SOURCE: &str = concat!(
-    include_str!("../../shaders/weight_formats.wgsl"),
-    include_str!("../../shaders/matmul.wgsl")
-);
+use crate::gpu::{with_weight_loaders, Binding, Defines, Recorder, WeightFormat, WeightTensor};
+
+/// The kernel after the weight-format loaders (shaders/formats/, joined once on first use).
+pub static SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_weight_loaders(include_str!("../../shaders/matmul.wgsl")));
 
 /// Output tile edge (rows and columns) of one workgroup, as in the shader.
 pub const TILE: u32 = 32;
@@ -81,7 +81,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     let mut defines = v.defines();
     defines.extend(a.w.layout_defines());
     defines.sort();
-    let pipeline = rec.ctx().pipeline("matmul", SOURCE, &defines);
+    let pipeline = rec.ctx().pipeline("matmul", &SOURCE, &defines);
     for page in &a.w.pages {
         let (groups, x_div, n_offset) = match &a.gather {
             Some(g) => (

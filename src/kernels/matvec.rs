@@ -1,14 +1,16 @@
 //! Batched matrix-vector product, `y[b] (+)= W[m_b] · x[b]`, the decode path's projection and
 //! (with `experts`) the decode expert matvec whose matrix ids are read on the GPU.
 
-use super::matmul::Gather;
-use crate::gpu::{fold_groups, Binding, Defines, Recorder, WeightFormat, WeightTensor};
+use std::sync::LazyLock;
 
-/// The kernel with the shared weight-format loaders prepended (joined at compile time).
-pub const SOURCE: &str = concat!(
-    include_str!("../../shaders/weight_formats.wgsl"),
-    include_str!("../../shaders/matvec.wgsl")
-);
+use super::matmul::Gather;
+use crate::gpu::{
+    fold_groups, with_weight_loaders, Binding, Defines, Recorder, WeightFormat, WeightTensor,
+};
+
+/// The kernel after the weight-format loaders (shaders/formats/, joined once on first use).
+pub static SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_weight_loaders(include_str!("../../shaders/matvec.wgsl")));
 
 /// Where each workgroup's matrix and batch entries come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -241,7 +243,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     }
     defines.extend(a.w.layout_defines());
     defines.sort();
-    let pipeline = rec.ctx().pipeline("matvec", SOURCE, &defines);
+    let pipeline = rec.ctx().pipeline("matvec", &SOURCE, &defines);
     let row_groups = a.n.div_ceil(v.rows);
     let (z, x_div, tiles) = match (&a.gather, v.mode) {
         (Some(g), _) => {
