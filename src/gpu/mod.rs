@@ -7,8 +7,9 @@ mod recorder;
 mod shader;
 mod weights;
 
+pub use crate::quant::{WeightFormat, ALL_FORMATS};
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
-pub use formats::{with_weight_loaders, WeightFormat, ALL_FORMATS, GPU_FORMATS};
+pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use recorder::{fold_groups, BindCache, Binding, Recorder};
 pub use shader::{preprocess, Defines};
 pub use weights::{

@@ -7,8 +7,7 @@
 //! shared loaders in shaders/formats/common.wgsl address both layouts (`W_TILE_LOG2`);
 //! docs/PERF.md has the measurements, including the formats where tiles did not pay.
 
-pub use super::formats::WeightFormat;
-use super::GpuContext;
+use super::{GpuContext, WeightFormat};
 use crate::error::{Error, Result};
 
 /// Rows `[row0, row0 + rows)` of a tensor, in one buffer.
