@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod quant;
 pub mod runtime;
 
 pub use error::{Error, Result};

@@ -9,8 +9,9 @@ mod recorder;
 mod shader;
 mod weights;
 
+pub use crate::quant::{WeightFormat, ALL_FORMATS};
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
-pub use formats::{WeightFormat, ALL_FORMATS, GPU_FORMATS};
+pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use params::UniformLayout;
 pub use profile::{DeviceProfile, MatvecFamily, PrefillProduct, Switches};
 pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars};

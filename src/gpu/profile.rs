@@ -2,7 +2,7 @@
 //! KV cache default), made once from the adapter's type and features and the environment
 //! switches. Kernels and the runtime read the profile; nothing else reads the environment.
 
-use super::formats::WeightFormat;
+use super::WeightFormat;
 
 /// The environment switches, parsed here and nowhere else (README lists them). Each turns a
 /// fast path off or caps a limit, so a suspect optimisation can be ruled out without a rebuild.

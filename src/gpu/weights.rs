@@ -4,11 +4,10 @@
 //! On CPU devices q4_0 and q4_K pages are stored in row tiles: a tile of 2^t rows interleaves
 //! its rows' words eight at a time, so a matvec workgroup that walks 128 rows in step reads
 //! one contiguous stream instead of 128 (CPU prefetchers follow a few dozen streams). The
-//! shared loaders in shaders/weight_formats.wgsl address both layouts (`W_TILE_LOG2`);
+//! shared loaders in shaders/formats/common.wgsl address both layouts (`W_TILE_LOG2`);
 //! docs/PERF.md has the measurements, including the formats where tiles did not pay.
 
-pub use super::formats::WeightFormat;
-use super::{Defines, GpuContext};
+use super::{Defines, GpuContext, WeightFormat};
 use crate::error::{Error, Result};
 
 /// Rows `[row0, row0 + rows)` of a tensor, in one buffer.
@@ -69,7 +68,7 @@ fn tile_rows(
     t
 }
 
-/// Words of one row kept together in a tile (`TILE_CHUNK_LOG2` in weight_formats.wgsl): one
+/// Words of one row kept together in a tile (`TILE_CHUNK_LOG2` in formats/common.wgsl): one
 /// q4_0 unit pair, the most a lane reads from a row in one step of the decode matvec.
 pub const TILE_CHUNK_WORDS: usize = 8;
 

@@ -1,12 +1,12 @@
 //! Embedding lookup from a paged `[vocab, H]` table into f32 rows.
 
-use crate::gpu::{Binding, Recorder, WeightTensor};
+use std::sync::LazyLock;
 
-/// The kernel with the shared weight-format loaders prepended (joined at compile time).
-pub const SOURCE: &str = concat!(
-    include_str!("../../shaders/weight_formats.wgsl"),
-    include_str!("../../shaders/embedding.wgsl")
-);
+use crate::gpu::{with_weight_loaders, Binding, Recorder, WeightTensor};
+
+/// The kernel after the weight-format loaders (shaders/formats/, joined once on first use).
+pub static SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_weight_loaders(include_str!("../../shaders/embedding.wgsl")));
 
 crate::params! {
     pub(crate) struct Params {
@@ -36,7 +36,7 @@ pub fn record(
         .layout_defines()
         .flag(table.format.define())
         .uint("WG", WG);
-    let pipeline = rec.ctx().pipeline("embedding", SOURCE, &defs);
+    let pipeline = rec.ctx().pipeline("embedding", &SOURCE, &defs);
     for page in &table.pages {
         let params = Params {
             h: table.cols,

@@ -1,14 +1,14 @@
 //! Tiled matrix product for prefill, `Y (+)= X · Wᵀ`, and (with `gather`) the grouped expert
 //! GEMM over the gather kernel's per-expert pair lists on an upper-bound grid.
 
-use super::PairLists;
-use crate::gpu::{Binding, Defines, Recorder, WeightFormat, WeightTensor};
+use std::sync::LazyLock;
 
-/// The kernel with the shared weight-format loaders prepended (joined at compile time).
-pub const SOURCE: &str = concat!(
-    include_str!("../../shaders/weight_formats.wgsl"),
-    include_str!("../../shaders/matmul.wgsl")
-);
+use super::PairLists;
+use crate::gpu::{with_weight_loaders, Binding, Defines, Recorder, WeightFormat, WeightTensor};
+
+/// The kernel after the weight-format loaders (shaders/formats/, joined once on first use).
+pub static SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_weight_loaders(include_str!("../../shaders/matmul.wgsl")));
 
 /// Output tile edge (rows and columns) of one workgroup (the shader's `BM`, `BN`).
 pub const TILE: u32 = 32;
@@ -73,7 +73,7 @@ pub struct Args<'a> {
 pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
     assert_eq!(v.gather, a.gather.is_some(), "gather variant needs lists");
     let defines = v.defines().with(&a.w.layout_defines());
-    let pipeline = rec.ctx().pipeline("matmul", SOURCE, &defines);
+    let pipeline = rec.ctx().pipeline("matmul", &SOURCE, &defines);
     for page in &a.w.pages {
         let (groups, x_div, n_offset) = match &a.gather {
             Some(g) => (

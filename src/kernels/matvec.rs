@@ -1,16 +1,17 @@
 //! Batched matrix-vector product, `y[b] (+)= W[m_b] · x[b]`, the decode path's projection and
 //! (with `experts`) the decode expert matvec whose matrix ids are read on the GPU.
 
+use std::sync::LazyLock;
+
 use super::PairLists;
 use crate::gpu::{
-    fold_groups, Binding, Defines, DeviceProfile, Recorder, WeightFormat, WeightTensor,
+    fold_groups, with_weight_loaders, Binding, Defines, DeviceProfile, Recorder, WeightFormat,
+    WeightTensor,
 };
 
-/// The kernel with the shared weight-format loaders prepended (joined at compile time).
-pub const SOURCE: &str = concat!(
-    include_str!("../../shaders/weight_formats.wgsl"),
-    include_str!("../../shaders/matvec.wgsl")
-);
+/// The kernel after the weight-format loaders (shaders/formats/, joined once on first use).
+pub static SOURCE: LazyLock<String> =
+    LazyLock::new(|| with_weight_loaders(include_str!("../../shaders/matvec.wgsl")));
 
 /// Where each workgroup's matrix and batch entries come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -217,7 +218,7 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         .with(&a.w.layout_defines())
         .flag_if(x_vec4, "X_VEC4")
         .flag_if(w_vec4, "W_VEC4");
-    let pipeline = rec.ctx().pipeline("matvec", SOURCE, &defines);
+    let pipeline = rec.ctx().pipeline("matvec", &SOURCE, &defines);
     let row_groups = a.n.div_ceil(v.rows);
     let (z, x_div, tiles) = match (&a.gather, v.mode) {
         (Some(g), _) => {

@@ -164,9 +164,7 @@ impl QuantPlan {
         match s.to_ascii_lowercase().as_str() {
             "q4_k_m" => Some(QuantPlan::Q4KM),
             "q4_k_s" => Some(QuantPlan::Q4KS),
-            other => WeightFormat::from_name(other)
-                .filter(|f| f.can_quantize())
-                .map(QuantPlan::Uniform),
+            other => WeightFormat::from_name(other).map(QuantPlan::Uniform),
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::bundled::BUNDLED_MODEL;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
-use crate::kernels::{qk_norm_rope, KvType};
+use crate::kernels::{moe_gather, moe_router, qk_norm_rope, shortconv, KvType};
 use crate::model::gguf::GgufSource;
 use crate::model::gguf_tokenizer::tokenizer_from_gguf;
 use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan};
@@ -56,7 +56,9 @@ impl Model {
             ));
         }
         let dir = path;
-        let config = Config::from_file(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let config = Config::from_file(&config_path)?;
+        check_kernel_limits(&config, &config_path)?;
         let ck = Checkpoint::open(dir)?;
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tokenizer = tokenizer_json(&dir.join("tokenizer.json"))?;
@@ -80,6 +82,7 @@ impl Model {
         let v: serde_json::Value = serde_json::from_slice(file("config.json")?)
             .map_err(|e| Error::file(&config_path, format!("not valid JSON: {e}")))?;
         let config = Config::from_json(&v, &config_path)?;
+        check_kernel_limits(&config, &config_path)?;
         let ck =
             Checkpoint::from_static(&dir.join("model.safetensors"), file("model.safetensors")?)?;
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
@@ -104,6 +107,7 @@ impl Model {
     ) -> Result<Self> {
         let src = GgufSource::open(path)?;
         let config = Config::from_gguf(src.file())?;
+        check_kernel_limits(&config, path)?;
         let weights = ModelWeights::load(ctx, &src, &config, quant, progress)?;
         let beside = path
             .parent()
@@ -173,6 +177,43 @@ impl Model {
             }
         }
     }
+}
+
+/// Where a model meets the kernels: the sizes their workgroup arrays and registers hold.
+/// `path` names the file the config came from.
+fn check_kernel_limits(cfg: &Config, path: &Path) -> Result<()> {
+    let err = |msg: String| Err(Error::file(path, msg));
+    if let Some(m) = &cfg.moe {
+        if m.top_k > moe_router::MAX_TOP_K {
+            return err(format!(
+                "num_experts_per_tok {} exceeds the {} experts per token the router kernel holds",
+                m.top_k,
+                moe_router::MAX_TOP_K
+            ));
+        }
+        if m.n_experts > moe_gather::MAX_EXPERTS {
+            return err(format!(
+                "num_experts {} exceeds the supported {}",
+                m.n_experts,
+                moe_gather::MAX_EXPERTS
+            ));
+        }
+    }
+    if cfg.conv_taps > shortconv::MAX_TAPS {
+        return err(format!(
+            "conv_L_cache {} exceeds the {} taps the conv kernel holds",
+            cfg.conv_taps,
+            shortconv::MAX_TAPS
+        ));
+    }
+    if cfg.head_dim > qk_norm_rope::MAX_HEAD_DIM {
+        return err(format!(
+            "head_dim {} exceeds the {} the attention kernels hold",
+            cfg.head_dim,
+            qk_norm_rope::MAX_HEAD_DIM
+        ));
+    }
+    Ok(())
 }
 
 /// The tokenizer in `path`, or `None` when there is no such file.

@@ -259,7 +259,7 @@ impl Config {
             bos: ids(v.get("bos_token_id")).first().copied(),
             eos: ids(v.get("eos_token_id")),
         };
-        config.check_kernel_limits(path)?;
+        config.check_shapes(path)?;
         Ok(config)
     }
 }
