@@ -16,6 +16,8 @@ pub use params::UniformLayout;
 pub use profile::{DeviceProfile, MatvecFamily, PrefillProduct, Switches};
 pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars};
 pub use shader::{preprocess, Defines};
-pub use weights::{max_tile_rows, upload_canonical, WeightPage, WeightTensor, MAX_TILE_ROWS};
+pub use weights::{
+    max_tile_rows, upload_canonical, Paging, WeightPage, WeightTensor, MAX_TILE_ROWS,
+};
 
 pub mod testing;

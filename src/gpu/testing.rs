@@ -94,17 +94,14 @@ pub fn random_canonical(
     out
 }
 
-/// A random matrix uploaded in `format` (pages of at most `page_bytes`, tiles of at most
-/// `max_tile` rows) and its values as the GPU must see them.
-#[allow(clippy::too_many_arguments)]
+/// A random `[rows, cols]` matrix uploaded in `format` (`group_rows` together, pages of at
+/// most `page_bytes`, tiles of at most `max_tile` rows) and its values as the GPU must see
+/// them.
 pub fn random_matrix(
     ctx: &GpuContext,
     format: super::WeightFormat,
-    rows: usize,
-    cols: usize,
-    group_rows: usize,
-    page_bytes: Option<u64>,
-    max_tile: usize,
+    (rows, cols): (usize, usize),
+    (group_rows, page_bytes, max_tile): (usize, Option<u64>, usize),
     rng: &mut Rng,
 ) -> (super::WeightTensor, Vec<f32>) {
     let canonical = random_canonical(format, rows, cols, rng);
@@ -113,10 +110,12 @@ pub fn random_matrix(
         .chunks_exact(rb)
         .flat_map(|r| format.dequant_row(r, cols))
         .collect();
-    let t = super::upload_canonical(
-        ctx, format, rows, cols, group_rows, &canonical, page_bytes, max_tile,
-    )
-    .expect("upload");
+    let paging = super::Paging {
+        group_rows,
+        page_bytes,
+        max_tile,
+    };
+    let t = super::upload_canonical(ctx, format, (rows, cols), paging, &canonical).expect("upload");
     (t, seen)
 }
 

@@ -105,24 +105,27 @@ impl WeightTensor {
         group_rows: usize,
         fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
     ) -> Result<Self> {
-        let tile = max_tile_rows(ctx, format);
-        Self::upload_paged(ctx, name, format, rows, cols, group_rows, None, tile, fill)
+        let paging = Paging {
+            group_rows,
+            page_bytes: None,
+            max_tile: max_tile_rows(ctx, format),
+        };
+        Self::upload_paged(ctx, (name, format), (rows, cols), paging, fill)
     }
 
-    /// `upload` with pages of at most `page_bytes` (default: the device's binding limit) in
-    /// tiles of at most `max_tile` rows (1: row-major).
-    #[allow(clippy::too_many_arguments)]
+    /// `upload` of a `[rows, cols]` tensor cut into pages as `paging` says.
     pub fn upload_paged(
         ctx: &GpuContext,
-        name: &str,
-        format: WeightFormat,
-        rows: usize,
-        cols: usize,
-        group_rows: usize,
-        page_bytes: Option<u64>,
-        max_tile: usize,
+        (name, format): (&str, WeightFormat),
+        (rows, cols): (usize, usize),
+        paging: Paging,
         mut fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
     ) -> Result<Self> {
+        let Paging {
+            group_rows,
+            page_bytes,
+            max_tile,
+        } = paging;
         let max_page = page_bytes
             .unwrap_or(ctx.max_binding())
             .min(ctx.max_binding());
@@ -162,26 +165,8 @@ impl WeightTensor {
                 tile_page(&staging, &mut tiled, row_words, tile);
                 std::mem::swap(&mut staging, &mut tiled);
             }
-            let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(name),
-                size: staging.len().max(4) as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            if let Some(e) = pollster::block_on(scope.pop()) {
-                return Err(Error::Gpu(format!(
-                    "out of GPU memory allocating {} MiB for tensor '{name}' ({e}); use a smaller \
-                     weight format, a shorter context or a GPU with more memory",
-                    staging.len() >> 20
-                )));
-            }
-            ctx.queue.write_buffer(&buffer, 0, &staging);
-            // Flush the queue's staging copy and wait, so host memory stays at about one page.
-            ctx.queue.submit([]);
-            let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
             pages.push(WeightPage {
-                buffer,
+                buffer: page_buffer(ctx, name, &staging)?,
                 row0: row0 as u32,
                 rows: n as u32,
             });
@@ -214,17 +199,47 @@ impl WeightTensor {
     }
 }
 
+/// How a tensor is cut into pages: whole groups of `group_rows` rows (an expert's rows; 1 for
+/// a plain matrix) per page, pages of at most `page_bytes` (default and cap: the device's
+/// binding limit; tests force small pages with it), tiles of at most `max_tile` rows (1:
+/// row-major).
+#[derive(Clone, Copy, Debug)]
+pub struct Paging {
+    pub group_rows: usize,
+    pub page_bytes: Option<u64>,
+    pub max_tile: usize,
+}
+
+/// A page buffer holding `bytes`, or a clear error when the device is out of memory.
+fn page_buffer(ctx: &GpuContext, name: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(name),
+        size: bytes.len().max(4) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(Error::Gpu(format!(
+            "out of GPU memory allocating {} MiB for tensor '{name}' ({e}); use a smaller \
+             weight format, a shorter context or a GPU with more memory",
+            bytes.len() >> 20
+        )));
+    }
+    ctx.queue.write_buffer(&buffer, 0, bytes);
+    // Flush the queue's staging copy and wait, so host memory stays at about one page.
+    ctx.queue.submit([]);
+    let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+    Ok(buffer)
+}
+
 /// Uploads rows given in the canonical (GGUF) byte layout of `format`.
-#[allow(clippy::too_many_arguments)]
 pub fn upload_canonical(
     ctx: &GpuContext,
     format: WeightFormat,
-    rows: usize,
-    cols: usize,
-    group_rows: usize,
+    (rows, cols): (usize, usize),
+    paging: Paging,
     canonical: &[u8],
-    page_bytes: Option<u64>,
-    max_tile: usize,
 ) -> Result<WeightTensor> {
     let (src_row, dst_row) = (format.row_bytes(cols), format.row_words(cols) * 4);
     let fill = |row0: usize, n: usize, out: &mut [u8]| {
@@ -234,7 +249,5 @@ pub fn upload_canonical(
         }
         Ok(())
     };
-    WeightTensor::upload_paged(
-        ctx, "matrix", format, rows, cols, group_rows, page_bytes, max_tile, fill,
-    )
+    WeightTensor::upload_paged(ctx, ("matrix", format), (rows, cols), paging, fill)
 }

@@ -74,7 +74,7 @@ mod tests {
                 let t = 13usize;
                 let mut rng = Rng::new(5);
                 let page = Some((50 * f.row_words(h) * 4) as u64);
-                let (table, seen) = random_matrix(ctx, f, v, h, 1, page, tile, &mut rng);
+                let (table, seen) = random_matrix(ctx, f, (v, h), (1, page, tile), &mut rng);
                 assert!(table.pages.len() > 1);
                 assert_eq!(table.tile_log2 == 5, tile > 1 && f.tileable(h), "{f:?}");
                 let toks: Vec<u32> = (0..t).map(|_| rng.below(v as u32)).collect();

@@ -134,7 +134,7 @@ mod tests {
         let k = cols_for(format, k);
         let mut rng = Rng::new((m * 131 + n * 7 + k) as u64);
         let page_bytes = page_bytes.map(|rows| rows * (format.row_words(k) * 4) as u64);
-        let (w, seen) = random_matrix(ctx, format, n, k, 1, page_bytes, max_tile, &mut rng);
+        let (w, seen) = random_matrix(ctx, format, (n, k), (1, page_bytes, max_tile), &mut rng);
         let x = rng.normals(m * k, 1.0);
         let mut y_ref = rng.normals(m * n, 1.0);
         let y = if accumulate {
@@ -164,7 +164,14 @@ mod tests {
             },
         );
         rec.submit();
-        matvec::reference(&seen, k, n, &x, k, m, None, &mut y_ref, n, accumulate);
+        matvec::reference(
+            &seen,
+            (n, k),
+            (&x, k),
+            (m, None),
+            (&mut y_ref, n),
+            accumulate,
+        );
         let e = rel_err(&ctx.read_f32(&y, 0, m * n).unwrap(), &y_ref);
         assert!(
             e < 1e-10,
@@ -192,7 +199,7 @@ mod tests {
             let (t, top_k, e, n, k) = (37usize, 3usize, 7usize, 41usize, cols_for(format, 35));
             let mut rng = Rng::new(99 + fi as u64);
             let page = Some((2 * n * format.row_words(k) * 4) as u64); // two experts per page
-            let (w, seen) = random_matrix(ctx, format, e * n, k, n, page, 1, &mut rng);
+            let (w, seen) = random_matrix(ctx, format, (e * n, k), (n, page, 1), &mut rng);
             let mut ids = Vec::new();
             for _ in 0..t {
                 let mut chosen: Vec<u32> = Vec::new();
@@ -241,18 +248,8 @@ mod tests {
             let x_rep: Vec<f32> = (0..t * top_k)
                 .flat_map(|p| x[(p / top_k) * k..(p / top_k + 1) * k].to_vec())
                 .collect();
-            matvec::reference(
-                &seen,
-                k,
-                n,
-                &x_rep,
-                k,
-                t * top_k,
-                Some(&ids),
-                &mut y_ref,
-                n,
-                false,
-            );
+            let ids = (t * top_k, Some(&ids[..]));
+            matvec::reference(&seen, (n, k), (&x_rep, k), ids, (&mut y_ref, n), false);
             let err = rel_err(&ctx.read_f32(&y, 0, t * top_k * n).unwrap(), &y_ref);
             assert!(err < 1e-10, "{format:?} pages={} err={err}", w.pages.len());
             // The gathered batched matvec (the CPU-device prefill path) gives the same.

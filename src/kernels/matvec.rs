@@ -181,8 +181,8 @@ impl<'a> Args<'a> {
     }
 }
 
-/// Records one dispatch per weight page.
-pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
+/// Panics when the arguments do not fit the variant (a caller's bug, never input).
+fn check(v: &Variant, a: &Args) {
     assert_eq!(v.mode.one_entry(), a.ids.is_some(), "expert modes need ids");
     assert_eq!(
         v.mode == Mode::ExpertsCombine,
@@ -207,6 +207,11 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
         !v.lane_rows || (v.rows.is_multiple_of(v.wg) && (v.tokens == 1 || v.tokens == 4)),
         "rows per lane take whole lanes and 1 or 4 tokens"
     );
+}
+
+/// Records one dispatch per weight page.
+pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
+    check(&v, a);
     // Activations as vec4 loads where every unit starts on a 16-byte boundary.
     let x_vec4 = v.lane_rows
         && a.x_stride.is_multiple_of(4)
@@ -244,45 +249,47 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             tiles,
             eps: a.norm.as_ref().map_or(0.0, |n| n.1),
         };
-        let mut b = vec![
-            (1, Binding::whole(&page.buffer)),
-            (2, a.x.clone()),
-            (3, a.y.clone()),
-        ];
-        b.extend(a.ids.clone().map(|ids| (4, ids)));
-        b.extend(a.route.clone().map(|route| (5, route)));
-        b.extend(a.norm.as_ref().map(|n| (6, n.0.clone())));
-        if let Some(g) = &a.gather {
-            b.extend([
-                (4, g.counts.clone()),
-                (5, g.offsets.clone()),
-                (6, g.pairs.clone()),
-            ]);
-        }
-        if w_vec4 {
-            b.push((8, Binding::whole(&page.buffer)));
-        }
-        if x_vec4 {
-            b.push((9, a.x.clone()));
-        }
+        let b = bindings(a, &page.buffer, (w_vec4, x_vec4));
         // Workgroups whose rows or expert lie outside this page exit at once.
         let label = format!("matvec {} {:?} x{}", v.format.name(), v.mode, v.tokens);
         rec.dispatch_numbered(&label, &pipeline, &params, b, fold_groups(row_groups, z));
     }
 }
 
+/// The storage bindings of one page's dispatch, at the shader's fixed numbers.
+fn bindings(a: &Args, page: &wgpu::Buffer, (w_vec4, x_vec4): (bool, bool)) -> Vec<(u32, Binding)> {
+    let mut b = vec![
+        (1, Binding::whole(page)),
+        (2, a.x.clone()),
+        (3, a.y.clone()),
+    ];
+    b.extend(a.ids.clone().map(|ids| (4, ids)));
+    b.extend(a.route.clone().map(|route| (5, route)));
+    b.extend(a.norm.as_ref().map(|n| (6, n.0.clone())));
+    if let Some(g) = &a.gather {
+        b.extend([
+            (4, g.counts.clone()),
+            (5, g.offsets.clone()),
+            (6, g.pairs.clone()),
+        ]);
+    }
+    if w_vec4 {
+        b.push((8, Binding::whole(page)));
+    }
+    if x_vec4 {
+        b.push((9, a.x.clone()));
+    }
+    b
+}
+
 /// CPU reference: `y[b][i] (+)= Σ_k W[ids[b]·n + i][k] · x[b·x_stride + k]`.
-#[allow(clippy::too_many_arguments)]
+/// `w` holds matrices of `n` rows of `cols`; `ids` picks one per batch entry (none: the first).
 pub fn reference(
     w: &[f32],
-    cols: usize,
-    n: usize,
-    x: &[f32],
-    x_stride: usize,
-    batch: usize,
-    ids: Option<&[u32]>,
-    y: &mut [f32],
-    y_stride: usize,
+    (n, cols): (usize, usize),
+    (x, x_stride): (&[f32], usize),
+    (batch, ids): (usize, Option<&[u32]>),
+    (y, y_stride): (&mut [f32], usize),
     accumulate: bool,
 ) {
     for b in 0..batch {
@@ -326,19 +333,16 @@ mod tests {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One product shape checked in every layout the device runs: `n` rows of `k`, `batch`
+    /// entries, pages of `page_bytes` groups, the `(wg, rows, tokens)` tiling.
     fn case(
         format: WeightFormat,
-        experts: bool,
-        accumulate: bool,
-        n: usize,
-        k: usize,
-        batch: usize,
+        (experts, accumulate): (bool, bool),
+        (n, k, batch): (usize, usize, usize),
         page_bytes: Option<u64>,
-        wg: u32,
-        rows: u32,
-        tokens: u32,
+        tiling: (u32, u32, u32),
     ) {
+        let (wg, rows, _) = tiling;
         let Some(ctx) = context() else { return };
         // The K-split runs with both reductions (subgroups where the device has them).
         let lane_rows = rows >= wg;
@@ -352,36 +356,27 @@ mod tests {
                 if max_tile > 1 && !tileable {
                     continue;
                 }
+                let layout = (subgroups, max_tile);
+                let shape = (n, k, batch);
                 run_case(
                     format,
-                    experts,
-                    accumulate,
-                    (n, k),
-                    batch,
+                    (experts, accumulate),
+                    shape,
                     page_bytes,
-                    wg,
-                    rows,
-                    tokens,
-                    subgroups,
-                    max_tile,
+                    tiling,
+                    layout,
                 );
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn run_case(
         format: WeightFormat,
-        experts: bool,
-        accumulate: bool,
-        (n, k): (usize, usize),
-        batch: usize,
+        (experts, accumulate): (bool, bool),
+        (n, k, batch): (usize, usize, usize),
         page_bytes: Option<u64>,
-        wg: u32,
-        rows: u32,
-        tokens: u32,
-        subgroups: bool,
-        max_tile: usize,
+        (wg, rows, tokens): (u32, u32, u32),
+        (subgroups, max_tile): (bool, usize),
     ) {
         let ctx = context().expect("checked by case");
         let k = cols_for(format, k);
@@ -392,11 +387,8 @@ mod tests {
         let (w, seen) = random_matrix(
             ctx,
             format,
-            n_mats * n,
-            k,
-            group,
-            page_bytes,
-            max_tile,
+            (n_mats * n, k),
+            (group, page_bytes, max_tile),
             &mut rng,
         );
         assert!(
@@ -443,14 +435,10 @@ mod tests {
         rec.submit();
         reference(
             &seen,
-            k,
-            n,
-            &x,
-            x_stride,
-            batch,
-            experts.then_some(&ids[..]),
-            &mut y_ref,
-            n,
+            (n, k),
+            (&x, x_stride),
+            (batch, experts.then_some(&ids[..])),
+            (&mut y_ref, n),
             accumulate,
         );
         let got = ctx.read_f32(&y_buf, 0, batch * n).unwrap();
@@ -465,7 +453,6 @@ mod tests {
 
     /// The combining expert mode against per-slot reference products summed with route
     /// weights into an existing row.
-    #[allow(clippy::too_many_arguments)]
     fn combine_case(
         format: WeightFormat,
         (n, k): (usize, usize),
@@ -483,11 +470,8 @@ mod tests {
         let (w, seen) = random_matrix(
             ctx,
             format,
-            n_mats * n,
-            k,
-            n,
-            page_bytes,
-            max_tile,
+            (n_mats * n, k),
+            (n, page_bytes, max_tile),
             &mut rng,
         );
         let x = rng.normals(batch * k, 1.0);
@@ -522,7 +506,8 @@ mod tests {
         record(&mut rec, v, &args);
         rec.submit();
         let mut slots = vec![0f32; batch * n];
-        reference(&seen, k, n, &x, k, batch, Some(&ids), &mut slots, n, false);
+        let ids = (batch, Some(&ids[..]));
+        reference(&seen, (n, k), (&x, k), ids, (&mut slots, n), false);
         let want: Vec<f32> = (0..n)
             .map(|i| h0[i] + (0..batch).map(|b| route[b] * slots[b * n + i]).sum::<f32>())
             .collect();
@@ -552,7 +537,6 @@ mod tests {
     }
 
     /// The K-split with the RMSNorm folded in against the norm, then the product.
-    #[allow(clippy::too_many_arguments)]
     fn norm_case(
         format: WeightFormat,
         (n, k): (usize, usize),
@@ -566,7 +550,7 @@ mod tests {
         let k = cols_for(format, k);
         let mut rng = Rng::new((n * 5 + k * 11 + batch) as u64);
         let page_bytes = page_rows.map(|r| r * (format.row_words(k) * 4) as u64);
-        let (w, seen) = random_matrix(ctx, format, n, k, 1, page_bytes, 1, &mut rng);
+        let (w, seen) = random_matrix(ctx, format, (n, k), (1, page_bytes, 1), &mut rng);
         let x: Vec<f32> = rng.normals(batch * k, 3.0);
         let g: Vec<f32> = rng.normals(k, 1.0).iter().map(|v| 1.0 + 0.5 * v).collect();
         let eps = 1e-5;
@@ -603,7 +587,14 @@ mod tests {
             let inv = 1.0 / (ms + eps).sqrt();
             xn.extend(row.iter().zip(&g).map(|(v, g)| v * inv * g));
         }
-        reference(&seen, k, n, &xn, k, batch, None, &mut y_ref, n, accumulate);
+        reference(
+            &seen,
+            (n, k),
+            (&xn, k),
+            (batch, None),
+            (&mut y_ref, n),
+            accumulate,
+        );
         let e = rel_err(&ctx.read_f32(&y, 0, batch * n).unwrap(), &y_ref);
         assert!(e < 1e-10, "{v:?} n={n} k={k} batch={batch} err={e}");
     }
@@ -634,25 +625,26 @@ mod tests {
     fn matvec_matches_reference_all_formats() {
         // page_bytes here counts row groups per page (rows, or whole experts).
         for f in GPU_FORMATS {
-            case(f, false, false, 37, 45, 1, None, 8, 4, 1);
-            case(f, false, true, 130, 77, 3, None, 64, 4, 1);
-            case(f, false, false, 100, 64, 2, Some(16), 8, 4, 1); // several pages
-            case(f, false, true, 45, 70, 19, Some(16), 8, 2, 8); // token tiles across pages
-            case(f, true, false, 29, 33, 4, None, 8, 4, 1);
-            case(f, true, true, 24, 40, 3, Some(2), 64, 2, 1); // experts across pages
-                                                               // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
-                                                               // 4 takes the vec4 activation loads.
-            case(f, false, true, 45, 70, 19, Some(16), 8, 16, 4);
-            case(f, false, false, 100, 64, 6, None, 8, 24, 4);
-            case(f, false, false, 37, 45, 1, None, 8, 8, 1);
-            case(f, true, false, 29, 33, 4, Some(2), 8, 32, 1);
-            case(f, true, true, 40, 64, 3, None, 8, 16, 1);
+            case(f, (false, false), (37, 45, 1), None, (8, 4, 1));
+            case(f, (false, true), (130, 77, 3), None, (64, 4, 1));
+            case(f, (false, false), (100, 64, 2), Some(16), (8, 4, 1)); // several pages
+            case(f, (false, true), (45, 70, 19), Some(16), (8, 2, 8)); // token tiles across pages
+            case(f, (true, false), (29, 33, 4), None, (8, 4, 1));
+            // Experts across pages.
+            case(f, (true, true), (24, 40, 3), Some(2), (64, 2, 1));
+            // Rows per lane (rows a multiple of wg), the CPU-device variant; k a multiple of
+            // 4 takes the vec4 activation loads.
+            case(f, (false, true), (45, 70, 19), Some(16), (8, 16, 4));
+            case(f, (false, false), (100, 64, 6), None, (8, 24, 4));
+            case(f, (false, false), (37, 45, 1), None, (8, 8, 1));
+            case(f, (true, false), (29, 33, 4), Some(2), (8, 32, 1));
+            case(f, (true, true), (40, 64, 3), None, (8, 16, 1));
             // 2048 columns: every format's rows that can be read as vec4 loads are (W_VEC4).
-            case(f, false, false, 24, 2048, 5, None, 8, 16, 4);
-            case(f, true, false, 16, 2048, 3, None, 8, 16, 1);
+            case(f, (false, false), (24, 2048, 5), None, (8, 16, 4));
+            case(f, (true, false), (16, 2048, 3), None, (8, 16, 1));
             // Whole 128-row tiles over two pages, as on CPU devices at model widths.
-            case(f, false, true, 256, 512, 1, Some(128), 8, 128, 1);
-            case(f, true, false, 128, 256, 2, Some(1), 8, 128, 1);
+            case(f, (false, true), (256, 512, 1), Some(128), (8, 128, 1));
+            case(f, (true, false), (128, 256, 2), Some(1), (8, 128, 1));
         }
     }
 }

@@ -99,19 +99,21 @@ enum Fill {
     Ones,
 }
 
+/// One tensor to write: name, shape, quantization role and fill.
+type Tensor = (String, Vec<usize>, Option<Role>, Fill);
+
 /// Every tensor of `cfg` with its shape, role and fill.
-fn tensor_list(cfg: &Config) -> Vec<(String, Vec<usize>, Option<Role>, Fill)> {
-    let (h, hd) = (cfg.hidden, cfg.head_dim);
-    let w = |fan_in: usize| Fill::Uniform(1.0 / (fan_in as f32).sqrt());
-    let mut v = vec![
+fn tensor_list(cfg: &Config) -> Vec<Tensor> {
+    let h = cfg.hidden;
+    let mut v: Vec<Tensor> = vec![
         (
-            "model.embed_tokens.weight".to_string(),
+            "model.embed_tokens.weight".into(),
             vec![cfg.vocab, h],
             Some(Role::Embedding),
             Fill::Uniform(1.0),
         ),
         (
-            "model.embedding_norm.weight".to_string(),
+            "model.embedding_norm.weight".into(),
             vec![h],
             None,
             Fill::Ones,
@@ -122,121 +124,83 @@ fn tensor_list(cfg: &Config) -> Vec<(String, Vec<usize>, Option<Role>, Fill)> {
         v.push((n("operator_norm.weight"), vec![h], None, Fill::Ones));
         v.push((n("ffn_norm.weight"), vec![h], None, Fill::Ones));
         if cfg.attention[i] {
-            let (nq, nkv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
-            v.push((
-                n("self_attn.q_proj.weight"),
-                vec![nq, h],
-                Some(Role::AttnQkv),
-                w(h),
-            ));
-            v.push((
-                n("self_attn.k_proj.weight"),
-                vec![nkv, h],
-                Some(Role::AttnQkv),
-                w(h),
-            ));
-            v.push((
-                n("self_attn.v_proj.weight"),
-                vec![nkv, h],
-                Some(Role::AttnQkv),
-                w(h),
-            ));
-            v.push((
-                n("self_attn.out_proj.weight"),
-                vec![h, nq],
-                Some(Role::AttnOut),
-                w(nq),
-            ));
-            v.push((
-                n("self_attn.q_layernorm.weight"),
-                vec![hd],
-                None,
-                Fill::Ones,
-            ));
-            v.push((
-                n("self_attn.k_layernorm.weight"),
-                vec![hd],
-                None,
-                Fill::Ones,
-            ));
+            attention_tensors(cfg, &n, &mut v);
         } else {
-            v.push((
-                n("conv.in_proj.weight"),
-                vec![3 * h, h],
-                Some(Role::ConvIn),
-                w(h),
-            ));
-            v.push((
-                n("conv.conv.weight"),
-                vec![h, 1, cfg.conv_taps],
-                None,
-                Fill::Uniform(0.5),
-            ));
-            v.push((
-                n("conv.out_proj.weight"),
-                vec![h, h],
-                Some(Role::ConvOut),
-                w(h),
-            ));
+            conv_tensors(cfg, &n, &mut v);
         }
         match cfg.moe.as_ref().filter(|_| cfg.is_moe_layer(i)) {
             None => {
-                v.push((
-                    n("feed_forward.w1.weight"),
-                    vec![cfg.ffn, h],
-                    Some(Role::FfnGateUp),
-                    w(h),
-                ));
-                v.push((
-                    n("feed_forward.w3.weight"),
-                    vec![cfg.ffn, h],
-                    Some(Role::FfnGateUp),
-                    w(h),
-                ));
-                v.push((
-                    n("feed_forward.w2.weight"),
-                    vec![h, cfg.ffn],
-                    Some(Role::FfnDown),
-                    w(cfg.ffn),
-                ));
+                let ffn = ("feed_forward", cfg.ffn);
+                swiglu_tensors(h, ffn, [Role::FfnGateUp, Role::FfnDown], &n, &mut v);
             }
             Some(m) => {
+                let router = Fill::Uniform(4.0 / (h as f32).sqrt());
                 v.push((
                     n("feed_forward.gate.weight"),
                     vec![m.n_experts, h],
                     None,
-                    Fill::Uniform(4.0 / (h as f32).sqrt()),
+                    router,
                 ));
-                v.push((
-                    n("feed_forward.expert_bias"),
-                    vec![m.n_experts],
-                    None,
-                    Fill::Uniform(0.05),
-                ));
+                let bias = Fill::Uniform(0.05);
+                v.push((n("feed_forward.expert_bias"), vec![m.n_experts], None, bias));
                 for e in 0..m.n_experts {
-                    v.push((
-                        n(&format!("feed_forward.experts.{e}.w1.weight")),
-                        vec![m.ffn, h],
-                        Some(Role::ExpertGateUp),
-                        w(h),
-                    ));
-                    v.push((
-                        n(&format!("feed_forward.experts.{e}.w3.weight")),
-                        vec![m.ffn, h],
-                        Some(Role::ExpertGateUp),
-                        w(h),
-                    ));
-                    v.push((
-                        n(&format!("feed_forward.experts.{e}.w2.weight")),
-                        vec![h, m.ffn],
-                        Some(Role::ExpertDown),
-                        w(m.ffn),
-                    ));
+                    let expert = format!("feed_forward.experts.{e}");
+                    let roles = [Role::ExpertGateUp, Role::ExpertDown];
+                    swiglu_tensors(h, (&expert, m.ffn), roles, &n, &mut v);
                 }
             }
         }
     }
     v
+}
+
+/// Uniform weights scaled for `fan_in` inputs.
+fn scaled(fan_in: usize) -> Fill {
+    Fill::Uniform(1.0 / (fan_in as f32).sqrt())
+}
+
+/// An attention layer's projections and q/k norms (`n` names a tensor of the layer).
+fn attention_tensors(cfg: &Config, n: &dyn Fn(&str) -> String, v: &mut Vec<Tensor>) {
+    let (h, hd) = (cfg.hidden, cfg.head_dim);
+    let (nq, nkv) = (cfg.n_heads * hd, cfg.n_kv_heads * hd);
+    for (name, rows) in [("q_proj", nq), ("k_proj", nkv), ("v_proj", nkv)] {
+        let name = n(&format!("self_attn.{name}.weight"));
+        v.push((name, vec![rows, h], Some(Role::AttnQkv), scaled(h)));
+    }
+    let out = n("self_attn.out_proj.weight");
+    v.push((out, vec![h, nq], Some(Role::AttnOut), scaled(nq)));
+    for norm in ["q_layernorm", "k_layernorm"] {
+        let name = n(&format!("self_attn.{norm}.weight"));
+        v.push((name, vec![hd], None, Fill::Ones));
+    }
+}
+
+/// A short-conv layer's projections and conv kernel.
+fn conv_tensors(cfg: &Config, n: &dyn Fn(&str) -> String, v: &mut Vec<Tensor>) {
+    let h = cfg.hidden;
+    let in_proj = n("conv.in_proj.weight");
+    v.push((in_proj, vec![3 * h, h], Some(Role::ConvIn), scaled(h)));
+    let kernel = vec![h, 1, cfg.conv_taps];
+    v.push((n("conv.conv.weight"), kernel, None, Fill::Uniform(0.5)));
+    let out_proj = n("conv.out_proj.weight");
+    v.push((out_proj, vec![h, h], Some(Role::ConvOut), scaled(h)));
+}
+
+/// A SwiGLU block's w1 / w3 (gate, up: `roles[0]`) and w2 (down: `roles[1]`) under `prefix`
+/// with hidden width `ffn`.
+fn swiglu_tensors(
+    h: usize,
+    (prefix, ffn): (&str, usize),
+    roles: [Role; 2],
+    n: &dyn Fn(&str) -> String,
+    v: &mut Vec<Tensor>,
+) {
+    for w in ["w1", "w3"] {
+        let name = n(&format!("{prefix}.{w}.weight"));
+        v.push((name, vec![ffn, h], Some(roles[0]), scaled(h)));
+    }
+    let down = n(&format!("{prefix}.w2.weight"));
+    v.push((down, vec![h, ffn], Some(roles[1]), scaled(ffn)));
 }
 
 /// Deterministic row values: an xorshift stream seeded by (seed, tensor, row).

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::config::{Config, MoeConfig};
 use super::source::{TensorSource, TensorView};
 use crate::error::{Error, Result};
-use crate::gpu::{max_tile_rows, GpuContext, WeightFormat, WeightTensor};
+use crate::gpu::{max_tile_rows, GpuContext, Paging, WeightFormat, WeightTensor};
 
 pub struct ConvWeights {
     pub in_proj: WeightTensor,
@@ -333,17 +333,12 @@ impl<'a> Loader<'a> {
             Ok(())
         };
         let max_tile = if tiles { max_tile_rows(ctx, format) } else { 1 };
-        let t = WeightTensor::upload_paged(
-            ctx,
-            m.label,
-            format,
-            rows,
-            cols,
-            m.group_rows,
-            None,
+        let paging = Paging {
+            group_rows: m.group_rows,
+            page_bytes: None,
             max_tile,
-            fill,
-        )?;
+        };
+        let t = WeightTensor::upload_paged(ctx, (m.label, format), (rows, cols), paging, fill)?;
         self.bar
             .inc(parts.iter().map(|p| p.bytes.len() as u64).sum());
         Ok(t)
