@@ -1,7 +1,9 @@
-// Causal GQA attention over the KV cache (f16 pairs, or f32 with KV_F32), one workgroup per (query head, token): online
-// softmax over blocks of 64 keys; query t of the chunk sees cache positions 0..pos0+t.
-// SPLIT (split-KV decode): workgroup z takes keys [z·split_keys, (z+1)·split_keys) only and
-// writes its unnormalised output, running max and sum to `out` for attention_merge.
+// Causal GQA attention over one page of the KV cache (f16 pairs, or f32 with KV_F32), one
+// workgroup per (query head, token): online softmax over blocks of WG keys; query t of the
+// chunk sees cache positions 0..pos0+t, of which this page holds [page_start, page_end).
+// SPLIT (split-KV, and every page of a cache held in several): workgroup z takes the page's
+// keys [page_start + z·split_keys, + split_keys) only and writes its unnormalised output,
+// running max and sum as split split0 + z of splits_total for attention_merge.
 struct Params {
     tokens: u32,
     n_heads: u32,
@@ -10,7 +12,11 @@ struct Params {
     pos0: u32,
     kv_words: u32,
     scale: f32,
-    split_keys: u32,   // keys per workgroup z (SPLIT), else ≥ any context
+    split_keys: u32,   // keys per workgroup z (SPLIT), else ≥ any page
+    page_start: u32,   // first cache position this page holds
+    page_end: u32,     // one past its last
+    split0: u32,       // SPLIT: this dispatch's first split among all of the query's
+    splits_total: u32, // SPLIT: splits of the query over every page
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -53,12 +59,13 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-// u32 word holding element d of kv head h at cache position pos.
+// u32 word holding element d of kv head h at cache position pos (held by this page).
 fn kv_word(pos: u32, h: u32, d: u32) -> u32 {
+    let row = (pos - p.page_start) * p.kv_words;
 #ifdef KV_F32
-    return pos * p.kv_words + h * p.head_dim + d;
+    return row + h * p.head_dim + d;
 #else
-    return pos * p.kv_words + (h * p.head_dim + d) / 2u;
+    return row + (h * p.head_dim + d) / 2u;
 #endif
 }
 
@@ -90,8 +97,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         qs[d] = q[q_base + d];
     }
     workgroupBarrier();
-    let k0 = wid.z * p.split_keys;
-    let n_keys = min(p.pos0 + t + 1u, k0 + p.split_keys);
+    let k0 = p.page_start + wid.z * p.split_keys;
+    let n_keys = min(min(p.pos0 + t + 1u, p.page_end), k0 + p.split_keys);
     var m = NEG;
     var l = 0.0;
     var acc: array<f32, 4>;   // dims lid, lid+64, lid+128, lid+192
@@ -131,7 +138,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         workgroupBarrier();
     }
 #ifdef SPLIT
-    let part = ((t * p.n_heads + head) * nwg.z + wid.z) * (hd + 2u);
+    let part = ((t * p.n_heads + head) * p.splits_total + p.split0 + wid.z) * (hd + 2u);
     for (var i = 0u; i < 4u; i++) {
         let d = lid + WG * i;
         if (d < hd) {

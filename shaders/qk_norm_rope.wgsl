@@ -1,6 +1,7 @@
 // Attention input prep for a chunk: RMSNorm each q and k head (shared [head_dim] weights),
-// NeoX RoPE with host-computed cos/sin, q out as f32, k and v written into the KV cache
-// (f16 pairs packed in u32, or f32 with KV_F32).
+// NeoX RoPE with host-computed cos/sin, q out as f32, k and v written into one page of the KV
+// cache (f16 pairs packed in u32, or f32 with KV_F32). Workgroup x is head first_head + x;
+// k and v of tokens whose position this page does not hold are left to another dispatch.
 struct Params {
     tokens: u32,
     n_heads: u32,
@@ -9,7 +10,11 @@ struct Params {
     pos0: u32,       // cache position of the chunk's first token
     kv_words: u32,   // u32 words per cache position (n_kv · head_dim / 2)
     eps: f32,
-    _pad: u32,
+    first_head: u32, // 0: q, k and v heads; n_heads: k and v heads only
+    page_start: u32, // first cache position this page holds
+    page_end: u32,   // one past its last
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,8 +32,12 @@ var<workgroup> partial: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let head = wid.x;
+    let head = p.first_head + wid.x;
     let t = wid.y;
+    let pos = p.pos0 + t;
+    if (head >= p.n_heads && (pos < p.page_start || pos >= p.page_end)) {
+        return;
+    }
     let hd = p.head_dim;
     let half = hd / 2u;
     let width = (p.n_heads + 2u * p.n_kv) * hd;
@@ -78,11 +87,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let kv_head = select(head - p.n_heads, head - p.n_heads - p.n_kv, is_v);
 #ifdef KV_F32
-    let dst = (p.pos0 + t) * p.kv_words + kv_head * hd;
+    let dst = (pos - p.page_start) * p.kv_words + kv_head * hd;
     for (var j = lid; j < hd; j += WG) {
         let word = bitcast<u32>(ys[j]);
 #else
-    let dst = (p.pos0 + t) * p.kv_words + kv_head * half;
+    let dst = (pos - p.page_start) * p.kv_words + kv_head * half;
     for (var j = lid; j < half; j += WG) {
         let word = pack2x16float(vec2<f32>(ys[2u * j], ys[2u * j + 1u]));
 #endif

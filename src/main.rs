@@ -34,9 +34,10 @@ struct ModelArgs {
     /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled tiny model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Longest sequence the session holds (prompt + generated tokens).
-    #[arg(long, default_value_t = 4096)]
-    ctx: usize,
+    /// Longest sequence the session holds (prompt + generated tokens); default: the model's
+    /// max_position_embeddings (KV pages are allocated as the sequence grows).
+    #[arg(long)]
+    ctx: Option<usize>,
     /// Prefill chunk size in tokens.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
@@ -61,7 +62,7 @@ enum KvArg {
 
 impl ModelArgs {
     fn session(&self, ctx: &GpuContext, m: &Model, min_context: usize) -> SessionOptions {
-        let max_context = self.ctx.max(min_context);
+        let max_context = self.ctx.unwrap_or(m.config.max_positions).max(min_context);
         let kv = match self.kv_type {
             KvArg::F16 => KvType::F16,
             KvArg::F32 => KvType::F32,
@@ -321,6 +322,9 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
     };
     let opts = a.model.session(&ctx, &m, 0);
     let mut s = Session::new(&ctx, &m, opts)?;
+    if a.model.ctx.is_none() {
+        eprintln!("{}", s.context_summary());
+    }
     let out = s.generate(&ids, a.max_tokens, a.ignore_eos)?;
     let text = m.decode(&out)?;
     if a.json {

@@ -165,7 +165,39 @@ fn paged_weights_give_the_same_logits() {
             last,
             "{name}: decode after paged prefill"
         );
+        // Token by token through every KV page boundary (pages of at most 32 KiB).
+        decode_and_greedy(&ctx, &model, &r, &name, "paged ");
     }
+}
+
+/// KV pages are allocated as the sequence grows: none before the first token, then about
+/// what the positions so far need (pages of at most 32 KiB here), far below the context.
+#[test]
+fn kv_pages_grow_with_the_sequence() {
+    if testing::context().is_none() {
+        return;
+    }
+    let mut opts = wmoe::DeviceOptions::from_env();
+    opts.switches.max_binding = Some(32 << 10);
+    let ctx = wmoe::GpuContext::new(&opts).unwrap();
+    let dir = fixtures().remove(0);
+    let r = read_reference(&dir);
+    let model = Model::load(&ctx, &dir, false).unwrap();
+    let c = &model.config;
+    let layers = c.attention.iter().filter(|a| **a).count() as u64;
+    let per_position = 2 * layers * (c.n_kv_heads * c.head_dim * 4) as u64;
+    let page = (32 << 10) / (c.n_kv_heads * c.head_dim * 4) as u64;
+    let mut s = session(&ctx, &model, 4096);
+    assert_eq!(s.kv_bytes(), 0, "no KV before the first token");
+    let n = r.prompt.len() as u64;
+    s.prefill(&r.prompt, LogitsMode::Last).unwrap();
+    let held = s.kv_bytes();
+    assert!(
+        held >= n * per_position && held <= (n + page) * per_position,
+        "{} bytes for {n} positions ({per_position} each, pages of {page})",
+        held
+    );
+    assert!(held < 4096 * per_position / 4);
 }
 
 /// The GPU kernels (K-split matvec with the norm folded in, K-split expert down combine,

@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
 use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS};
 use wmoe::kernels::{attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, shortconv};
-use wmoe::kernels::{Heads, KvType};
+use wmoe::kernels::{Heads, KvPages, KvType};
 
 const H: usize = 2048;
 const FE: usize = 1792;
@@ -313,18 +313,33 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
             head_dim: 64,
             kv: KvType::F16,
         };
+        // The cache in pages of 16K positions, as sessions hold it (one page: no partials).
+        let page = ctx_len.min(16384);
         let kv_bytes = (ctx_len * heads.kv_words() * 4) as u64;
-        let (k, v) = (ctx.storage("k", kv_bytes), ctx.storage("v", kv_bytes));
+        let page_bytes = (page * heads.kv_words() * 4) as u64;
+        let pages = ctx_len.div_ceil(page) as usize;
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let k: Vec<Binding> = (0..pages)
+            .map(|_| b(&ctx.storage("k", page_bytes)))
+            .collect();
+        let v: Vec<Binding> = (0..pages)
+            .map(|_| b(&ctx.storage("v", page_bytes)))
+            .collect();
+        let cache = KvPages {
+            k: &k,
+            v: &v,
+            page_positions: page,
+        };
         let (q, o) = (ctx.storage("q", 4 * 2048), ctx.storage("o", 4 * 2048));
-        let parts = ctx.storage("partials", 4 * attention::partials_len(heads) as u64);
-        for split in [false, true] {
+        let parts_len = attention::partials_len(heads, 1, (pages, page));
+        let parts = ctx.storage("partials", 4 * parts_len as u64);
+        let modes: &[bool] = if pages == 1 { &[false, true] } else { &[true] };
+        for &split in modes {
             let name = if split { "split-KV" } else { "one pass" };
-            let b = |x: &wgpu::Buffer| Binding::whole(x);
-            let (qb, kb, vb, ob, pb) = (b(&q), b(&k), b(&v), b(&o), b(&parts));
+            let (qb, ob, pb) = (b(&q), b(&o), b(&parts));
             let args = attention::Args {
                 q: &qb,
-                k_cache: &kb,
-                v_cache: &vb,
+                cache: &cache,
                 out: &ob,
                 partials: split.then_some(&pb),
             };

@@ -332,6 +332,21 @@ impl GpuContext {
         })
     }
 
+    /// `storage` that reports running out of device memory as an error instead of a device
+    /// error later.
+    pub fn try_storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.storage(label, size);
+        match pollster::block_on(scope.pop()) {
+            None => Ok(buffer),
+            Some(e) => Err(Error::Gpu(format!(
+                "out of GPU memory allocating {} MiB for the {label} ({e}); use a shorter --ctx, \
+                 a smaller --kv-type or weight format, or a GPU with more memory",
+                size >> 20
+            ))),
+        }
+    }
+
     /// A storage buffer holding `data`.
     pub fn storage_with<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);

@@ -1,10 +1,11 @@
-//! Causal GQA attention of a chunk's queries over the KV cache (online softmax); a single
-//! query over a long context splits its keys across workgroups (split-KV decode) and
-//! `attention_merge` joins the partials.
+//! Causal GQA attention of a chunk's queries over the KV cache pages (online softmax). A cache
+//! in several pages takes one dispatch per page, each writing partial results; a single
+//! query over a long context also splits each page's keys across workgroups (split-KV
+//! decode); `attention_merge` joins the partials.
 
 use std::ops::RangeInclusive;
 
-use super::{attention_merge, Heads};
+use super::{attention_merge, Heads, KvPages};
 use crate::gpu::{Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
@@ -19,6 +20,10 @@ crate::params! {
         kv_words: u32,
         scale: f32,
         split_keys: u32,
+        page_start: u32,
+        page_end: u32,
+        split0: u32,
+        splits_total: u32,
     }
 }
 
@@ -27,9 +32,12 @@ pub const SPLIT_KEYS: u32 = 256;
 /// Most splits of one query (bounds the partials buffer).
 pub const MAX_SPLITS: u32 = 32;
 
-/// f32 elements the split-KV partials of one query need (`MAX_SPLITS` splits per head).
-pub fn partials_len(heads: Heads) -> usize {
-    (heads.n_heads * MAX_SPLITS * (heads.head_dim + 2)) as usize
+/// f32 elements the partials need for chunks of up to `tokens` queries over up to `pages`
+/// pages of `page_positions`: one record per page for each query of a chunk, up to
+/// `MAX_SPLITS` per page for a single query.
+pub fn partials_len(heads: Heads, tokens: usize, (pages, page_positions): (usize, u32)) -> usize {
+    let per_page = (split_plan(page_positions).0 as usize).max(tokens);
+    heads.n_heads as usize * pages * per_page * (heads.head_dim as usize + 2)
 }
 
 /// Splits and keys per split for one query over `n_keys` keys (1 split: no split).
@@ -44,10 +52,10 @@ pub fn split_plan(n_keys: u32) -> (u32, u32) {
 /// Bindings of one call.
 pub struct Args<'a> {
     pub q: &'a Binding,
-    pub k_cache: &'a Binding,
-    pub v_cache: &'a Binding,
+    pub cache: &'a KvPages<'a>,
     pub out: &'a Binding,
-    /// Split-KV partials (≥ `partials_len` floats); without them no query splits its keys.
+    /// Partials (≥ `partials_len` floats): needed where the keys span several pages; with
+    /// them a single query also splits its keys (split-KV decode).
     pub partials: Option<&'a Binding>,
 }
 
@@ -63,57 +71,95 @@ fn split_positions(splits: u32) -> RangeInclusive<u32> {
     }
 }
 
-/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t. A single
-/// query over more than `SPLIT_KEYS` keys takes the split-KV path where `partials` are given;
-/// the plan then holds for the positions with the same split count.
+/// How one page's keys are covered: workgroups z (its splits) and keys per split, `None`
+/// for a split size that follows the position (the page of the newest key in decode).
+#[derive(Clone, Copy)]
+struct PageWork {
+    page: u32,
+    splits: u32,
+    split_keys: Option<u32>,
+    split0: u32,
+}
+
+/// The dispatches of one call at the recorder's position, and the total splits (1: one
+/// direct dispatch without partials). Restricts the plan to the positions they hold for.
+fn plan(rec: &mut Recorder, a: &Args, tokens: u32) -> (Vec<PageWork>, u32) {
+    let cache = a.cache;
+    let pos0 = rec.vars().pos0;
+    let last = cache.page_of(pos0 + tokens - 1);
+    rec.hold_for(cache.ending_in(last, tokens));
+    let mut work = Vec::new();
+    let mut total = 0;
+    for page in 0..=last {
+        let (splits, split_keys) = match a.partials {
+            Some(_) if tokens == 1 && page < last => {
+                let (splits, keys) = split_plan(cache.page_positions);
+                (splits, Some(keys))
+            }
+            Some(_) if tokens == 1 => {
+                let (start, _) = cache.span(page);
+                let splits = split_plan(pos0 - start + 1).0;
+                let held = split_positions(splits);
+                rec.hold_for(start + held.start()..=start.saturating_add(*held.end()));
+                (splits, None)
+            }
+            _ => (1, Some(cache.page_positions)),
+        };
+        work.push(PageWork {
+            page,
+            splits,
+            split_keys,
+            split0: total,
+        });
+        total += splits;
+    }
+    assert!(
+        total == 1 || a.partials.is_some(),
+        "attention over several pages needs partials"
+    );
+    (work, total)
+}
+
+/// Query t of the chunk (cache position pos0 + t) attends to positions 0..=pos0+t: one
+/// dispatch per page of the cache, each page's keys split over workgroups for a single query
+/// where `partials` are given, then the merge of the partials.
 pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
-    let splits = match a.partials {
-        Some(_) if tokens == 1 => {
-            let splits = split_plan(rec.vars().pos0 + 1).0;
-            rec.hold_for(split_positions(splits));
-            splits
-        }
-        _ => 1,
-    };
+    let (work, total) = plan(rec, a, tokens);
     let defines = heads
         .kv
         .defines()
         .uint("WG", WG)
-        .flag_if(splits > 1, "SPLIT");
+        .flag_if(total > 1, "SPLIT");
     let pipeline = rec.ctx().pipeline("attention", SOURCE, &defines);
-    let params = move |v: &StepVars| Params {
-        tokens,
-        n_heads: heads.n_heads,
-        n_kv: heads.n_kv,
-        head_dim: heads.head_dim,
-        pos0: v.pos0,
-        kv_words: heads.kv_words(),
-        scale: 1.0 / (heads.head_dim as f32).sqrt(),
-        split_keys: if splits > 1 {
-            split_plan(v.pos0 + 1).1
-        } else {
-            u32::MAX
-        },
-    };
     let target = match a.partials {
-        Some(parts) if splits > 1 => parts,
+        Some(parts) if total > 1 => parts,
         _ => a.out,
     };
-    let b = [
-        a.q.clone(),
-        a.k_cache.clone(),
-        a.v_cache.clone(),
-        target.clone(),
-    ];
-    rec.dispatch_positioned(
-        "attention",
-        &pipeline,
-        params,
-        &b,
-        [heads.n_heads, tokens, splits],
-    );
-    if splits > 1 {
-        attention_merge::record(rec, heads, target, a.out, tokens, splits);
+    for w in work {
+        let (page_start, page_end) = a.cache.span(w.page);
+        let params = move |v: &StepVars| Params {
+            tokens,
+            n_heads: heads.n_heads,
+            n_kv: heads.n_kv,
+            head_dim: heads.head_dim,
+            pos0: v.pos0,
+            kv_words: heads.kv_words(),
+            scale: 1.0 / (heads.head_dim as f32).sqrt(),
+            split_keys: w
+                .split_keys
+                .unwrap_or_else(|| split_plan(v.pos0 - page_start + 1).1),
+            page_start,
+            page_end,
+            split0: w.split0,
+            splits_total: total,
+        };
+        let (k, v) = (&a.cache.k[w.page as usize], &a.cache.v[w.page as usize]);
+        let b = [a.q.clone(), k.clone(), v.clone(), target.clone()];
+        let grid = [heads.n_heads, tokens, w.splits];
+        rec.dispatch_positioned("attention", &pipeline, params, &b, grid);
+    }
+    if total > 1 {
+        attention_merge::record(rec, heads, target, a.out, tokens, total);
     }
 }
 
@@ -155,6 +201,99 @@ mod tests {
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
     use crate::kernels::KvType;
 
+    /// A cache held in one page.
+    fn one_page<'a>(k: &'a [Binding], v: &'a [Binding]) -> KvPages<'a> {
+        KvPages {
+            k,
+            v,
+            page_positions: u32::MAX,
+        }
+    }
+
+    /// Packs f32 values as the cache stores them.
+    fn pack(x: &[f32], kv: KvType) -> Vec<u32> {
+        match kv {
+            KvType::F16 => x
+                .chunks(2)
+                .map(|p| {
+                    half::f16::from_f32(p[0]).to_bits() as u32
+                        | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
+                })
+                .collect(),
+            KvType::F32 => x.iter().map(|v| v.to_bits()).collect(),
+        }
+    }
+
+    /// Attention over a cache in pages of 96 positions: prefill chunks within one page,
+    /// across a boundary and over several pages, and decode steps in the first, a middle and
+    /// the last page (split within the page), each against the reference.
+    #[test]
+    fn paged_attention_matches_reference() {
+        let Some(ctx) = context() else { return };
+        let (page, n_pages) = (96u32, 8usize);
+        for kv in [KvType::F16, KvType::F32] {
+            let heads = Heads {
+                n_heads: 4,
+                n_kv: 2,
+                head_dim: 32,
+                kv,
+            };
+            let kvw = 64usize;
+            let n_pos = page as usize * n_pages;
+            let mut rng = Rng::new(11);
+            let round = |v: Vec<f32>| -> Vec<f32> {
+                v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
+            };
+            let (k, v) = (
+                round(rng.normals(n_pos * kvw, 1.0)),
+                round(rng.normals(n_pos * kvw, 1.0)),
+            );
+            let page_of = |x: &[f32], i: usize| {
+                let words = pack(
+                    &x[i * page as usize * kvw..(i + 1) * page as usize * kvw],
+                    kv,
+                );
+                Binding::whole(&ctx.storage_with("kv page", &words))
+            };
+            let kp: Vec<Binding> = (0..n_pages).map(|i| page_of(&k, i)).collect();
+            let vp: Vec<Binding> = (0..n_pages).map(|i| page_of(&v, i)).collect();
+            let cache = KvPages {
+                k: &kp,
+                v: &vp,
+                page_positions: page,
+            };
+            let parts = Binding::whole(&poisoned(ctx, partials_len(heads, 40, (n_pages, page))));
+            for (t, pos0) in [
+                (5usize, 10usize),
+                (40, 80),
+                (40, 300),
+                (1, 50),
+                (1, 400),
+                (1, 767),
+            ] {
+                let q = rng.normals(t * 128, 1.0);
+                let (qb, out) = (ctx.storage_with("q", &q), poisoned(ctx, q.len()));
+                let (qx, o) = (Binding::whole(&qb), Binding::whole(&out));
+                let args = Args {
+                    q: &qx,
+                    cache: &cache,
+                    out: &o,
+                    partials: Some(&parts),
+                };
+                let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
+                record(&mut rec, heads, &args, t as u32);
+                rec.submit();
+                let got = ctx.read_f32(&out, 0, q.len()).unwrap();
+                for ti in 0..t {
+                    let want =
+                        reference(&q[ti * 128..(ti + 1) * 128], &k, &v, heads, pos0 + ti + 1);
+                    let e = rel_err(&got[ti * 128..(ti + 1) * 128], &want);
+                    assert!(e < 1e-10, "{kv:?} t={t} pos0={pos0} query {ti}: err={e}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn split_plan_covers_every_key() {
         for n in [1, 64, 256, 257, 1000, 8192, 100_000] {
@@ -195,35 +334,23 @@ mod tests {
             };
             let k = round(rng.normals(n_pos * kvw, 1.0));
             let v = round(rng.normals(n_pos * kvw, 1.0));
-            let pack = |x: &[f32]| -> Vec<u32> {
-                match kv {
-                    KvType::F16 => x
-                        .chunks(2)
-                        .map(|p| {
-                            half::f16::from_f32(p[0]).to_bits() as u32
-                                | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
-                        })
-                        .collect(),
-                    KvType::F32 => x.iter().map(|v| v.to_bits()).collect(),
-                }
-            };
             let q = rng.normals(t * (nh * hd) as usize, 1.0);
             let (qb, kb, vb) = (
                 ctx.storage_with("q", &q),
-                ctx.storage_with("k", &pack(&k)),
-                ctx.storage_with("v", &pack(&v)),
+                ctx.storage_with("k", &pack(&k, kv)),
+                ctx.storage_with("v", &pack(&v, kv)),
             );
-            let parts = poisoned(ctx, partials_len(heads));
+            let parts = poisoned(ctx, partials_len(heads, 8, (1, u32::MAX)));
             for split in [false, true] {
                 let out = poisoned(ctx, q.len());
                 let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
                 let b = |x: &wgpu::Buffer| Binding::whole(x);
                 let (qx, kx, vx, o) = (b(&qb), b(&kb), b(&vb), b(&out));
                 let partials = split.then(|| b(&parts));
+                let (kpg, vpg) = ([kx], [vx]);
                 let args = Args {
                     q: &qx,
-                    k_cache: &kx,
-                    v_cache: &vx,
+                    cache: &one_page(&kpg, &vpg),
                     out: &o,
                     partials: partials.as_ref(),
                 };
@@ -277,13 +404,16 @@ mod tests {
             rng.normals(w, 1.0),
         );
         let bufs = [&k, &v, &q].map(|x| ctx.storage_with("x", x));
-        let (out, parts) = (poisoned(ctx, w), poisoned(ctx, partials_len(heads)));
+        let (out, parts) = (
+            poisoned(ctx, w),
+            poisoned(ctx, partials_len(heads, 8, (1, u32::MAX))),
+        );
         let b = |x: &wgpu::Buffer| Binding::whole(x);
         let (qx, kx, vx, o, px) = (b(&bufs[2]), b(&bufs[0]), b(&bufs[1]), b(&out), b(&parts));
+        let (kp, vp) = ([kx], [vx]);
         let args = Args {
             q: &qx,
-            k_cache: &kx,
-            v_cache: &vx,
+            cache: &one_page(&kp, &vp),
             out: &o,
             partials: Some(&px),
         };

@@ -1,5 +1,8 @@
-//! Types several kernels share: attention head geometry with the KV cache element type, and
-//! the per-expert pair lists the gather kernel writes and the grouped products read.
+//! Types several kernels share: attention head geometry with the KV cache element type, the
+//! KV cache's pages, and the per-expert pair lists the gather kernel writes and the grouped
+//! products read.
+
+use std::ops::RangeInclusive;
 
 use crate::gpu::{Binding, Defines};
 
@@ -40,6 +43,34 @@ impl Heads {
     /// u32 words one cache position takes.
     pub fn kv_words(&self) -> u32 {
         self.n_kv * self.head_dim * self.kv.bytes() as u32 / 4
+    }
+}
+
+/// One attention layer's KV cache, held in pages: page i holds positions
+/// `[i · page_positions, (i + 1) · page_positions)` in `k[i]` and `v[i]`.
+pub struct KvPages<'a> {
+    pub k: &'a [Binding],
+    pub v: &'a [Binding],
+    pub page_positions: u32,
+}
+
+impl KvPages<'_> {
+    /// The page holding position `pos`.
+    pub fn page_of(&self, pos: u32) -> u32 {
+        pos / self.page_positions
+    }
+
+    /// Cache positions `[start, end)` page `i` holds.
+    pub fn span(&self, i: u32) -> (u32, u32) {
+        let start = i * self.page_positions;
+        (start, start.saturating_add(self.page_positions))
+    }
+
+    /// First positions `pos0` of a chunk of `tokens` for which the chunk ends in page `last`
+    /// (the pages a step reads stay the same).
+    pub fn ending_in(&self, last: u32, tokens: u32) -> RangeInclusive<u32> {
+        let (start, end) = self.span(last);
+        start.saturating_sub(tokens - 1)..=end - tokens
     }
 }
 

@@ -17,7 +17,7 @@ pub mod rmsnorm;
 pub mod shortconv;
 pub mod swiglu;
 
-pub use geometry::{Heads, KvType, PairLists};
+pub use geometry::{Heads, KvPages, KvType, PairLists};
 
 #[cfg(test)]
 use crate::gpu::Defines;

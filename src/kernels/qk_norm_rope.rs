@@ -1,7 +1,7 @@
 //! Attention input prep: per-head QK RMSNorm, NeoX RoPE (cos/sin from the host), q out in f32,
-//! k and v appended to the f16 KV cache at the chunk's positions.
+//! k and v written into the KV cache pages at the chunk's positions.
 
-use super::Heads;
+use super::{Heads, KvPages};
 use crate::gpu::{Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = include_str!("../../shaders/qk_norm_rope.wgsl");
@@ -18,54 +18,68 @@ crate::params! {
         pos0: u32,
         kv_words: u32,
         eps: f32,
-        _pad: u32,
+        first_head: u32,
+        page_start: u32,
+        page_end: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
 }
 
 /// Bindings of one call.
-pub struct Args {
+pub struct Args<'a> {
     pub qkv: Binding,
     pub q_norm: Binding,
     pub k_norm: Binding,
     pub rope: Binding,
     pub q_out: Binding,
-    pub k_cache: Binding,
-    pub v_cache: Binding,
+    pub cache: KvPages<'a>,
 }
 
 /// Threads per workgroup (the shader's `WG`).
 const WG: u32 = 64;
 
-/// Prepares `tokens` rows of q|k|v at the step's cache positions `pos0..pos0 + tokens`.
+/// Prepares `tokens` rows of q|k|v at the step's cache positions `pos0..pos0 + tokens`: one
+/// dispatch for the page of the first position (q, k and v heads), one more per further page
+/// the chunk reaches (k and v heads). The plan holds while the chunk touches the same pages.
 pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32, eps: f32) {
     let defines = heads.kv.defines().uint("WG", WG);
     let pipeline = rec.ctx().pipeline("qk_norm_rope", SOURCE, &defines);
-    let params = move |v: &StepVars| Params {
-        tokens,
-        n_heads: heads.n_heads,
-        n_kv: heads.n_kv,
-        head_dim: heads.head_dim,
-        pos0: v.pos0,
-        kv_words: heads.kv_words(),
-        eps,
-        _pad: 0,
-    };
-    let b = [
-        a.qkv.clone(),
-        a.q_norm.clone(),
-        a.k_norm.clone(),
-        a.rope.clone(),
-        a.q_out.clone(),
-        a.k_cache.clone(),
-        a.v_cache.clone(),
-    ];
-    rec.dispatch_positioned(
-        "qk_norm_rope",
-        &pipeline,
-        params,
-        &b,
-        [heads.n_heads + 2 * heads.n_kv, tokens, 1],
-    );
+    let pos0 = rec.vars().pos0;
+    let (first, last) = (a.cache.page_of(pos0), a.cache.page_of(pos0 + tokens - 1));
+    rec.hold_for(a.cache.ending_in(last, tokens));
+    let (start, end) = a.cache.span(first);
+    rec.hold_for(start..=end - 1);
+    for page in first..=last {
+        let (page_start, page_end) = a.cache.span(page);
+        let first_head = if page == first { 0 } else { heads.n_heads };
+        let params = move |v: &StepVars| Params {
+            tokens,
+            n_heads: heads.n_heads,
+            n_kv: heads.n_kv,
+            head_dim: heads.head_dim,
+            pos0: v.pos0,
+            kv_words: heads.kv_words(),
+            eps,
+            first_head,
+            page_start,
+            page_end,
+            _pad0: 0,
+            _pad1: 0,
+        };
+        let b = [
+            a.qkv.clone(),
+            a.q_norm.clone(),
+            a.k_norm.clone(),
+            a.rope.clone(),
+            a.q_out.clone(),
+            a.cache.k[page as usize].clone(),
+            a.cache.v[page as usize].clone(),
+        ];
+        let heads_here = heads.n_heads + 2 * heads.n_kv - first_head;
+        let grid = [heads_here, tokens, 1];
+        rec.dispatch_positioned("qk_norm_rope", &pipeline, params, &b, grid);
+    }
 }
 
 /// RoPE inverse frequencies as HF computes them in f32: 1 / base^(2i/d).
@@ -129,16 +143,20 @@ pub fn reference(
 mod tests {
     use super::*;
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
-    use crate::kernels::KvType;
+    use crate::kernels::{KvPages, KvType};
 
     #[test]
     fn qk_norm_rope_matches_reference() {
         let Some(ctx) = context() else { return };
-        for (nh, nkv, hd, t, pos0, kv) in [
-            (4u32, 2u32, 16u32, 3usize, 5usize, KvType::F16),
-            (3, 1, 24, 1, 0, KvType::F32),
-            (2, 2, 128, 2, 1000, KvType::F16),
-            (2, 1, 64, 2, 9, KvType::F32),
+        // (heads, kv heads, head dim, tokens, pos0, cache type, positions per page): the last
+        // two cases write chunks across one and two page boundaries.
+        for (nh, nkv, hd, t, pos0, kv, page) in [
+            (4u32, 2u32, 16u32, 3usize, 5usize, KvType::F16, 4096usize),
+            (3, 1, 24, 1, 0, KvType::F32, 4096),
+            (2, 2, 128, 2, 1000, KvType::F16, 4096),
+            (2, 1, 64, 2, 9, KvType::F32, 4096),
+            (4, 2, 16, 6, 5, KvType::F16, 4),
+            (2, 1, 32, 9, 3, KvType::F32, 4),
         ] {
             let heads = Heads {
                 n_heads: nh,
@@ -160,8 +178,14 @@ mod tests {
                 .map(|v| v + 1.0)
                 .collect();
             let rope = rope_table(&inv_freq(1e6, hd as usize), pos0, t);
-            let cache_words = (pos0 + t) * heads.kv_words() as usize;
-            let (kc, vc) = (poisoned(ctx, cache_words), poisoned(ctx, cache_words));
+            let page_words = page * heads.kv_words() as usize;
+            let n_pages = (pos0 + t).div_ceil(page);
+            let kc: Vec<_> = (0..n_pages).map(|_| poisoned(ctx, page_words)).collect();
+            let vc: Vec<_> = (0..n_pages).map(|_| poisoned(ctx, page_words)).collect();
+            let (kb, vb): (Vec<Binding>, Vec<Binding>) = (
+                kc.iter().map(Binding::whole).collect(),
+                vc.iter().map(Binding::whole).collect(),
+            );
             let q_out = poisoned(ctx, t * (nh * hd) as usize);
             let bufs = [
                 ctx.storage_with("qkv", &qkv),
@@ -180,8 +204,11 @@ mod tests {
                     k_norm: (&bufs[2]).into(),
                     rope: (&bufs[3]).into(),
                     q_out: (&q_out).into(),
-                    k_cache: (&kc).into(),
-                    v_cache: (&vc).into(),
+                    cache: KvPages {
+                        k: &kb,
+                        v: &vb,
+                        page_positions: page as u32,
+                    },
                 },
                 t as u32,
                 1e-5,
@@ -189,12 +216,12 @@ mod tests {
             rec.submit();
             let half_words = heads.kv_words() as usize;
             let q_got = ctx.read_f32(&q_out, 0, t * (nh * hd) as usize).unwrap();
-            let k_words = ctx
-                .read_u32(&kc, (pos0 * half_words) as u64, t * half_words)
-                .unwrap();
-            let v_words = ctx
-                .read_u32(&vc, (pos0 * half_words) as u64, t * half_words)
-                .unwrap();
+            // Token ti's words, from the page holding its position.
+            let words = |pages: &[wgpu::Buffer], ti: usize| {
+                let pos = pos0 + ti;
+                let first = ((pos % page) * half_words) as u64;
+                ctx.read_u32(&pages[pos / page], first, half_words).unwrap()
+            };
             let unpack = |w: &[u32]| -> Vec<f32> {
                 if kv == KvType::F32 {
                     return w.iter().map(|x| f32::from_bits(*x)).collect();
@@ -220,8 +247,8 @@ mod tests {
                 );
                 let qg = &q_got[ti * q.len()..(ti + 1) * q.len()];
                 assert!(rel_err(qg, &q) < 1e-11, "q hd={hd}");
-                let kg = unpack(&k_words[ti * half_words..(ti + 1) * half_words]);
-                let vg = unpack(&v_words[ti * half_words..(ti + 1) * half_words]);
+                let kg = unpack(&words(&kc, ti));
+                let vg = unpack(&words(&vc, ti));
                 let bound = if kv == KvType::F32 { 1e-11 } else { 1e-6 };
                 assert!(
                     rel_err(&kg, &k) < bound,

@@ -95,7 +95,7 @@ fn attention_mixer(
     view: &StepView,
     layer: &LayerWeights,
     a: &AttnWeights,
-    (k, v): (&wgpu::Buffer, &wgpu::Buffer),
+    (k, v): (&[Binding], &[Binding]),
     t: u32,
 ) {
     let (cfg, sc) = (view.cfg, view.scratch);
@@ -119,15 +119,13 @@ fn attention_mixer(
         k_norm: b(&a.k_norm),
         rope: b(&sc.rope),
         q_out: b(&sc.q),
-        k_cache: b(k),
-        v_cache: b(v),
+        cache: view.seq.pages(k, v),
     };
     qk_norm_rope::record(rec, heads, &prep, t, cfg.norm_eps);
-    let (q, kc, vc, out, parts) = (b(&sc.q), b(k), b(v), b(&sc.act), b(&sc.attn_parts));
+    let (q, out, parts) = (b(&sc.q), b(&sc.act), b(&sc.attn_parts));
     let args = attention::Args {
         q: &q,
-        k_cache: &kc,
-        v_cache: &vc,
+        cache: &view.seq.pages(k, v),
         out: &out,
         partials: Some(&parts),
     };

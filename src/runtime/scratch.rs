@@ -26,8 +26,14 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Allocates for chunks of up to `chunk` tokens, lowered so every buffer fits one binding.
-    pub fn new(ctx: &GpuContext, cfg: &Config, chunk: usize) -> Result<Self> {
+    /// Allocates for chunks of up to `chunk` tokens over a KV cache of up to `kv_pages` pages
+    /// of `page_positions`, the chunk lowered so every buffer fits one binding.
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: &Config,
+        chunk: usize,
+        (kv_pages, page_positions): (usize, usize),
+    ) -> Result<Self> {
         let (h, hd) = (cfg.hidden, cfg.head_dim);
         let (k, e, fe) = cfg
             .moe
@@ -36,7 +42,19 @@ impl Scratch {
         let qkv = (cfg.n_heads + 2 * cfg.n_kv_heads) * hd;
         let proj_row = (3 * h).max(qkv).max(2 * cfg.ffn).max(k * 2 * fe);
         let act_row = h.max(cfg.n_heads * hd).max(cfg.ffn).max(k * fe);
-        let widest = proj_row.max(act_row).max(k * h).max(cfg.vocab);
+        let heads = Heads {
+            n_heads: cfg.n_heads as u32,
+            n_kv: cfg.n_kv_heads as u32,
+            head_dim: hd as u32,
+            kv: KvType::F32,
+        };
+        let kv_pages = (kv_pages, page_positions as u32);
+        let parts_row = attention::partials_len(heads, 1, (kv_pages.0, 1));
+        let widest = proj_row
+            .max(act_row)
+            .max(k * h)
+            .max(cfg.vocab)
+            .max(parts_row);
         let fit = (ctx.max_binding() / (4 * widest as u64)) as usize;
         if fit == 0 {
             return Err(Error::Input(format!(
@@ -45,12 +63,6 @@ impl Scratch {
         }
         let chunk = chunk.min(fit).max(1);
         let f = |n: usize| (4 * n) as u64;
-        let heads = Heads {
-            n_heads: cfg.n_heads as u32,
-            n_kv: cfg.n_kv_heads as u32,
-            head_dim: hd as u32,
-            kv: KvType::F32,
-        };
         Ok(Scratch {
             chunk,
             tokens: ctx.storage("tokens", f(chunk)),
@@ -60,7 +72,10 @@ impl Scratch {
             proj: ctx.storage("projection", f(chunk * proj_row)),
             act: ctx.storage("activation", f(chunk * act_row)),
             q: ctx.storage("queries", f(chunk * cfg.n_heads * hd)),
-            attn_parts: ctx.storage("split-KV partials", f(attention::partials_len(heads))),
+            attn_parts: ctx.storage(
+                "attention partials",
+                f(attention::partials_len(heads, chunk, kv_pages)),
+            ),
             expert_out: ctx.storage("expert outputs", f(chunk * k * h)),
             router_logits: ctx.storage("router logits", f(chunk * e)),
             ids: ctx.storage("expert ids", f(chunk * k)),

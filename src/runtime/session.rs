@@ -89,7 +89,8 @@ impl<'m> Session<'m> {
             )));
         }
         let seq = SequenceState::new(ctx, cfg, &model.weights, opts.kv, opts.max_context)?;
-        let scratch = Scratch::new(ctx, cfg, opts.chunk)?;
+        let kv_pages = (seq.max_pages(), seq.page_positions);
+        let scratch = Scratch::new(ctx, cfg, opts.chunk, kv_pages)?;
         let opts = SessionOptions {
             chunk: scratch.chunk,
             ..opts
@@ -127,6 +128,24 @@ impl<'m> Session<'m> {
         self.pos
     }
 
+    /// One line on the context: its length, the KV cache type and page size, what a position
+    /// costs, and that pages are allocated as the sequence grows.
+    pub fn context_summary(&self) -> String {
+        let seq = &self.seq;
+        format!(
+            "context {} positions; {:?} KV cache in pages of {} positions, {} KiB per 1K positions over all layers, allocated as the sequence grows",
+            self.opts.max_context,
+            seq.kv,
+            seq.page_positions,
+            seq.bytes_per_position() * 1000 / 1024
+        )
+    }
+
+    /// Bytes of KV cache allocated so far (pages are allocated as the sequence grows).
+    pub fn kv_bytes(&self) -> u64 {
+        self.seq.kv_bytes()
+    }
+
     pub fn options(&self) -> SessionOptions {
         self.opts
     }
@@ -151,10 +170,11 @@ impl<'m> Session<'m> {
 
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
     /// logits and samples greedily on the GPU.
-    fn run_chunk(&mut self, tokens: &[u32], mode: Option<LogitsMode>) {
+    fn run_chunk(&mut self, tokens: &[u32], mode: Option<LogitsMode>) -> Result<()> {
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(tokens));
-        self.submit_chunk(tokens.len(), mode, None);
+        self.submit_chunk(tokens.len(), mode, None)?;
+        Ok(())
     }
 
     /// Host time of the decode steps run so far.
@@ -163,16 +183,17 @@ impl<'m> Session<'m> {
     }
 
     /// Runs the chunk of `len` tokens already in `scratch.tokens` at the current position,
-    /// planning its shape first if no plan holds for it. With `feed`, the sampled token is
-    /// also copied into `scratch.tokens` (the next step's input, without a host round trip)
-    /// and into readback slot `feed`.
+    /// allocating the KV pages it reaches and planning its shape first if no plan holds for
+    /// it. With `feed`, the sampled token is also copied into `scratch.tokens` (the next
+    /// step's input, without a host round trip) and into readback slot `feed`.
     fn submit_chunk(
         &mut self,
         len: usize,
         mode: Option<LogitsMode>,
         feed: Option<usize>,
-    ) -> wgpu::SubmissionIndex {
+    ) -> Result<wgpu::SubmissionIndex> {
         let start = Instant::now();
+        self.seq.reserve(self.ctx, self.pos + len)?;
         let rope = qk_norm_rope::rope_table(&self.model.inv_freq, self.pos, len);
         self.ctx
             .write(&self.scratch.rope, 0, bytemuck::cast_slice(&rope));
@@ -201,7 +222,7 @@ impl<'m> Session<'m> {
             self.host.steps += 1;
             self.host.total += start.elapsed();
         }
-        index
+        Ok(index)
     }
 
     /// The plan of `shape` that holds at `vars`, recorded now if there is none.
@@ -273,11 +294,11 @@ impl<'m> Session<'m> {
         for (i, c) in chunks.iter().enumerate() {
             let last = i + 1 == chunks.len();
             if mode == LogitsMode::All || last {
-                self.run_chunk(c, Some(mode));
+                self.run_chunk(c, Some(mode))?;
                 let rows = if mode == LogitsMode::All { c.len() } else { 1 };
                 out.extend(self.ctx.read_f32(&self.scratch.logits, 0, rows * v)?);
             } else {
-                self.run_chunk(c, None);
+                self.run_chunk(c, None)?;
             }
         }
         Ok(out)
@@ -286,7 +307,7 @@ impl<'m> Session<'m> {
     /// One token through the single-token decode path; returns its `[vocab]` logits.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
         self.check(&[token])?;
-        self.run_chunk(&[token], Some(LogitsMode::Last));
+        self.run_chunk(&[token], Some(LogitsMode::Last))?;
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
     }
@@ -324,7 +345,7 @@ impl<'m> Session<'m> {
         let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
         let (last, head) = chunks.split_last().expect("a non-empty prompt");
         for c in head {
-            self.run_chunk(c, None);
+            self.run_chunk(c, None)?;
         }
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
@@ -332,19 +353,19 @@ impl<'m> Session<'m> {
         // token i on the GPU) already runs, so the GPU never waits for the host.
         let mut pending = (
             0,
-            self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0)),
+            self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0))?,
         );
         let mut submitted = 1;
         let eos = self.model.config.eos.clone();
         loop {
-            let ahead = (submitted < max_tokens).then(|| {
+            let ahead = if submitted < max_tokens {
                 let slot = submitted % 2;
                 submitted += 1;
-                (
-                    slot,
-                    self.submit_chunk(1, Some(LogitsMode::Last), Some(slot)),
-                )
-            });
+                let step = self.submit_chunk(1, Some(LogitsMode::Last), Some(slot))?;
+                Some((slot, step))
+            } else {
+                None
+            };
             let t = self.read_slot(pending.0, pending.1)?;
             out.push(t);
             if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {

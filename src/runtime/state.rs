@@ -1,24 +1,50 @@
-//! A sequence's state on the GPU: the KV cache of each attention layer and the conv state of
-//! each short-conv layer, which every step of the sequence reads and extends.
+//! A sequence's state on the GPU: the KV cache of each attention layer, in pages allocated as
+//! the sequence grows, and the conv state of each short-conv layer, which every step of the
+//! sequence reads and extends.
 
 use crate::error::{Error, Result};
-use crate::gpu::GpuContext;
-use crate::kernels::KvType;
+use crate::gpu::{Binding, GpuContext};
+use crate::kernels::{KvPages, KvType};
 use crate::model::{Config, Mixer, ModelWeights};
+
+/// Most positions one KV page holds: the cache grows by at most this many positions at a time.
+const MAX_PAGE_POSITIONS: usize = 16384;
 
 /// One layer's sequence state.
 pub(crate) enum LayerState {
     Conv { state: wgpu::Buffer },
-    Attn { k: wgpu::Buffer, v: wgpu::Buffer },
+    Attn { k: Vec<Binding>, v: Vec<Binding> },
 }
 
 /// Every layer's state of one sequence, for up to `max_context` positions.
 pub(crate) struct SequenceState {
     pub layers: Vec<LayerState>,
     pub kv: KvType,
+    /// Positions per KV page.
+    pub page_positions: usize,
+    /// Bytes one position takes in one layer's K (or V) cache.
+    position_bytes: u64,
+    max_context: usize,
+    /// Positions the allocated pages hold.
+    capacity: usize,
+}
+
+/// Positions per KV page for `position_bytes` per position: as many as one binding holds, at
+/// most `MAX_PAGE_POSITIONS`, a multiple of 64 (the attention kernel's key block) where the
+/// binding allows.
+pub(crate) fn page_positions(position_bytes: u64, max_binding: u64) -> Result<usize> {
+    let fit = (max_binding / position_bytes.max(1)) as usize;
+    if fit == 0 {
+        return Err(Error::Input(format!(
+            "one KV cache position needs {position_bytes} bytes, over this device's {max_binding}-byte binding limit"
+        )));
+    }
+    let p = fit.min(MAX_PAGE_POSITIONS);
+    Ok(if p >= 64 { p / 64 * 64 } else { p })
 }
 
 impl SequenceState {
+    /// The state of an empty sequence: conv states allocated, no KV page yet.
     pub fn new(
         ctx: &GpuContext,
         cfg: &Config,
@@ -26,15 +52,8 @@ impl SequenceState {
         kv: KvType,
         max_context: usize,
     ) -> Result<Self> {
-        let kv_bytes = (max_context * cfg.n_kv_heads * cfg.head_dim * kv.bytes()) as u64;
-        if kv_bytes > ctx.max_binding() {
-            return Err(Error::Input(format!(
-                "a KV cache of {} positions needs {} MiB per layer, over this device's {} MiB binding limit; use a shorter --ctx",
-                max_context,
-                kv_bytes >> 20,
-                ctx.max_binding() >> 20
-            )));
-        }
+        let position_bytes = (cfg.n_kv_heads * cfg.head_dim * kv.bytes()) as u64;
+        let page_positions = page_positions(position_bytes, ctx.max_binding())?;
         let conv_bytes = (4 * (cfg.conv_taps - 1) * cfg.hidden) as u64;
         let layers = weights
             .layers
@@ -44,12 +63,65 @@ impl SequenceState {
                     state: ctx.storage("conv state", conv_bytes),
                 },
                 Mixer::Attn(_) => LayerState::Attn {
-                    k: ctx.storage("k cache", kv_bytes),
-                    v: ctx.storage("v cache", kv_bytes),
+                    k: Vec::new(),
+                    v: Vec::new(),
                 },
             })
             .collect();
-        Ok(SequenceState { layers, kv })
+        Ok(SequenceState {
+            layers,
+            kv,
+            page_positions,
+            position_bytes,
+            max_context,
+            capacity: 0,
+        })
+    }
+
+    /// Most pages a cache of `max_context` positions takes.
+    pub fn max_pages(&self) -> usize {
+        self.max_context.div_ceil(self.page_positions)
+    }
+
+    /// Bytes one position takes in the K and V caches of every attention layer.
+    pub fn bytes_per_position(&self) -> u64 {
+        let layers = self
+            .layers
+            .iter()
+            .filter(|l| matches!(l, LayerState::Attn { .. }))
+            .count() as u64;
+        2 * layers * self.position_bytes
+    }
+
+    /// Bytes of KV cache allocated so far, over all layers.
+    pub fn kv_bytes(&self) -> u64 {
+        self.capacity as u64 * self.bytes_per_position()
+    }
+
+    /// Allocates the KV pages positions `0..positions` need (at most `max_context`).
+    pub fn reserve(&mut self, ctx: &GpuContext, positions: usize) -> Result<()> {
+        let positions = positions.min(self.max_context);
+        while self.capacity < positions {
+            let n = self.page_positions.min(self.max_context - self.capacity);
+            let bytes = n as u64 * self.position_bytes;
+            for layer in &mut self.layers {
+                if let LayerState::Attn { k, v } = layer {
+                    k.push(Binding::whole(&ctx.try_storage("k cache page", bytes)?));
+                    v.push(Binding::whole(&ctx.try_storage("v cache page", bytes)?));
+                }
+            }
+            self.capacity += n;
+        }
+        Ok(())
+    }
+
+    /// Layer `k`/`v` pages as the attention kernels read them.
+    pub fn pages<'a>(&self, k: &'a [Binding], v: &'a [Binding]) -> KvPages<'a> {
+        KvPages {
+            k,
+            v,
+            page_positions: self.page_positions as u32,
+        }
     }
 
     /// Zeroes the conv states (the KV cache is overwritten as it fills).
