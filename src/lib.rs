@@ -38,7 +38,7 @@ pub use model::quantize::{quantize_checkpoint, QuantizeReport};
 pub use model::synth::{synth, synth_config};
 
 /// Prompt-processing and generation throughput in llama-bench's form (`wmoe bench`).
-pub use runtime::bench::{bench, BenchReport, BenchRow};
+pub use runtime::bench::{bench, BenchReport, BenchRow, BenchSpec};
 
 /// Writes a float32 array as a NumPy `.npy` file (`wmoe logits`).
 pub use npy::write_f32 as write_npy;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
-    DeviceOptions, GpuContext, KvType, LogitsMode, Model, QuantPlan, Session, SessionOptions,
+    BenchSpec, DeviceOptions, GpuContext, KvType, LogitsMode, Model, QuantPlan, Session,
+    SessionOptions,
 };
 
 #[derive(Parser)]
@@ -162,6 +163,14 @@ struct BenchArgs {
     /// Repetitions of each test (after one warm-up).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     reps: usize,
+    /// Context depths: tokens already in the context before each test (comma-separated).
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    depths: Vec<usize>,
     /// Print a JSON list of rows with llama-bench's field names.
     #[arg(long)]
     json: bool,
@@ -279,16 +288,22 @@ fn bench(a: &BenchArgs) -> wmoe::Result<()> {
     let t = std::time::Instant::now();
     let m = load(&ctx, &a.model, !a.json)?;
     let load_s = t.elapsed().as_secs_f64();
-    let opts = a.model.session(&ctx, &m, a.n_prompt.max(a.n_gen + 1));
-    let r = wmoe::bench(
-        &ctx,
-        &m,
-        a.n_prompt,
-        a.n_gen,
-        a.reps.max(1),
-        a.model.chunk,
-        opts.kv,
-    )?;
+    let mut spec = BenchSpec {
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        depths: a.depths.clone(),
+        reps: a.reps.max(1),
+        chunk: a.model.chunk,
+        kv: KvType::F16,
+    };
+    // The KV type follows the context the tests need, unless --ctx says otherwise.
+    let need = spec.context();
+    let model_args = ModelArgs {
+        ctx: Some(a.model.ctx.unwrap_or(need)),
+        ..a.model.clone()
+    };
+    spec.kv = model_args.session(&ctx, &m, need).kv;
+    let r = wmoe::bench(&ctx, &m, &spec)?;
     if a.json {
         println!("{}", r.json(&ctx, &m, load_s));
     } else {

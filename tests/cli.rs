@@ -93,6 +93,39 @@ fn generate_json_on_the_bundled_model() {
     assert!(v["text"].is_string());
 }
 
+/// `wmoe bench --json` with two depths: one row per test and depth, llama-bench's fields
+/// (`n_depth` included), positive throughput and the host time per decode step.
+#[test]
+fn bench_json_rows_at_two_depths() {
+    if !gpu_available() {
+        return;
+    }
+    let out = Command::new(BIN)
+        .args([
+            "bench", "-p", "8", "-n", "4", "-r", "1", "-d", "0,40", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let shape: Vec<(u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().unwrap();
+            (n("n_prompt"), n("n_gen"), n("n_depth"))
+        })
+        .collect();
+    assert_eq!(shape, [(8, 0, 0), (0, 4, 0), (8, 0, 40), (0, 4, 40)]);
+    for r in &rows {
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["host_us_per_step"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
+
 /// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args.
 fn generate_hello(bin: &Path, cwd: &Path, model: &[&str]) -> serde_json::Value {
     let out = Command::new(bin)

@@ -1,10 +1,11 @@
 //! `wmoe bench`: prompt processing (ppN) and generation (tgN) throughput in llama-bench's
-//! form — mean ± sd over repetitions after a warm-up — plus load time and time to first token.
+//! form — mean ± sd over repetitions after a warm-up, at one or more context depths (tokens
+//! already in the context) — plus load time and time to first token.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::{LogitsMode, Model, Session, SessionOptions};
+use super::{HostTime, LogitsMode, Model, Session, SessionOptions};
 use crate::error::Result;
 use crate::gpu::GpuContext;
 use crate::kernels::KvType;
@@ -14,6 +15,8 @@ use crate::kernels::KvType;
 pub struct BenchRow {
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Tokens already in the context when the test starts (llama-bench's `n_depth`).
+    pub depth: usize,
     /// Seconds per repetition.
     pub samples: Vec<f64>,
 }
@@ -35,11 +38,17 @@ impl BenchRow {
         mean_sd(&self.samples)
     }
 
+    /// `pp512`, `tg128`, and with a depth `pp512 @ d4096` as llama-bench names them.
     pub fn name(&self) -> String {
-        if self.n_gen == 0 {
+        let test = if self.n_gen == 0 {
             format!("pp{}", self.n_prompt)
         } else {
             format!("tg{}", self.n_gen)
+        };
+        if self.depth == 0 {
+            test
+        } else {
+            format!("{test} @ d{}", self.depth)
         }
     }
 }
@@ -111,7 +120,7 @@ impl BenchReport {
                 serde_json::json!({
                     "build_commit": env!("CARGO_PKG_VERSION"), "backends": d.backend, "gpu_info": ctx.info.name,
                     "model_filename": model.dir.display().to_string(), "model_type": d.model_type, "model_size": d.size,
-                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen,
+                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen, "n_depth": row.depth,
                     "avg_ns": (avg_s * 1e9) as u64, "stddev_ns": (sd_s * 1e9) as u64, "avg_ts": avg, "stddev_ts": sd,
                     "samples_ns": row.samples.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
                     "samples_ts": row.samples_ts(), "load_s": load_s, "ttft_s": self.ttft, "gpu_weight_bytes": d.size,
@@ -174,70 +183,108 @@ fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-/// Runs pp`n_prompt` and tg`n_gen`, `reps` times each after one warm-up.
-pub fn bench(
-    ctx: &GpuContext,
-    model: &Model,
-    n_prompt: usize,
-    n_gen: usize,
-    reps: usize,
-    chunk: usize,
-    kv: KvType,
-) -> Result<BenchReport> {
+/// What `wmoe bench` measures.
+#[derive(Clone, Debug)]
+pub struct BenchSpec {
+    /// Prompt tokens of the pp test (0: none).
+    pub n_prompt: usize,
+    /// Generated tokens of the tg test (0: none).
+    pub n_gen: usize,
+    /// Context depths each test runs at (tokens prefilled, untimed, before it).
+    pub depths: Vec<usize>,
+    /// Timed repetitions after one warm-up.
+    pub reps: usize,
+    pub chunk: usize,
+    pub kv: KvType,
+}
+
+impl BenchSpec {
+    /// The context the deepest test needs.
+    pub fn context(&self) -> usize {
+        let depth = self.depths.iter().copied().max().unwrap_or(0);
+        depth + self.n_prompt.max(self.n_gen + 1).max(2)
+    }
+}
+
+/// Runs pp`n_prompt` and tg`n_gen` at every depth, `reps` times each after one warm-up.
+pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchReport> {
     let opts = SessionOptions {
-        max_context: n_prompt.max(n_gen + 1).max(2),
-        chunk: chunk.max(1),
-        kv,
+        max_context: spec.context(),
+        chunk: spec.chunk.max(1),
+        kv: spec.kv,
     };
     let mut s = Session::new(ctx, model, opts)?;
     let vocab = model.config.vocab;
     let mut rows = Vec::new();
     let mut ttft = 0.0;
-    let mut host = s.host_time();
-    if n_prompt > 0 {
-        let prompt = tokens(n_prompt, vocab, 42);
-        let mut row = BenchRow {
-            n_prompt,
-            n_gen: 0,
-            samples: Vec::new(),
-        };
-        for rep in 0..=reps {
-            s.reset();
-            let t = Instant::now();
-            s.prefill(&prompt, LogitsMode::Last)?;
-            s.sampled()?; // the first token on the host ends the measurement
-            let dt = t.elapsed().as_secs_f64();
-            if rep > 0 {
-                row.samples.push(dt);
+    let mut host = None;
+    for &depth in &spec.depths {
+        let context = tokens(depth, vocab, 7);
+        if spec.n_prompt > 0 {
+            let prompt = tokens(spec.n_prompt, vocab, 42);
+            let (row, _) = repeat(&mut s, spec, (&context, depth), |s| {
+                s.prefill(&prompt, LogitsMode::Last)?;
+                s.sampled()?; // the first token on the host ends the measurement
+                Ok(())
+            })?;
+            if depth == spec.depths[0] {
+                ttft = row.secs().0;
             }
+            rows.push(BenchRow {
+                n_prompt: spec.n_prompt,
+                ..row
+            });
         }
-        ttft = row.secs().0;
-        rows.push(row);
-    }
-    if n_gen > 0 {
-        let mut row = BenchRow {
-            n_prompt: 0,
-            n_gen,
-            samples: Vec::new(),
-        };
-        for rep in 0..=reps {
-            s.reset();
-            if rep == 1 {
-                host = s.host_time();
-            }
-            let t = Instant::now();
-            s.generate(&[1], n_gen, true)?;
-            let dt = t.elapsed().as_secs_f64();
-            if rep > 0 {
-                row.samples.push(dt);
-            }
+        if spec.n_gen > 0 {
+            let (row, steps) = repeat(&mut s, spec, (&context, depth), |s| {
+                s.generate(&[1], spec.n_gen, true).map(|_| ())
+            })?;
+            host.get_or_insert(steps);
+            rows.push(BenchRow {
+                n_gen: spec.n_gen,
+                ..row
+            });
         }
-        rows.push(row);
     }
-    let steps = s.host_time().since(&host);
+    let host_us_per_step = host.map_or(0.0, |h| h.micros_per_step());
     Ok(BenchReport {
         rows,
         ttft,
-        host_us_per_step: steps.micros_per_step(),
+        host_us_per_step,
     })
+}
+
+/// One test: `reps` + 1 runs of `test` (the first a warm-up), each after a reset and the
+/// untimed prefill of `context` (the depth); with the host time of the timed runs' decode
+/// steps.
+fn repeat(
+    s: &mut Session,
+    spec: &BenchSpec,
+    (context, depth): (&[u32], usize),
+    mut test: impl FnMut(&mut Session) -> Result<()>,
+) -> Result<(BenchRow, HostTime)> {
+    let mut samples = Vec::new();
+    let mut host = HostTime::default();
+    for rep in 0..=spec.reps {
+        s.reset();
+        if !context.is_empty() {
+            s.prefill(context, LogitsMode::Last)?;
+        }
+        let before = s.host_time();
+        let t = Instant::now();
+        test(s)?;
+        if rep > 0 {
+            samples.push(t.elapsed().as_secs_f64());
+            let run = s.host_time().since(&before);
+            host.steps += run.steps;
+            host.total += run.total;
+        }
+    }
+    let row = BenchRow {
+        n_prompt: 0,
+        n_gen: 0,
+        depth,
+        samples,
+    };
+    Ok((row, host))
 }
