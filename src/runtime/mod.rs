@@ -2,6 +2,7 @@
 //! the per-chunk recording of the forward pass (one submit per chunk or decode step).
 
 pub mod bench;
+mod checkpoints;
 mod forward;
 mod model;
 mod moe;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::checkpoints::ConvCheckpoints;
 use super::forward::record_step;
 use super::scratch::Scratch;
 use super::state::SequenceState;
@@ -72,6 +73,10 @@ pub struct Session<'m> {
     /// Planned steps by shape, most recent last.
     plans: Vec<(StepShape, Plan<'m>)>,
     host: HostTime,
+    /// The tokens fed so far, in order (`pos` of them).
+    history: Vec<u32>,
+    /// Conv-state snapshots at chunk boundaries and turn ends, for prefix reuse.
+    checkpoints: ConvCheckpoints,
 }
 
 impl<'m> Session<'m> {
@@ -104,6 +109,8 @@ impl<'m> Session<'m> {
             pos: 0,
             plans: Vec::new(),
             host: HostTime::default(),
+            history: Vec::new(),
+            checkpoints: ConvCheckpoints::default(),
             readback: ["token readback 0", "token readback 1"].map(|label| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -120,7 +127,42 @@ impl<'m> Session<'m> {
     /// Forgets the sequence: position 0, conv state zeroed (the KV cache is overwritten as it fills).
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.history.clear();
+        self.checkpoints.clear();
         self.seq.clear(self.ctx);
+    }
+
+    /// The tokens the sequence holds so far (prompts and the generated tokens fed back), in
+    /// order.
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// Makes the session ready for `prompt` as the whole sequence (a conversation sent again
+    /// in full, with a new turn at its end): keeps the longest prefix `prompt` shares with
+    /// the history — the KV cache up to there, the conv states from the latest checkpoint at
+    /// or before it (taken at chunk boundaries and turn ends) — and returns how many tokens
+    /// of `prompt` are in place; feed the rest (`prefill` or `generate` of `&prompt[n..]`).
+    /// At least the last token of `prompt` is always left to feed, for its logits.
+    pub fn reuse_prefix(&mut self, prompt: &[u32]) -> Result<usize> {
+        let shared = self
+            .history
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        if shared == self.history.len() {
+            return Ok(shared);
+        }
+        let Some(at) = self.checkpoints.latest_at_or_before(shared) else {
+            self.reset();
+            return Ok(0);
+        };
+        self.checkpoints.restore(self.ctx, &self.seq, at);
+        self.history.truncate(at);
+        self.pos = at;
+        Ok(at)
     }
 
     /// Tokens consumed so far.
@@ -169,11 +211,18 @@ impl<'m> Session<'m> {
     }
 
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
-    /// logits and samples greedily on the GPU.
-    fn run_chunk(&mut self, tokens: &[u32], mode: Option<LogitsMode>) -> Result<()> {
+    /// logits and samples on the GPU. `snapshot` keeps a conv checkpoint after it (`Some`:
+    /// whether it ends a turn).
+    fn run_chunk(
+        &mut self,
+        tokens: &[u32],
+        mode: Option<LogitsMode>,
+        snapshot: Option<bool>,
+    ) -> Result<()> {
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(tokens));
-        self.submit_chunk(tokens.len(), mode, None)?;
+        self.submit_chunk(tokens.len(), mode, None, snapshot)?;
+        self.history.extend_from_slice(tokens);
         Ok(())
     }
 
@@ -191,6 +240,7 @@ impl<'m> Session<'m> {
         len: usize,
         mode: Option<LogitsMode>,
         feed: Option<usize>,
+        snapshot: Option<bool>,
     ) -> Result<wgpu::SubmissionIndex> {
         let start = Instant::now();
         self.seq.reserve(self.ctx, self.pos + len)?;
@@ -212,9 +262,14 @@ impl<'m> Session<'m> {
             dst_offset: 0,
             size: 4,
         };
-        let copies: Vec<BufferCopy> = feed
+        let mut copies: Vec<BufferCopy> = feed
             .map(|slot| vec![copy(&self.scratch.tokens), copy(&self.readback[slot])])
             .unwrap_or_default();
+        if let Some(turn_end) = snapshot {
+            let after = self.pos + len;
+            let seq = &self.seq;
+            copies.extend(self.checkpoints.snapshot(self.ctx, seq, after, turn_end)?);
+        }
         let plan = self.plan(shape, vars);
         let index = plan.run(vars, &copies);
         self.pos += len;
@@ -292,13 +347,14 @@ impl<'m> Session<'m> {
         let mut out = Vec::new();
         let chunks: Vec<&[u32]> = tokens.chunks(self.opts.chunk).collect();
         for (i, c) in chunks.iter().enumerate() {
+            // A conv checkpoint after every chunk; the last one ends the turn.
             let last = i + 1 == chunks.len();
             if mode == LogitsMode::All || last {
-                self.run_chunk(c, Some(mode))?;
+                self.run_chunk(c, Some(mode), Some(last))?;
                 let rows = if mode == LogitsMode::All { c.len() } else { 1 };
                 out.extend(self.ctx.read_f32(&self.scratch.logits, 0, rows * v)?);
             } else {
-                self.run_chunk(c, None)?;
+                self.run_chunk(c, None, Some(false))?;
             }
         }
         Ok(out)
@@ -307,7 +363,7 @@ impl<'m> Session<'m> {
     /// One token through the single-token decode path; returns its `[vocab]` logits.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
         self.check(&[token])?;
-        self.run_chunk(&[token], Some(LogitsMode::Last))?;
+        self.run_chunk(&[token], Some(LogitsMode::Last), None)?;
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
     }
@@ -345,23 +401,23 @@ impl<'m> Session<'m> {
         let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
         let (last, head) = chunks.split_last().expect("a non-empty prompt");
         for c in head {
-            self.run_chunk(c, None)?;
+            self.run_chunk(c, None, Some(false))?;
         }
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
         // Token i is sampled by submission i and read back while submission i + 1 (fed
-        // token i on the GPU) already runs, so the GPU never waits for the host.
-        let mut pending = (
-            0,
-            self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0))?,
-        );
+        // token i on the GPU) already runs, so the GPU never waits for the host. A conv
+        // checkpoint at the end of the prompt, where the answer starts.
+        let first = self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0), Some(true))?;
+        self.history.extend_from_slice(last);
+        let mut pending = (0, first);
         let mut submitted = 1;
         let eos = self.model.config.eos.clone();
         loop {
             let ahead = if submitted < max_tokens {
                 let slot = submitted % 2;
                 submitted += 1;
-                let step = self.submit_chunk(1, Some(LogitsMode::Last), Some(slot))?;
+                let step = self.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
                 Some((slot, step))
             } else {
                 None
@@ -369,9 +425,26 @@ impl<'m> Session<'m> {
             let t = self.read_slot(pending.0, pending.1)?;
             out.push(t);
             if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {
+                self.end_turn(&out)?;
                 return Ok(out);
             }
             pending = ahead.expect("a step is in flight while tokens are owed");
         }
+    }
+
+    /// After a generation: the generated tokens that were fed back (those before the last
+    /// submitted step's) join the history, and a conv checkpoint marks the turn's end.
+    fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
+        let fed = self.pos - self.history.len();
+        self.history.extend_from_slice(&generated[..fed]);
+        let copies = self
+            .checkpoints
+            .snapshot(self.ctx, &self.seq, self.pos, true)?;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        for c in &copies {
+            enc.copy_buffer_to_buffer(&c.src, c.src_offset, &c.dst, c.dst_offset, c.size);
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        Ok(())
     }
 }

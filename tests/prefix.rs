@@ -1,0 +1,88 @@
+//! Prefix reuse: a session that is handed a conversation again in full, with a new turn at
+//! its end or a different ending, reuses the shared prefix (KV up to there, conv states from a
+//! checkpoint) and feeds only the rest — with the logits and tokens of an uninterrupted run.
+
+use wmoe::{gpu::testing, KvType, LogitsMode, Model, Session, SessionOptions};
+
+fn session<'m>(ctx: &'m wmoe::GpuContext, model: &'m Model) -> Session<'m> {
+    let opts = SessionOptions {
+        max_context: 512,
+        chunk: 16,
+        kv: KvType::F32,
+    };
+    Session::new(ctx, model, opts).unwrap()
+}
+
+/// Deterministic token ids below `vocab`.
+fn tokens(n: usize, seed: usize, vocab: usize) -> Vec<u32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729 + 13) % (vocab - 2) + 2) as u32)
+        .collect()
+}
+
+/// Max |a − b| relative to max |b|.
+fn rel_max_diff(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// The last-position logits of `conv` fed whole to a fresh session.
+fn fresh_logits(ctx: &wmoe::GpuContext, model: &Model, conv: &[u32]) -> Vec<f32> {
+    session(ctx, model).prefill(conv, LogitsMode::Last).unwrap()
+}
+
+#[test]
+fn prefix_reuse_matches_an_uninterrupted_run() {
+    let Some(ctx) = testing::context() else {
+        return;
+    };
+    let model = Model::load_bundled(ctx, None, false).unwrap();
+    let vocab = model.config.vocab;
+    let mut s = session(ctx, &model);
+    let first = tokens(50, 1, vocab);
+    let answer = s.generate(&first, 6, true).unwrap();
+    // The history holds the prompt and the generated tokens fed back (all but the last).
+    assert_eq!(s.history().len(), first.len() + answer.len() - 1);
+    assert_eq!(&s.history()[..first.len()], &first[..]);
+
+    // A next turn: the whole conversation again plus new tokens; only those are fed.
+    let mut conv = s.history().to_vec();
+    conv.extend(tokens(9, 2, vocab));
+    let kept = s.reuse_prefix(&conv).unwrap();
+    assert_eq!(
+        kept,
+        s.history().len(),
+        "a continuation keeps the whole history"
+    );
+    let got = s.prefill(&conv[kept..], LogitsMode::Last).unwrap();
+    let want = fresh_logits(ctx, &model, &conv);
+    let d = rel_max_diff(&got, &want);
+    assert!(d < 1e-5, "continuation: {d}");
+
+    // A conversation that leaves the history inside the first prompt (an edited turn): the
+    // session goes back to the last checkpoint at or before the divergence (chunk boundaries
+    // every 16 tokens) and feeds the rest.
+    let mut edited = conv[..37].to_vec();
+    edited.extend(tokens(20, 3, vocab));
+    let kept = s.reuse_prefix(&edited).unwrap();
+    assert_eq!(kept, 32, "back to the chunk boundary before the divergence");
+    assert_eq!(s.position(), 32);
+    let got = s.prefill(&edited[kept..], LogitsMode::Last).unwrap();
+    let want = fresh_logits(ctx, &model, &edited);
+    let d = rel_max_diff(&got, &want);
+    assert!(d < 1e-5, "edited: {d}");
+
+    // Greedy tokens after a reused prefix equal a fresh run's.
+    let mut again = edited.clone();
+    again.extend(tokens(5, 4, vocab));
+    let kept = s.reuse_prefix(&again).unwrap();
+    assert_eq!(kept, edited.len());
+    let reused = s.generate(&again[kept..], 8, true).unwrap();
+    let fresh = session(ctx, &model).generate(&again, 8, true).unwrap();
+    assert_eq!(reused, fresh);
+
+    // Nothing shared: back to an empty sequence.
+    let other = tokens(10, 5, vocab);
+    assert_eq!(s.reuse_prefix(&other).unwrap(), 0);
+    assert_eq!(s.position(), 0);
+}
