@@ -199,6 +199,13 @@ struct GenerateArgs {
     /// Print one JSON object {"tokens": [...], "text": "..."}.
     #[arg(long)]
     json: bool,
+    /// Restore a saved session first; the prompt is then the whole prompt, and only the part
+    /// the session does not already hold is fed (as llama.cpp's --prompt-cache).
+    #[arg(long)]
+    load_session: Option<PathBuf>,
+    /// Save the session (KV cache, conv states and checkpoints, token history) after the run.
+    #[arg(long)]
+    save_session: Option<PathBuf>,
 }
 
 fn device(d: &DeviceArgs) -> DeviceOptions {
@@ -340,7 +347,19 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
     if a.model.ctx.is_none() {
         eprintln!("{}", s.context_summary());
     }
-    let out = s.generate(&ids, a.max_tokens, a.ignore_eos)?;
+    let mut kept = 0;
+    if let Some(path) = &a.load_session {
+        s.load_session(path)?;
+        kept = s.reuse_prefix(&ids)?;
+        eprintln!(
+            "session: {kept} of the prompt's {} tokens already held",
+            ids.len()
+        );
+    }
+    let out = s.generate(&ids[kept..], a.max_tokens, a.ignore_eos)?;
+    if let Some(path) = &a.save_session {
+        s.save_session(path)?;
+    }
     let text = m.decode(&out)?;
     if a.json {
         println!("{}", serde_json::json!({ "tokens": out, "text": text }));

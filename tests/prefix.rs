@@ -86,3 +86,66 @@ fn prefix_reuse_matches_an_uninterrupted_run() {
     assert_eq!(s.reuse_prefix(&other).unwrap(), 0);
     assert_eq!(s.position(), 0);
 }
+
+/// A saved session resumes in a new session with the logits and tokens of an uninterrupted
+/// run; a damaged, truncated, other-model or other-KV-type file is refused with a clear error.
+#[test]
+fn saved_sessions_resume_and_refuse_what_is_not_theirs() {
+    let Some(ctx) = testing::context() else {
+        return;
+    };
+    let model = Model::load_bundled(ctx, None, false).unwrap();
+    let vocab = model.config.vocab;
+    let dir = std::env::temp_dir().join(format!("wmoe-session-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("s.bin");
+    let mut s = session(ctx, &model);
+    let first = tokens(40, 6, vocab);
+    s.generate(&first, 5, true).unwrap();
+    s.save_session(&file).unwrap();
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(names.len(), 1, "only the session file is left");
+
+    let mut conv = s.history().to_vec();
+    conv.extend(tokens(7, 7, vocab));
+    let mut resumed = session(ctx, &model);
+    resumed.load_session(&file).unwrap();
+    assert_eq!(resumed.history(), s.history());
+    let kept = resumed.reuse_prefix(&conv).unwrap();
+    assert_eq!(kept, s.history().len());
+    let got = resumed.prefill(&conv[kept..], LogitsMode::Last).unwrap();
+    let d = rel_max_diff(&got, &fresh_logits(ctx, &model, &conv));
+    assert!(d < 1e-5, "resumed: {d}");
+
+    let bytes = std::fs::read(&file).unwrap();
+    let refused = |bytes: &[u8], s: &mut Session| {
+        let f = dir.join("bad.bin");
+        std::fs::write(&f, bytes).unwrap();
+        s.load_session(&f).unwrap_err().to_string()
+    };
+    let mut damaged = bytes.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x40;
+    let mut fresh = session(ctx, &model);
+    assert!(refused(&damaged, &mut fresh).contains("damaged"));
+    assert_eq!(
+        fresh.position(),
+        0,
+        "a refused file leaves an empty session"
+    );
+    assert!(refused(&bytes[..bytes.len() - 20], &mut fresh).contains("truncated"));
+    assert!(refused(b"not a session", &mut fresh).contains("not a wmoe session"));
+    let f16 = SessionOptions {
+        max_context: 512,
+        chunk: 16,
+        kv: KvType::F16,
+    };
+    let mut other_kv = Session::new(ctx, &model, f16).unwrap();
+    assert!(refused(&bytes, &mut other_kv).contains("--kv-type"));
+    let dense_dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/dense-bf16");
+    let dense = Model::load(ctx, &dense_dir, false).unwrap();
+    let mut other_model = session(ctx, &dense);
+    assert!(refused(&bytes, &mut other_model).contains("another model"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod fingerprint;
 pub mod gguf;
 pub mod quantize;
 pub mod source;

@@ -105,4 +105,36 @@ impl ConvCheckpoints {
     pub fn clear(&mut self) {
         self.entries.clear();
     }
+
+    /// Every snapshot: position, whether it ends a turn, and its buffer.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, bool, &wgpu::Buffer)> {
+        self.entries.iter().map(|c| (c.pos, c.turn_end, &c.buffer))
+    }
+
+    /// Adds a snapshot holding `bytes` (a saved session's), in position order.
+    pub fn insert(
+        &mut self,
+        ctx: &GpuContext,
+        pos: usize,
+        turn_end: bool,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let buffer = ctx.try_storage("conv checkpoint", bytes.len() as u64)?;
+        ctx.write(&buffer, 0, bytes);
+        let i = self.entries.partition_point(|c| c.pos < pos);
+        self.entries.insert(
+            i,
+            Checkpoint {
+                pos,
+                turn_end,
+                buffer,
+            },
+        );
+        Ok(())
+    }
+
+    /// Bytes one snapshot of `seq` takes.
+    pub fn snapshot_bytes(seq: &SequenceState) -> u64 {
+        conv_states(seq).iter().map(|(b, _)| b.size()).sum()
+    }
 }

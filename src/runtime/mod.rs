@@ -9,6 +9,7 @@ mod moe;
 mod products;
 mod scratch;
 mod session;
+mod session_file;
 mod state;
 mod step;
 

@@ -6,9 +6,10 @@ use crate::bundled::BUNDLED_MODEL;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::{moe_gather, moe_router, qk_norm_rope, shortconv, KvType};
+use crate::model::fingerprint::{fingerprint, Fnv};
 use crate::model::gguf::GgufSource;
 use crate::model::gguf_tokenizer::tokenizer_from_gguf;
-use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan};
+use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan, TensorSource};
 
 pub struct Model {
     /// The checkpoint directory or GGUF file it was loaded from (`<bundled>/NAME` for the
@@ -19,6 +20,9 @@ pub struct Model {
     /// RoPE inverse frequencies, computed once as HF does.
     pub inv_freq: Vec<f32>,
     pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// What identifies these weights as loaded (checkpoint fingerprint and `--quant` plan):
+    /// saved sessions record it and are refused by any other model.
+    pub fingerprint: u64,
 }
 
 impl Model {
@@ -60,9 +64,10 @@ impl Model {
         let config = Config::from_file(&config_path)?;
         check_kernel_limits(&config, &config_path)?;
         let ck = Checkpoint::open(dir)?;
+        let id = identity(&config, &ck, quant)?;
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tokenizer = tokenizer_json(&dir.join("tokenizer.json"))?;
-        Ok(Self::assemble(dir, config, weights, tokenizer))
+        Ok(Self::assemble(dir, (config, id), weights, tokenizer))
     }
 
     /// Loads the model compiled into the library ([`BUNDLED_MODEL`]) from memory, quantizing
@@ -85,6 +90,7 @@ impl Model {
         check_kernel_limits(&config, &config_path)?;
         let ck =
             Checkpoint::from_static(&dir.join("model.safetensors"), file("model.safetensors")?)?;
+        let id = identity(&config, &ck, quant)?;
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tokenizer = match b.file("tokenizer.json") {
             None => None,
@@ -95,7 +101,7 @@ impl Model {
                 )
             })?),
         };
-        Ok(Self::assemble(&dir, config, weights, tokenizer))
+        Ok(Self::assemble(&dir, (config, id), weights, tokenizer))
     }
 
     /// Loads an `lfm2` / `lfm2moe` GGUF file.
@@ -108,6 +114,7 @@ impl Model {
         let src = GgufSource::open(path)?;
         let config = Config::from_gguf(src.file())?;
         check_kernel_limits(&config, path)?;
+        let id = identity(&config, &src, quant)?;
         let weights = ModelWeights::load(ctx, &src, &config, quant, progress)?;
         let beside = path
             .parent()
@@ -117,12 +124,12 @@ impl Model {
             Some(t) => Some(t),
             None => tokenizer_from_gguf(src.file())?,
         };
-        Ok(Self::assemble(path, config, weights, tokenizer))
+        Ok(Self::assemble(path, (config, id), weights, tokenizer))
     }
 
     fn assemble(
         path: &Path,
-        config: Config,
+        (config, fingerprint): (Config, u64),
         weights: ModelWeights,
         tokenizer: Option<tokenizers::Tokenizer>,
     ) -> Self {
@@ -133,6 +140,7 @@ impl Model {
             weights,
             inv_freq,
             tokenizer,
+            fingerprint,
         }
     }
 
@@ -177,6 +185,14 @@ impl Model {
             }
         }
     }
+}
+
+/// The fingerprint of the checkpoint `src` as loaded with `quant`.
+fn identity(cfg: &Config, src: &dyn TensorSource, quant: Option<QuantPlan>) -> Result<u64> {
+    let checkpoint = fingerprint(cfg, src)?;
+    let mut h = Fnv::default();
+    h.u64(checkpoint).bytes(format!("{quant:?}").as_bytes());
+    Ok(h.finish())
 }
 
 /// Where a model meets the kernels: the sizes their workgroup arrays and registers hold.

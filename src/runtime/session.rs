@@ -61,12 +61,12 @@ impl HostTime {
 }
 
 pub struct Session<'m> {
-    ctx: &'m GpuContext,
-    model: &'m Model,
+    pub(super) ctx: &'m GpuContext,
+    pub(super) model: &'m Model,
     opts: SessionOptions,
-    seq: SequenceState,
+    pub(super) seq: SequenceState,
     scratch: Scratch,
-    pos: usize,
+    pub(super) pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
     readback: [wgpu::Buffer; 2],
@@ -74,9 +74,9 @@ pub struct Session<'m> {
     plans: Vec<(StepShape, Plan<'m>)>,
     host: HostTime,
     /// The tokens fed so far, in order (`pos` of them).
-    history: Vec<u32>,
+    pub(super) history: Vec<u32>,
     /// Conv-state snapshots at chunk boundaries and turn ends, for prefix reuse.
-    checkpoints: ConvCheckpoints,
+    pub(super) checkpoints: ConvCheckpoints,
 }
 
 impl<'m> Session<'m> {

@@ -23,7 +23,7 @@ pub(crate) struct SequenceState {
     /// Positions per KV page.
     pub page_positions: usize,
     /// Bytes one position takes in one layer's K (or V) cache.
-    position_bytes: u64,
+    pub position_bytes: u64,
     max_context: usize,
     /// Positions the allocated pages hold.
     capacity: usize,
