@@ -5,6 +5,7 @@
 //! plumbing.
 
 pub mod bundled;
+pub mod chat;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
