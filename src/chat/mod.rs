@@ -5,11 +5,18 @@
 //! `pycall`). Nothing here imports `gpu`, `kernels` or `runtime`.
 
 mod jinja;
+mod parse;
+mod pycall;
 mod pyvalue;
 mod request;
 mod strftime;
 mod template;
 
+pub use parse::{
+    parse_output, AssistantMessage, OutputParser, ParseEvent, THINK_END, THINK_START,
+    TOOL_CALL_END, TOOL_CALL_START,
+};
+pub use pycall::{parse_calls, ToolCall};
 pub use pyvalue::{JsonStyle, PyValue};
 pub use request::ChatRequest;
 pub use template::ChatTemplate;

@@ -82,9 +82,13 @@ impl ChatRequest {
         if let Some(k) = RESERVED.iter().find(|k| template_kwargs.contains_key(**k)) {
             return Err(bad(format!("\"chat_template_kwargs\" may not set '{k}'; give it at the top level of the request")));
         }
+        let tools = present("tools").cloned();
+        if let Some(tools) = &tools {
+            check_tools(tools)?;
+        }
         Ok(ChatRequest {
             messages,
-            tools: present("tools").cloned(),
+            tools,
             documents: present("documents").cloned(),
             add_generation_prompt,
             template_kwargs,
@@ -129,6 +133,19 @@ impl ChatRequest {
             Value::from(self.add_generation_prompt),
         );
         Value::from(vars)
+    }
+}
+
+/// transformers accepts tools as JSON schemas (objects) only.
+fn check_tools(tools: &Json) -> Result<()> {
+    let Json::Array(list) = tools else {
+        return Err(bad("\"tools\" must be a list of tool objects".into()));
+    };
+    match list.iter().position(|t| !t.is_object()) {
+        Some(i) => Err(bad(format!(
+            "tools[{i}] is not an object; give each tool as a JSON schema object"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -192,6 +209,11 @@ mod tests {
             (json!([1]), "JSON object"),
             (json!({"messages": []}), "empty"),
             (json!({"messages": ["hi"]}), "messages[0]"),
+            (json!({"messages": [{}], "tools": ["f"]}), "tools[0]"),
+            (
+                json!({"messages": [{}], "tools": {"f": 1}}),
+                "list of tool objects",
+            ),
             (
                 json!({"messages": [{}], "add_generation_prompt": "yes"}),
                 "add_generation_prompt",
