@@ -5,6 +5,7 @@
 //! plumbing.
 
 pub mod bundled;
+pub mod chat;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -42,6 +43,13 @@ pub use runtime::bench::{bench, BenchReport, BenchRow, BenchSpec};
 
 /// Writes a float32 array as a NumPy `.npy` file (`wmoe logits`).
 pub use npy::write_f32 as write_npy;
+
+/// Chat text, no GPU: a checkpoint's chat template rendered exactly as transformers renders
+/// it for an OpenAI chat request (`wmoe template`), and generated text parsed into an OpenAI
+/// assistant message, whole or streaming (`wmoe parse`).
+pub use chat::{
+    parse_output, AssistantMessage, ChatRequest, ChatTemplate, OutputParser, ParseEvent, ToolCall,
+};
 
 /// The model compiled into the library, which [`Model::load_bundled`] loads from memory and
 /// commands use when no `--model` is given.

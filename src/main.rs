@@ -1,12 +1,13 @@
 //! The `wmoe` command line: parses arguments and calls the library.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
-    BenchSpec, DeviceOptions, GpuContext, KvType, LogitsMode, Model, QuantPlan, Session,
-    SessionOptions,
+    BenchSpec, ChatRequest, ChatTemplate, DeviceOptions, GpuContext, KvType, LogitsMode, Model,
+    QuantPlan, Session, SessionOptions,
 };
 
 #[derive(Parser)]
@@ -100,6 +101,27 @@ enum Command {
     Bench(BenchArgs),
     /// Greedy generation.
     Generate(GenerateArgs),
+    /// Print the prompt the model's chat template builds for an OpenAI chat request (no GPU).
+    Template(TemplateArgs),
+    /// Read generated text on stdin, print the OpenAI assistant message it is (JSON, no GPU).
+    Parse(ParseArgs),
+}
+
+#[derive(Args)]
+struct TemplateArgs {
+    /// Checkpoint directory or .gguf file whose chat template to render; default: the bundled tiny model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// OpenAI chat request body (JSON): messages, tools, add_generation_prompt (default true), chat_template_kwargs.
+    #[arg(long)]
+    request: PathBuf,
+}
+
+#[derive(Args)]
+struct ParseArgs {
+    /// Checkpoint directory or .gguf file that generated the text; default: the bundled tiny model.
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -239,6 +261,8 @@ fn run(cli: Cli) -> wmoe::Result<()> {
         Command::Synth(a) => synth(&a),
         Command::Bench(a) => bench(&a),
         Command::Generate(a) => generate(&a),
+        Command::Template(a) => template(&a),
+        Command::Parse(a) => parse(&a),
     }
 }
 
@@ -369,6 +393,36 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
         let ids: Vec<String> = out.iter().map(|t| t.to_string()).collect();
         println!("{}", ids.join(","));
     }
+    Ok(())
+}
+
+/// The chat template of `--model` (default: the bundled model's); opens no GPU.
+fn chat_template(model: &Option<PathBuf>) -> wmoe::Result<ChatTemplate> {
+    match model {
+        Some(path) => ChatTemplate::from_model(path),
+        None => ChatTemplate::bundled(),
+    }
+}
+
+fn template(a: &TemplateArgs) -> wmoe::Result<()> {
+    let t = chat_template(&a.model)?;
+    let prompt = t.render(&ChatRequest::from_file(&a.request)?)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(prompt.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| wmoe::Error::Input(format!("cannot write the prompt to stdout: {e}")))
+}
+
+fn parse(a: &ParseArgs) -> wmoe::Result<()> {
+    let t = chat_template(&a.model)?;
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        wmoe::Error::Input(format!(
+            "cannot read the generated text (UTF-8) from stdin: {e}"
+        ))
+    })?;
+    let message = wmoe::parse_output(&text, t.opens_reasoning());
+    println!("{}", message.to_json());
     Ok(())
 }
 

@@ -1,5 +1,5 @@
-//! The CLI contract other tools depend on (`wmoe logits`, `wmoe generate --json`) and clear
-//! one-line errors for malformed checkpoints.
+//! The CLI contract other tools depend on (`wmoe logits`, `wmoe generate --json`, `wmoe
+//! template`, `wmoe parse`) and clear one-line errors for malformed checkpoints and requests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -317,5 +317,147 @@ fn too_long_a_prompt_is_a_clear_error() {
     assert!(
         !out.status.success() && err.contains("context") && !err.contains("panicked"),
         "{err}"
+    );
+}
+
+/// Runs `wmoe ARGS` with `stdin`; returns (exit success, stdout, stderr).
+fn run_wmoe(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+/// Asserts a failed run with one error line holding every one of `needles`.
+fn assert_one_line_error((ok, stdout, stderr): (bool, String, String), needles: &[&str]) {
+    assert!(!ok, "expected failure, got stdout {stdout:?}");
+    assert!(stdout.is_empty(), "stdout on failure: {stdout:?}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "'{n}' missing from: {}", lines[0]);
+    }
+}
+
+#[test]
+fn template_command_prints_the_prompt_exactly() {
+    // The bundled model's template is LFM2-8B-A1B's, so transformers' fixtures apply.
+    let fixtures: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chat/template-fixtures.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let case = &fixtures["cases"][5];
+    assert_eq!(
+        case["name"],
+        "tool call with object arguments and tool result"
+    );
+    let want = case["expected"]["LFM2-8B-A1B"]["prompt"].as_str().unwrap();
+    let dir = tmpdir("template");
+    let request = dir.join("request.json");
+    std::fs::write(&request, case["request"].to_string()).unwrap();
+    let tiny = assets().join("tiny-moe");
+    for model in [vec![], vec!["--model", tiny.to_str().unwrap()]] {
+        let mut args = vec!["template", "--request", request.to_str().unwrap()];
+        args.extend(&model);
+        let (ok, stdout, stderr) = run_wmoe(&args, "");
+        assert!(ok, "{stderr}");
+        assert_eq!(stdout, want, "{model:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn template_command_errors_are_one_line() {
+    let dir = tmpdir("template-errors");
+    let missing = dir.join("missing.json");
+    assert_one_line_error(
+        run_wmoe(&["template", "--request", missing.to_str().unwrap()], ""),
+        &["missing.json", "cannot read"],
+    );
+    let malformed = dir.join("malformed.json");
+    std::fs::write(&malformed, "{\"messages\": [").unwrap();
+    assert_one_line_error(
+        run_wmoe(&["template", "--request", malformed.to_str().unwrap()], ""),
+        &["malformed.json", "not valid JSON"],
+    );
+    let request = dir.join("request.json");
+    std::fs::write(
+        &request,
+        r#"{"messages": [{"role": "tool", "content": "x"}]}"#,
+    )
+    .unwrap();
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(
+        model.join("chat_template.jinja"),
+        "{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}{{ raise_exception('Only user and assistant roles are supported, not ' + m.role) }}{% endif %}{% endfor %}",
+    )
+    .unwrap();
+    let args = [
+        "template",
+        "--model",
+        model.to_str().unwrap(),
+        "--request",
+        request.to_str().unwrap(),
+    ];
+    assert_one_line_error(
+        run_wmoe(&args, ""),
+        &[
+            "chat_template.jinja",
+            "Only user and assistant roles are supported, not tool",
+        ],
+    );
+    std::fs::remove_file(model.join("chat_template.jinja")).unwrap();
+    assert_one_line_error(
+        run_wmoe(&args, ""),
+        &["no chat template", "chat_template.jinja"],
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn parse_command_prints_the_assistant_message() {
+    let generated = "<think>The user wants weather.</think>\n\nLet me check.<|tool_call_start|>[get_weather(city='Zürich', days=[1, 2]), web.search(q=\"it's\", n=None)]<|tool_call_end|>";
+    let (ok, stdout, stderr) = run_wmoe(&["parse"], generated);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout,
+        concat!(
+            r#"{"role":"assistant","content":"Let me check.","reasoning_content":"The user wants weather.","tool_calls":["#,
+            r#"{"id":"call_0","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Zürich\", \"days\": [1, 2]}"}},"#,
+            r#"{"id":"call_1","type":"function","function":{"name":"web.search","arguments":"{\"q\": \"it's\", \"n\": null}"}}]}"#,
+            "\n"
+        )
+    );
+    let tiny = assets().join("tiny-moe");
+    let (ok, stdout, _) = run_wmoe(
+        &["parse", "--model", tiny.to_str().unwrap()],
+        "Just text [f(x=1)]",
+    );
+    assert!(ok);
+    assert_eq!(
+        stdout,
+        "{\"role\":\"assistant\",\"content\":\"Just text [f(x=1)]\",\"reasoning_content\":null,\"tool_calls\":[]}\n"
+    );
+    assert_one_line_error(
+        run_wmoe(&["parse", "--model", "/nonexistent/model"], "x"),
+        &["/nonexistent/model", "no such directory"],
     );
 }
