@@ -14,7 +14,7 @@ pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use params::UniformLayout;
 pub use profile::{DeviceProfile, MatvecFamily, PrefillProduct, Switches};
-pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars};
+pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars, Submitted};
 pub use shader::{preprocess, Defines};
 pub use weights::{
     max_tile_rows, upload_canonical, Paging, WeightPage, WeightTensor, MAX_TILE_ROWS,

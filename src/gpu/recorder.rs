@@ -3,6 +3,7 @@
 //! at a later position rewrites only the parameters that depend on it, encodes and submits.
 
 use std::ops::RangeInclusive;
+use std::time::Instant;
 
 use super::GpuContext;
 
@@ -203,7 +204,7 @@ impl<'a> Recorder<'a> {
     /// Writes the arenas, records one compute pass and submits it.
     pub fn submit(self) -> wgpu::SubmissionIndex {
         let vars = self.vars;
-        self.finish().run(vars, &[])
+        self.finish().run(vars, &[]).index
     }
 
     /// The recorded step as a plan: bind groups and arenas built once, reusable at every
@@ -302,6 +303,13 @@ fn bind_group(device: &wgpu::Device, d: &Dispatch, arena: &wgpu::Buffer) -> wgpu
     })
 }
 
+/// A submitted step: its index, and when its commands were ready to submit (the host's part
+/// of a step ends there; on some drivers, e.g. lavapipe, `submit` itself runs the work).
+pub struct Submitted {
+    pub index: wgpu::SubmissionIndex,
+    pub encoded: Instant,
+}
+
 struct PlannedDispatch {
     pipeline: wgpu::ComputePipeline,
     label: String,
@@ -330,7 +338,7 @@ impl Plan<'_> {
     }
 
     /// Runs the step with `vars` (which the plan must hold for), then `copies`.
-    pub fn run(&mut self, vars: StepVars, copies: &[BufferCopy]) -> wgpu::SubmissionIndex {
+    pub fn run(&mut self, vars: StepVars, copies: &[BufferCopy]) -> Submitted {
         debug_assert!(self.holds_for(&vars), "plan run outside its positions");
         if vars != self.vars && !self.writers.is_empty() {
             for (offset, write) in &self.writers {
@@ -346,7 +354,7 @@ impl Plan<'_> {
     }
 
     /// Records the compute pass and the copies, and submits.
-    fn encode_and_submit(&self, copies: &[BufferCopy]) -> wgpu::SubmissionIndex {
+    fn encode_and_submit(&self, copies: &[BufferCopy]) -> Submitted {
         let device = &self.ctx.device;
         let mut enc = device.create_command_encoder(&Default::default());
         // WMOE_PROFILE=1: a timestamp before and after each dispatch (where the device can).
@@ -383,7 +391,10 @@ impl Plan<'_> {
             enc.copy_buffer_to_buffer(&c.src, c.src_offset, &c.dst, c.dst_offset, c.size);
         }
         let Some(q) = queries else {
-            return self.ctx.queue.submit([enc.finish()]);
+            let commands = enc.finish();
+            let encoded = Instant::now();
+            let index = self.ctx.queue.submit([commands]);
+            return Submitted { index, encoded };
         };
         let bytes = 16 * timed as u64;
         let resolved = device.create_buffer(&wgpu::BufferDescriptor {
@@ -393,7 +404,9 @@ impl Plan<'_> {
             mapped_at_creation: false,
         });
         enc.resolve_query_set(&q, 0..2 * timed as u32, &resolved, 0);
-        let index = self.ctx.queue.submit([enc.finish()]);
+        let commands = enc.finish();
+        let encoded = Instant::now();
+        let index = self.ctx.queue.submit([commands]);
         if let Ok(raw) = self.ctx.read_bytes(&resolved, 0, bytes) {
             let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&raw);
             let period = self.ctx.queue.get_timestamp_period() as f64;
@@ -402,7 +415,7 @@ impl Plan<'_> {
                 self.ctx.record_timing(&d.label, ns);
             }
         }
-        index
+        Submitted { index, encoded }
     }
 }
 

@@ -96,7 +96,7 @@ impl BenchReport {
         }
         s.push('\n');
         s.push_str(&format!(
-            "device: {} ({:?}); load {load_s:.2} s; time to first token (pp{}) {:.3} s; GPU weights {:.1} MiB; host {:.0} us per decode step\n",
+            "device: {} ({:?}); load {load_s:.2} s; time to first token (pp{}) {:.3} s; GPU weights {:.1} MiB; host {:.0} us per decode step to submit\n",
             ctx.info.name,
             ctx.info.backend,
             self.rows.first().map_or(0, |x| x.n_prompt),

@@ -37,8 +37,9 @@ impl Default for SessionOptions {
 /// Step shapes a session keeps planned (decode, and the prefill chunk shapes around it).
 const PLANNED_SHAPES: usize = 4;
 
-/// Host time spent getting decode steps to the GPU (planning when needed, writing the
-/// changed parameters, encoding and submitting).
+/// Host time spent getting decode steps ready for the GPU: planning when needed, writing the
+/// changed parameters and encoding, up to the submit call (which on some drivers, lavapipe
+/// among them, runs the step itself).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostTime {
     pub steps: u64,
@@ -271,13 +272,13 @@ impl<'m> Session<'m> {
             copies.extend(self.checkpoints.snapshot(self.ctx, seq, after, turn_end)?);
         }
         let plan = self.plan(shape, vars);
-        let index = plan.run(vars, &copies);
+        let done = plan.run(vars, &copies);
         self.pos += len;
         if len == 1 {
             self.host.steps += 1;
-            self.host.total += start.elapsed();
+            self.host.total += done.encoded.duration_since(start);
         }
-        Ok(index)
+        Ok(done.index)
     }
 
     /// The plan of `shape` that holds at `vars`, recorded now if there is none.
