@@ -11,13 +11,16 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
 use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS};
-use wmoe::kernels::{attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, shortconv};
+use wmoe::kernels::{
+    attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, sample, shortconv,
+};
 use wmoe::kernels::{Heads, KvType};
 
 const H: usize = 2048;
 const FE: usize = 1792;
 const EXPERTS: usize = 32;
 const TOP_K: usize = 4;
+const VOCAB: usize = 65536;
 
 fn bench(
     c: &mut Criterion,
@@ -391,10 +394,75 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
     });
 }
 
+/// The sampler over one row of 65,536 logits (uniform in [−10, 10), so top-p keeps thousands
+/// of tokens): greedy, temperature alone, and the whole chain with penalties over 64 tokens.
+fn sampler(c: &mut Criterion, ctx: &GpuContext) {
+    let mut state = 0x9E37_79B9u32;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    };
+    let logits: Vec<f32> = (0..VOCAB)
+        .map(|_| (next() >> 8) as f32 / (1u32 << 24) as f32 * 20.0 - 10.0)
+        .collect();
+    let mut seen = vec![0u32; sample::seen_words(VOCAB)];
+    for p in 0..64 {
+        let t = next() as usize % VOCAB;
+        seen[t] += 1;
+        seen[VOCAB + t] = 1000 - 64 + p + 1;
+    }
+    let (logits, seen) = (
+        ctx.storage_with("logits", &logits),
+        ctx.storage_with("seen", &seen),
+    );
+    let out = ctx.storage("token", 4);
+    let full = wmoe::SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.05,
+        repeat_penalty: 1.1,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.5,
+        ..Default::default()
+    };
+    let t1 = wmoe::SamplingParams {
+        temperature: 1.0,
+        ..Default::default()
+    };
+    let top_p = wmoe::SamplingParams { top_p: 0.95, ..t1 };
+    for (name, sp) in [
+        ("greedy", wmoe::SamplingParams::greedy()),
+        ("temperature", t1),
+        ("top-p 0.95", top_p),
+        ("top-k top-p min-p penalties", full),
+    ] {
+        let settings = ctx.storage_with("settings", &[sample::Settings::new(&sp)]);
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let (lb, sb, seen_b, ob) = (b(&logits), b(&settings), b(&seen), b(&out));
+        let args = sample::Args {
+            logits: &lb,
+            settings: &sb,
+            seen: &seen_b,
+            out: &ob,
+        };
+        bench_at(
+            c,
+            &format!("sample {name} vocab 65536"),
+            4 * VOCAB as u64,
+            (ctx, 1000),
+            &|rec| sample::record(rec, &args, VOCAB as u32, 0, 0),
+        );
+    }
+}
+
 fn kernels(c: &mut Criterion) {
     let ctx = device();
     eprintln!("device: {} ({:?})", ctx.info.name, ctx.info.backend);
     small_kernels(c, &ctx);
+    sampler(c, &ctx);
     products(c, &ctx);
     experts(c, &ctx);
     summary();

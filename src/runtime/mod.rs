@@ -6,6 +6,7 @@ mod forward;
 mod model;
 mod moe;
 mod products;
+mod sampling;
 mod scratch;
 mod session;
 mod state;

@@ -4,12 +4,14 @@
 use std::time::{Duration, Instant};
 
 use super::forward::record_step;
+use super::sampling::Sampler;
 use super::scratch::Scratch;
 use super::state::SequenceState;
 use super::step::{LogitsMode, StepShape, StepView};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::{BufferCopy, GpuContext, Plan, Recorder, StepVars};
+use crate::kernels::sample::SamplingParams;
 use crate::kernels::{qk_norm_rope, KvType};
 
 /// Sizes a session allocates for.
@@ -65,6 +67,7 @@ pub struct Session<'m> {
     opts: SessionOptions,
     seq: SequenceState,
     scratch: Scratch,
+    sampler: Sampler,
     pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
@@ -100,6 +103,7 @@ impl<'m> Session<'m> {
             opts,
             seq,
             scratch,
+            sampler: Sampler::new(ctx, cfg.vocab),
             pos: 0,
             plans: Vec::new(),
             host: HostTime::default(),
@@ -119,6 +123,7 @@ impl<'m> Session<'m> {
     /// Forgets the sequence: position 0, conv state zeroed (the KV cache is overwritten as it fills).
     pub fn reset(&mut self) {
         self.pos = 0;
+        self.sampler.reset();
         self.seq.clear(self.ctx);
     }
 
@@ -150,10 +155,11 @@ impl<'m> Session<'m> {
     }
 
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
-    /// logits and samples greedily on the GPU.
+    /// logits and samples on the GPU.
     fn run_chunk(&mut self, tokens: &[u32], mode: Option<LogitsMode>) {
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(tokens));
+        self.sampler.consumed(tokens);
         self.submit_chunk(tokens.len(), mode, None);
     }
 
@@ -218,6 +224,7 @@ impl<'m> Session<'m> {
                     weights: &self.model.weights,
                     scratch: &self.scratch,
                     seq: &self.seq,
+                    sampler: &self.sampler,
                 };
                 let mut rec = Recorder::at(self.ctx, vars);
                 record_step(&mut rec, &view, shape);
@@ -267,6 +274,8 @@ impl<'m> Session<'m> {
             return Err(Error::Input("empty prompt".into()));
         }
         self.check(tokens)?;
+        self.sampler
+            .prepare(self.ctx, &SamplingParams::greedy(), &[]);
         let v = self.model.config.vocab;
         let mut out = Vec::new();
         let chunks: Vec<&[u32]> = tokens.chunks(self.opts.chunk).collect();
@@ -286,26 +295,44 @@ impl<'m> Session<'m> {
     /// One token through the single-token decode path; returns its `[vocab]` logits.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
         self.check(&[token])?;
+        self.sampler
+            .prepare(self.ctx, &SamplingParams::greedy(), &[]);
         self.run_chunk(&[token], Some(LogitsMode::Last));
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
     }
 
-    /// The token the GPU sampled after the last chunk or step.
+    /// The token the GPU sampled after the last chunk or step (greedily after `prefill` and
+    /// `decode`).
     pub fn sampled(&self) -> Result<u32> {
         Ok(self.ctx.read_u32(&self.scratch.next_token, 0, 1)?[0])
     }
 
-    /// Greedy generation of up to `max_tokens` after `prompt`; stops at an EOS token unless
-    /// `ignore_eos`. Routing and sampling stay on the GPU, each sampled token feeds the next
-    /// step on the GPU, and the host reads token ids back one step late. A stop at EOS thus
-    /// leaves the EOS token fed into the sequence (as a chat's next turn needs it).
+    /// Greedy generation of up to `max_tokens` after `prompt` ([`Self::generate_with`] with
+    /// [`SamplingParams::greedy`]).
     pub fn generate(
         &mut self,
         prompt: &[u32],
         max_tokens: usize,
         ignore_eos: bool,
     ) -> Result<Vec<u32>> {
+        self.generate_with(prompt, max_tokens, ignore_eos, &SamplingParams::greedy())
+    }
+
+    /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling`;
+    /// stops at an EOS token unless `ignore_eos`. Routing and sampling stay on the GPU, each
+    /// drawn token feeds the next step on the GPU, and the host reads token ids back one step
+    /// late. A stop at EOS thus leaves the EOS token fed into the sequence (as a chat's next
+    /// turn needs it). The presence and frequency penalties count this call's tokens; the
+    /// repetition penalty's window reaches back into the prompt and earlier calls.
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        ignore_eos: bool,
+        sampling: &SamplingParams,
+    ) -> Result<Vec<u32>> {
+        sampling.check()?;
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
@@ -321,6 +348,7 @@ impl<'m> Session<'m> {
         if max_tokens == 0 {
             return Ok(out);
         }
+        self.sampler.prepare(self.ctx, sampling, prompt);
         let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
         let (last, head) = chunks.split_last().expect("a non-empty prompt");
         for c in head {
@@ -328,7 +356,8 @@ impl<'m> Session<'m> {
         }
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
-        // Token i is sampled by submission i and read back while submission i + 1 (fed
+        self.sampler.consumed(last);
+        // Token i is drawn by submission i and read back while submission i + 1 (fed
         // token i on the GPU) already runs, so the GPU never waits for the host.
         let mut pending = (
             0,
@@ -348,6 +377,8 @@ impl<'m> Session<'m> {
             let t = self.read_slot(pending.0, pending.1)?;
             out.push(t);
             if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {
+                // Submissions 1.. were fed tokens 0..submitted - 1.
+                self.sampler.consumed(&out[..submitted - 1]);
                 return Ok(out);
             }
             pending = ahead.expect("a step is in flight while tokens are owed");
