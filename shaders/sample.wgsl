@@ -5,8 +5,9 @@
 //
 // Thread t owns tokens t, t + WG, ... (the draw's order). One pass finds the largest tempered
 // logit and each thread's PER largest (the candidates). Where the candidates provably hold
-// every token the filters can keep (the largest token left out is below the top-k or min-p
-// cut), the rest works on them alone; otherwise on the whole row. Both give the same token.
+// every token the filters can keep (the largest token left out is below the top-k, top-p or
+// min-p cut), the rest works on them alone; otherwise on the whole row. Both give the same
+// token.
 struct Params {
     n: u32,
     row: u32,
@@ -56,6 +57,8 @@ var<workgroup> cand_i: array<u32, PER * WG>;
 var<workgroup> spill: atomic<u32>;
 var<workgroup> pick: array<u32, 2>;
 var<workgroup> on_cands: u32;
+var<workgroup> total_lo: atomic<u32>;
+var<workgroup> total_hi: atomic<u32>;
 // The settings, loaded once (per-token loads of a storage struct are slow on CPU devices).
 var<private> s: Settings;
 
@@ -148,30 +151,42 @@ fn finish(t: u32) {
     seen[p.n + t] = p.pos + 1u;
 }
 
-// Thread lid's PER largest tempered logits into the candidates, in token order (the largest,
-// lowest index first on ties, into best_v / best_i); the largest of the others into `spill`.
+// Thread lid's PER (= 4) largest tempered logits into the candidates, in token order (the
+// largest, lowest index first on ties, into best_v / best_i); the largest of the others into
+// `spill`. The running four stay in registers, largest first.
 fn collect(lid: u32) {
-    var cv = array<f32, PER>(LOW, LOW, LOW, LOW);
-    var ci = array<u32, PER>(NONE, NONE, NONE, NONE);
+    var v0 = LOW;
+    var v1 = LOW;
+    var v2 = LOW;
+    var v3 = LOW;
+    var i0 = NONE;
+    var i1 = NONE;
+    var i2 = NONE;
+    var i3 = NONE;
     var out_max = LOW;
     for (var i = lid; i < p.n; i += WG) {
         let v = temper(penalized(i));
-        if (v > cv[PER - 1u]) {
-            out_max = max(out_max, cv[PER - 1u]);
-            var j = PER - 1u;
-            while (j > 0u && v > cv[j - 1u]) {
-                cv[j] = cv[j - 1u];
-                ci[j] = ci[j - 1u];
-                j -= 1u;
-            }
-            cv[j] = v;
-            ci[j] = i;
+        if (v > v3) {
+            out_max = max(out_max, v3);
+            let g0 = v > v0;
+            let g1 = v > v1;
+            let g2 = v > v2;
+            v3 = select(v, v2, g2);
+            i3 = select(i, i2, g2);
+            v2 = select(select(v2, v, g2), v1, g1);
+            i2 = select(select(i2, i, g2), i1, g1);
+            v1 = select(select(v1, v, g1), v0, g0);
+            i1 = select(select(i1, i, g1), i0, g0);
+            v0 = select(v0, v, g0);
+            i0 = select(i0, i, g0);
         } else {
             out_max = max(out_max, v);
         }
     }
-    best_v[lid] = cv[0];
-    best_i[lid] = ci[0];
+    best_v[lid] = v0;
+    best_i[lid] = i0;
+    var cv = array<f32, PER>(v0, v1, v2, v3);
+    var ci = array<u32, PER>(i0, i1, i2, i3);
     for (var a = 1u; a < PER; a++) {
         var j = a;
         while (j > 0u && ci[j] < ci[j - 1u]) {
@@ -226,15 +241,43 @@ fn reduce_max(lid: u32) {
     }
 }
 
-// The largest key t with W(t) ≥ target, where W(t) sums over tokens (of the row or the
-// candidates) with key ≥ max(t, floor) either 1 (top-k: target top_k) or their fixed-point
-// weight (top-p: target top_p · W(0)). Four passes, one per 8-bit digit, each a histogram of
-// the tokens matching the digits so far.
-fn select_key(lid: u32, mass: bool, floor: u32, m: f32, cands: bool) -> u32 {
+// Token x's fixed-point weight exp(x − max)·2³¹ (0 below 2⁻³¹, without its exp).
+fn weight(x: f32, m: f32) -> u32 {
+    if (x - m < -22.0) {
+        return 0u;
+    }
+    return u32(exp(x - m) * MASS_ONE);
+}
+
+// The fixed-point weight of the whole row (as a float).
+fn total_weight(lid: u32, m: f32) -> f32 {
+    if (lid == 0u) {
+        atomicStore(&total_lo, 0u);
+        atomicStore(&total_hi, 0u);
+    }
+    workgroupBarrier();
+    var hi = 0u;
+    var lo = 0u;
+    for (var i = lid; i < p.n; i += WG) {
+        let w = weight(temper(penalized(i)), m);
+        hi += select(0u, 1u, lo > 0xffffffffu - w);
+        lo += w;
+    }
+    let old = atomicAdd(&total_lo, lo);
+    atomicAdd(&total_hi, hi + select(0u, 1u, old > 0xffffffffu - lo));
+    workgroupBarrier();
+    return wide(atomicLoad(&total_hi), atomicLoad(&total_lo));
+}
+
+// The largest key t with W(t) ≥ goal, where W(t) sums over tokens (of the row or the
+// candidates) with key ≥ max(t, floor) either 1 (top-k: goal top_k) or their fixed-point
+// weight (top-p: goal top_p · W(0), from the first histogram where `goal` < 0). Four passes,
+// one per 8-bit digit, each a histogram of the tokens matching the digits so far.
+fn select_key(lid: u32, mass: bool, goal_in: f32, floor: u32, m: f32, cands: bool) -> u32 {
     var prefix = 0u;
     var above_hi = 0u;
     var above_lo = 0u;
-    var goal = f32(s.top_k);
+    var goal = goal_in;
     for (var level = 0u; level < 4u; level++) {
         let shift = 24u - 8u * level;
         let high = select(0xffffffffu << (shift + 8u), 0u, level == 0u);
@@ -251,7 +294,7 @@ fn select_key(lid: u32, mass: bool, floor: u32, m: f32, cands: bool) -> u32 {
             let k = key(t.x);
             if (k >= floor && (k & high) == prefix) {
                 let d = (k >> shift) & 0xffu;
-                let w = select(1u, u32(exp(t.x - m) * MASS_ONE), mass);
+                let w = select(1u, weight(t.x, m), mass);
                 let old = atomicAdd(&hist_lo[d], w);
                 if (old > 0xffffffffu - w) {
                     atomicAdd(&hist_hi[d], 1u);
@@ -260,7 +303,7 @@ fn select_key(lid: u32, mass: bool, floor: u32, m: f32, cands: bool) -> u32 {
         }
         workgroupBarrier();
         if (lid == 0u) {
-            if (mass && level == 0u) {
+            if (goal < 0.0 && level == 0u) {
                 var t_hi = 0u;
                 var t_lo = 0u;
                 for (var b = 0u; b < BINS; b++) {
@@ -291,38 +334,55 @@ fn select_key(lid: u32, mass: bool, floor: u32, m: f32, cands: bool) -> u32 {
 }
 
 // Whether the candidates can hold every token the filters keep: top-k within their number,
-// or min-p alone.
+// else top-p or min-p.
 fn candidates_may_do() -> bool {
     let top_k = settings.top_k > 1u && settings.top_k < p.n;
-    let min_p_alone = settings.top_p >= 1.0 && settings.min_p > 0.0;
-    return select(min_p_alone, settings.top_k <= PER * WG, top_k);
+    let others = settings.top_p < 1.0 || settings.min_p > 0.0;
+    return select(others, settings.top_k <= PER * WG, top_k);
+}
+
+// Whether every token left out of the candidates has a key below `cut` (thread 0's).
+fn held(lid: u32, cut: u32) -> bool {
+    if (lid == 0u) {
+        on_cands = select(0u, 1u, atomicLoad(&spill) < cut);
+    }
+    return workgroupUniformLoad(&on_cands) != 0u;
 }
 
 // The cut key of top-k and top-p (0 where neither applies), and whether the candidates
 // hold every token that survives the filters.
 fn filters(lid: u32, m: f32) -> vec2<u32> {
+    let collected = candidates_may_do();
+    let top_p = settings.top_p < 1.0;
     var cut = 0u;
     var cands = false;
-    let collected = candidates_may_do();
+    var p_goal = -1.0;
     if (settings.top_k > 1u && settings.top_k < p.n) {
+        let goal = f32(settings.top_k);
         if (collected) {
-            cut = select_key(lid, false, 0u, m, true);
-            if (lid == 0u) {
-                on_cands = select(0u, 1u, atomicLoad(&spill) < cut);
-            }
-            cands = workgroupUniformLoad(&on_cands) != 0u;
+            cut = select_key(lid, false, goal, 0u, m, true);
+            cands = held(lid, cut);
         }
         if (!cands) {
-            cut = select_key(lid, false, 0u, m, false);
+            cut = select_key(lid, false, goal, 0u, m, false);
+        }
+    } else if (collected && top_p) {
+        // Top-p alone: the nucleus is among the candidates if it starts above every token
+        // left out (the goal needs the whole row's weight).
+        p_goal = settings.top_p * total_weight(lid, m);
+        let c = select_key(lid, true, p_goal, 0u, m, true);
+        if (held(lid, c)) {
+            return vec2<u32>(c, 1u);
         }
     } else if (collected) {
+        // Min-p alone: every token left out is below its cut.
         if (lid == 0u) {
             on_cands = select(0u, 1u, exp(unkey(atomicLoad(&spill)) - m) < s.min_p);
         }
         cands = workgroupUniformLoad(&on_cands) != 0u;
     }
-    if (settings.top_p < 1.0) {
-        cut = max(cut, select_key(lid, true, cut, m, cands));
+    if (top_p) {
+        cut = max(cut, select_key(lid, true, p_goal, cut, m, cands));
     }
     return vec2<u32>(cut, select(0u, 1u, cands));
 }

@@ -195,19 +195,19 @@ struct GenerateArgs {
 #[derive(Args)]
 struct SamplingArgs {
     /// Temperature; 0 is greedy.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
     /// Keep the K most likely tokens (0: all, 1: greedy).
     #[arg(long)]
     top_k: Option<usize>,
     /// Keep the most likely tokens whose probabilities reach P, in (0, 1] (1: all).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
     /// Keep the tokens at least M times as likely as the most likely, in [0, 1] (0: all).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     min_p: Option<f32>,
     /// Divide positive logits (multiply negative ones) of the last --repeat-last-n tokens (1: off).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     repeat_penalty: Option<f32>,
     /// The repetition penalty's window; -1: the whole sequence (default 64, the whole sequence
     /// for a penalty from generation_config.json).

@@ -394,30 +394,42 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
     });
 }
 
-/// The sampler over one row of 65,536 logits (uniform in [−10, 10), so top-p keeps thousands
-/// of tokens): greedy, temperature alone, and the whole chain with penalties over 64 tokens.
-fn sampler(c: &mut Criterion, ctx: &GpuContext) {
+/// Rows of 65,536 logits: shaped like a language model's (64 plausible tokens in [8, 12), the
+/// rest uniform in [−10, 0)), and flat (all uniform in [−10, 10), where top-p keeps thousands
+/// of tokens).
+fn sampler_rows() -> [Vec<f32>; 2] {
     let mut state = 0x9E37_79B9u32;
-    let mut next = || {
+    let mut uniform = || {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
-        state
+        (state >> 8) as f32 / (1u32 << 24) as f32
     };
-    let logits: Vec<f32> = (0..VOCAB)
-        .map(|_| (next() >> 8) as f32 / (1u32 << 24) as f32 * 20.0 - 10.0)
-        .collect();
+    let mut lm: Vec<f32> = (0..VOCAB).map(|_| uniform() * 10.0 - 10.0).collect();
+    for _ in 0..64 {
+        let t = (uniform() * VOCAB as f32) as usize;
+        lm[t] = 8.0 + 4.0 * uniform();
+    }
+    let flat = (0..VOCAB).map(|_| uniform() * 20.0 - 10.0).collect();
+    [lm, flat]
+}
+
+/// The sampler over one row of 65,536 logits: greedy, each filter alone, and the whole chain
+/// with penalties over 64 earlier tokens.
+fn sampler(c: &mut Criterion, ctx: &GpuContext) {
     let mut seen = vec![0u32; sample::seen_words(VOCAB)];
-    for p in 0..64 {
-        let t = next() as usize % VOCAB;
+    for p in 0..64u32 {
+        let t = (p as usize * 2654435761) % VOCAB;
         seen[t] += 1;
         seen[VOCAB + t] = 1000 - 64 + p + 1;
     }
-    let (logits, seen) = (
-        ctx.storage_with("logits", &logits),
-        ctx.storage_with("seen", &seen),
-    );
+    let [lm, flat] = sampler_rows().map(|r| ctx.storage_with("logits", &r));
+    let seen = ctx.storage_with("seen", &seen);
     let out = ctx.storage("token", 4);
+    let t1 = wmoe::SamplingParams {
+        temperature: 1.0,
+        ..Default::default()
+    };
     let full = wmoe::SamplingParams {
         temperature: 0.8,
         top_k: 40,
@@ -426,22 +438,25 @@ fn sampler(c: &mut Criterion, ctx: &GpuContext) {
         repeat_penalty: 1.1,
         presence_penalty: 0.5,
         frequency_penalty: 0.5,
-        ..Default::default()
-    };
-    let t1 = wmoe::SamplingParams {
-        temperature: 1.0,
-        ..Default::default()
+        ..t1
     };
     let top_p = wmoe::SamplingParams { top_p: 0.95, ..t1 };
-    for (name, sp) in [
-        ("greedy", wmoe::SamplingParams::greedy()),
-        ("temperature", t1),
-        ("top-p 0.95", top_p),
-        ("top-k top-p min-p penalties", full),
+    for (name, sp, row) in [
+        ("greedy", wmoe::SamplingParams::greedy(), &lm),
+        ("temperature", t1, &lm),
+        (
+            "min-p 0.05",
+            wmoe::SamplingParams { min_p: 0.05, ..t1 },
+            &lm,
+        ),
+        ("top-k 40", wmoe::SamplingParams { top_k: 40, ..t1 }, &lm),
+        ("top-p 0.95", top_p, &lm),
+        ("top-p 0.95 flat row", top_p, &flat),
+        ("top-k top-p min-p penalties", full, &lm),
     ] {
         let settings = ctx.storage_with("settings", &[sample::Settings::new(&sp)]);
         let b = |x: &wgpu::Buffer| Binding::whole(x);
-        let (lb, sb, seen_b, ob) = (b(&logits), b(&settings), b(&seen), b(&out));
+        let (lb, sb, seen_b, ob) = (b(row), b(&settings), b(&seen), b(&out));
         let args = sample::Args {
             logits: &lb,
             settings: &sb,

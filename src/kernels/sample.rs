@@ -3,8 +3,8 @@
 //! leaves the GPU. One pass over the row finds the largest tempered logit and each thread's
 //! four largest (the candidates). Top-k and top-p thresholds are found exactly by radix
 //! selection over order-preserving keys (four 8-bit histogram passes), over the candidates
-//! where they provably hold every token the filters keep (top-k up to 1024 or min-p alone,
-//! no thread holding more leaders than its four), else over the row. The survivors' weights
+//! where they provably hold every token the filters keep (top-k up to 1024, else top-p or
+//! min-p; no thread holding more survivors than its four), else over the row. The survivors' weights
 //! are summed per thread and the token is drawn by inverse CDF at a counter-based uniform of
 //! (seed, position), which the CPU reference (one path, the same token) draws too.
 
@@ -226,6 +226,15 @@ fn key(x: f32) -> u32 {
     }
 }
 
+/// The shader's fixed-point weight exp(x − max)·2³¹ (0 below 2⁻³¹).
+fn weight(x: f32, m: f32) -> u32 {
+    if x - m < -22.0 {
+        0
+    } else {
+        ((x - m).exp() * MASS_ONE) as u32
+    }
+}
+
 /// A 64-bit count as the shader's float.
 fn wide(v: u64) -> f32 {
     (v >> 32) as u32 as f32 * 4_294_967_296.0 + v as u32 as f32
@@ -334,7 +343,7 @@ fn top_p_cut(x: &[f32], m: f32, floor: u32, top_p: f32) -> (u32, bool) {
     let mut w: Vec<(u32, u64)> = x
         .iter()
         .filter(|&&v| key(v) >= floor)
-        .map(|&v| (key(v), ((v - m).exp() * MASS_ONE) as u32 as u64))
+        .map(|&v| (key(v), weight(v, m) as u64))
         .collect();
     w.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
     let total = wide(w.iter().map(|e| e.1).sum());
