@@ -19,6 +19,10 @@ pub use error::{Error, Result};
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
 pub use runtime::{HostTime, LogitsMode, Model, Session, SessionOptions};
 
+/// How [`Session::generate_with`] draws each token (greedy by default; a checkpoint's
+/// `generation_config.json` gives [`Model::generation`]).
+pub use kernels::sample::SamplingParams;
+
 /// Element type of a session's KV cache (`SessionOptions::kv`): f16 or f32;
 /// [`Model::auto_kv_type`] picks one by cache size.
 pub use kernels::KvType;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
     BenchSpec, ChatRequest, ChatTemplate, DeviceOptions, GpuContext, KvType, LogitsMode, Model,
-    QuantPlan, Session, SessionOptions,
+    QuantPlan, SamplingParams, Session, SessionOptions,
 };
 
 #[derive(Parser)]
@@ -99,7 +99,7 @@ enum Command {
     Synth(SynthArgs),
     /// Prompt-processing and generation throughput, printed like llama-bench.
     Bench(BenchArgs),
-    /// Greedy generation.
+    /// Generate tokens after a prompt: greedy, or sampled on the GPU.
     Generate(GenerateArgs),
     /// Print the prompt the model's chat template builds for an OpenAI chat request (no GPU).
     Template(TemplateArgs),
@@ -212,9 +212,8 @@ struct GenerateArgs {
     tokens: Option<Vec<u32>>,
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
-    /// Only 0 (greedy) is supported so far.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
@@ -228,6 +227,71 @@ struct GenerateArgs {
     /// Save the session (KV cache, conv states and checkpoints, token history) after the run.
     #[arg(long)]
     save_session: Option<PathBuf>,
+}
+
+/// Sampling flags; each overrides the checkpoint's generation_config.json (greedy without one).
+#[derive(Args)]
+struct SamplingArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Keep the K most likely tokens (0: all, 1: greedy).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the most likely tokens whose probabilities reach P, in (0, 1] (1: all).
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Keep the tokens at least M times as likely as the most likely, in [0, 1] (0: all).
+    #[arg(long, allow_negative_numbers = true)]
+    min_p: Option<f32>,
+    /// Divide positive logits (multiply negative ones) of the last --repeat-last-n tokens (1: off).
+    #[arg(long, allow_negative_numbers = true)]
+    repeat_penalty: Option<f32>,
+    /// The repetition penalty's window; -1: the whole sequence (default 64, the whole sequence
+    /// for a penalty from generation_config.json).
+    #[arg(long, allow_negative_numbers = true)]
+    repeat_last_n: Option<i64>,
+    /// Subtracted from the logits of the tokens generated so far (0: off).
+    #[arg(long, allow_negative_numbers = true)]
+    presence_penalty: Option<f32>,
+    /// Subtracted once per time a token was generated so far (0: off).
+    #[arg(long, allow_negative_numbers = true)]
+    frequency_penalty: Option<f32>,
+    /// Seed of the draws: the same seed and prompt give the same tokens (default: a new seed).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl SamplingArgs {
+    /// `defaults` with the flags given, checked.
+    fn params(&self, defaults: SamplingParams) -> wmoe::Result<SamplingParams> {
+        let repeat_last_n = match self.repeat_last_n {
+            None => defaults.repeat_last_n,
+            Some(-1) => None,
+            Some(n) => Some(usize::try_from(n).map_err(|_| {
+                wmoe::Error::Input(format!(
+                    "--repeat-last-n must be -1 (the whole sequence) or ≥ 0, got {n}"
+                ))
+            })?),
+        };
+        let seed = self.seed.unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(0, |d| d.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+        });
+        let sp = SamplingParams {
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
+            repeat_last_n,
+            presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
+            frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
+            seed,
+        };
+        sp.check()?;
+        Ok(sp)
+    }
 }
 
 fn device(d: &DeviceArgs) -> DeviceOptions {
@@ -347,12 +411,9 @@ fn bench(a: &BenchArgs) -> wmoe::Result<()> {
 }
 
 fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
-    if a.temperature != 0.0 {
-        return Err(wmoe::Error::Input(
-            "only --temperature 0 (greedy) is supported so far".into(),
-        ));
-    }
+    a.sampling.params(SamplingParams::greedy())?; // bad flags fail before the model loads
     let (ctx, m) = open(&a.model, &a.device)?;
+    let sampling = a.sampling.params(m.generation)?;
     let ids = match (&a.prompt, &a.tokens) {
         (_, Some(t)) => t.clone(),
         (Some(p), None) => {
@@ -380,7 +441,7 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
             ids.len()
         );
     }
-    let out = s.generate(&ids[kept..], a.max_tokens, a.ignore_eos)?;
+    let out = s.generate_with(&ids[kept..], a.max_tokens, a.ignore_eos, &sampling)?;
     if let Some(path) = &a.save_session {
         s.save_session(path)?;
     }

@@ -461,3 +461,71 @@ fn parse_command_prints_the_assistant_message() {
         &["/nonexistent/model", "no such directory"],
     );
 }
+
+/// `wmoe generate` with every sampling flag, on the bundled model.
+fn generate_sampled(extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(["generate", "--tokens", "1,331,409", "--max-tokens", "8"])
+        .args([
+            "--ignore-eos",
+            "--json",
+            "--temperature",
+            "1.5",
+            "--top-k",
+            "40",
+        ])
+        .args([
+            "--top-p",
+            "0.95",
+            "--min-p",
+            "0.01",
+            "--repeat-penalty",
+            "1.1",
+        ])
+        .args(["--repeat-last-n", "-1", "--presence-penalty", "0.2"])
+        .args(["--frequency-penalty", "-0.1"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn seeded_sampling_repeats() {
+    if !gpu_available() {
+        return;
+    }
+    let run = |seed: &str| {
+        let out = generate_sampled(&["--seed", seed]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["tokens"].as_array().unwrap().clone()
+    };
+    let a = run("7");
+    assert_eq!(a.len(), 8);
+    assert_eq!(run("7"), a);
+}
+
+#[test]
+fn bad_sampling_values_are_clear_errors() {
+    for (flag, value, needle) in [
+        ("--top-p", "1.5", "top-p must be in (0, 1]"),
+        ("--temperature", "-1", "temperature must be"),
+        ("--min-p", "NaN", "min-p must be in [0, 1]"),
+        ("--repeat-penalty", "0", "repeat penalty must be"),
+        ("--repeat-last-n", "-2", "--repeat-last-n must be -1"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["generate", "--tokens", "1", flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(needle) && err.lines().count() == 1,
+            "{flag} {value}: {err}"
+        );
+    }
+}

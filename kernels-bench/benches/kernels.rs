@@ -11,13 +11,16 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
 use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS};
-use wmoe::kernels::{attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, shortconv};
+use wmoe::kernels::{
+    attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, sample, shortconv,
+};
 use wmoe::kernels::{Heads, KvPages, KvType};
 
 const H: usize = 2048;
 const FE: usize = 1792;
 const EXPERTS: usize = 32;
 const TOP_K: usize = 4;
+const VOCAB: usize = 65536;
 
 fn bench(
     c: &mut Criterion,
@@ -406,10 +409,90 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
     });
 }
 
+/// Rows of 65,536 logits: shaped like a language model's (64 plausible tokens in [8, 12), the
+/// rest uniform in [−10, 0)), and flat (all uniform in [−10, 10), where top-p keeps thousands
+/// of tokens).
+fn sampler_rows() -> [Vec<f32>; 2] {
+    let mut state = 0x9E37_79B9u32;
+    let mut uniform = || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state >> 8) as f32 / (1u32 << 24) as f32
+    };
+    let mut lm: Vec<f32> = (0..VOCAB).map(|_| uniform() * 10.0 - 10.0).collect();
+    for _ in 0..64 {
+        let t = (uniform() * VOCAB as f32) as usize;
+        lm[t] = 8.0 + 4.0 * uniform();
+    }
+    let flat = (0..VOCAB).map(|_| uniform() * 20.0 - 10.0).collect();
+    [lm, flat]
+}
+
+/// The sampler over one row of 65,536 logits: greedy, each filter alone, and the whole chain
+/// with penalties over 64 earlier tokens.
+fn sampler(c: &mut Criterion, ctx: &GpuContext) {
+    let mut seen = vec![0u32; sample::seen_words(VOCAB)];
+    for p in 0..64u32 {
+        let t = (p as usize * 2654435761) % VOCAB;
+        seen[t] += 1;
+        seen[VOCAB + t] = 1000 - 64 + p + 1;
+    }
+    let [lm, flat] = sampler_rows().map(|r| ctx.storage_with("logits", &r));
+    let seen = ctx.storage_with("seen", &seen);
+    let out = ctx.storage("token", 4);
+    let t1 = wmoe::SamplingParams {
+        temperature: 1.0,
+        ..Default::default()
+    };
+    let full = wmoe::SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        min_p: 0.05,
+        repeat_penalty: 1.1,
+        presence_penalty: 0.5,
+        frequency_penalty: 0.5,
+        ..t1
+    };
+    let top_p = wmoe::SamplingParams { top_p: 0.95, ..t1 };
+    for (name, sp, row) in [
+        ("greedy", wmoe::SamplingParams::greedy(), &lm),
+        ("temperature", t1, &lm),
+        (
+            "min-p 0.05",
+            wmoe::SamplingParams { min_p: 0.05, ..t1 },
+            &lm,
+        ),
+        ("top-k 40", wmoe::SamplingParams { top_k: 40, ..t1 }, &lm),
+        ("top-p 0.95", top_p, &lm),
+        ("top-p 0.95 flat row", top_p, &flat),
+        ("top-k top-p min-p penalties", full, &lm),
+    ] {
+        let settings = ctx.storage_with("settings", &[sample::Settings::new(&sp)]);
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let (lb, sb, seen_b, ob) = (b(row), b(&settings), b(&seen), b(&out));
+        let args = sample::Args {
+            logits: &lb,
+            settings: &sb,
+            seen: &seen_b,
+            out: &ob,
+        };
+        bench_at(
+            c,
+            &format!("sample {name} vocab 65536"),
+            4 * VOCAB as u64,
+            (ctx, 1000),
+            &|rec| sample::record(rec, &args, VOCAB as u32, 0, 0),
+        );
+    }
+}
+
 fn kernels(c: &mut Criterion) {
     let ctx = device();
     eprintln!("device: {} ({:?})", ctx.info.name, ctx.info.backend);
     small_kernels(c, &ctx);
+    sampler(c, &ctx);
     products(c, &ctx);
     experts(c, &ctx);
     summary();

@@ -1,7 +1,6 @@
 //! One module per shader: parameters, bindings, dispatch geometry, CPU reference and the
 //! GPU-vs-reference tests. Kernels know nothing of the model or the scheduler.
 
-pub mod argmax;
 pub mod attention;
 pub mod attention_merge;
 pub mod copy;
@@ -14,6 +13,7 @@ pub mod moe_gather;
 pub mod moe_router;
 pub mod qk_norm_rope;
 pub mod rmsnorm;
+pub mod sample;
 pub mod shortconv;
 pub mod swiglu;
 
@@ -133,7 +133,6 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ));
     }
     for (name, src, wg) in [
-        ("argmax", argmax::SOURCE, 256),
         ("attention", attention::SOURCE, 64),
         ("attention_merge", attention_merge::SOURCE, 64),
         ("copy", copy::SOURCE, 256),
@@ -142,6 +141,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("moe_router", moe_router::SOURCE, 64),
         ("qk_norm_rope", qk_norm_rope::SOURCE, 64),
         ("rmsnorm", rmsnorm::SOURCE, 64),
+        ("sample", sample::SOURCE, sample::WG),
         ("shortconv", shortconv::SOURCE, 64),
         ("swiglu", swiglu::SOURCE, 64),
     ] {
@@ -184,8 +184,8 @@ mod tests {
         }
     }
 
-    /// Every Rust `Params` struct matches the `struct Params` of its shader, read through
-    /// naga: field names, types, order and offsets, and the struct's size.
+    /// Every Rust `Params` struct (and `sample::Settings`) matches its shader's struct, read
+    /// through naga: field names, types, order and offsets, and the struct's size.
     #[test]
     fn params_structs_match_their_shaders() {
         use super::*;
@@ -195,7 +195,6 @@ mod tests {
             (P::FIELDS, std::mem::size_of::<P>())
         }
         let kernels = [
-            ("argmax", layout::<argmax::Params>()),
             ("attention", layout::<attention::Params>()),
             ("attention_merge", layout::<attention_merge::Params>()),
             ("copy", layout::<copy::Params>()),
@@ -207,20 +206,24 @@ mod tests {
             ("moe_router", layout::<moe_router::Params>()),
             ("qk_norm_rope", layout::<qk_norm_rope::Params>()),
             ("rmsnorm", layout::<rmsnorm::Params>()),
+            ("sample", layout::<sample::Params>()),
             ("shortconv", layout::<shortconv::Params>()),
             ("swiglu", layout::<swiglu::Params>()),
         ];
+        // Other uniform structs a shader shares with the host: (shader, struct, layout).
+        let others = [("sample", "Settings", layout::<sample::Settings>())];
+        let structs = kernels.into_iter().map(|(n, l)| (n, "Params", l));
         let variants = super::all_variants();
-        for (name, (fields, size)) in kernels {
+        for (name, st, (fields, size)) in structs.chain(others) {
             let (_, src, defs) = variants.iter().find(|v| v.0 == name).expect(name);
             let module = naga::front::wgsl::parse_str(&preprocess(src, defs)).expect(name);
             let (_, ty) = module
                 .types
                 .iter()
-                .find(|(_, t)| t.name.as_deref() == Some("Params"))
-                .unwrap_or_else(|| panic!("{name}: no struct Params"));
+                .find(|(_, t)| t.name.as_deref() == Some(st))
+                .unwrap_or_else(|| panic!("{name}: no struct {st}"));
             let naga::TypeInner::Struct { members, span } = &ty.inner else {
-                panic!("{name}: Params is not a struct");
+                panic!("{name}: {st} is not a struct");
             };
             let wgsl: Vec<(String, String, usize)> = members
                 .iter()
@@ -241,8 +244,8 @@ mod tests {
                 .iter()
                 .map(|(n, t, o)| (n.to_string(), t.to_string(), *o))
                 .collect();
-            assert_eq!(rust, wgsl, "{name}: Rust Params vs WGSL");
-            assert_eq!(size, *span as usize, "{name}: size");
+            assert_eq!(rust, wgsl, "{name}: Rust {st} vs WGSL");
+            assert_eq!(size, *span as usize, "{name}: {st} size");
         }
     }
 }

@@ -8,7 +8,7 @@ use super::state::LayerState;
 use super::step::{LogitsMode, StepShape, StepView};
 use crate::gpu::{Binding, Recorder};
 use crate::kernels::{
-    argmax, attention, embedding, qk_norm_rope, rmsnorm, shortconv, swiglu, Heads,
+    attention, embedding, qk_norm_rope, rmsnorm, sample, shortconv, swiglu, Heads,
 };
 use crate::model::{AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer};
 
@@ -173,8 +173,8 @@ fn dense_ffn(
     linear(rec, &down);
 }
 
-/// Final norm, LM head and greedy sampling on the GPU: logits of every position or of the
-/// last, the sampled token of the last into `scratch.next_token`.
+/// Final norm, LM head and sampling on the GPU: logits of every position or of the last, the
+/// token drawn from the last (for the position after the step) into `scratch.next_token`.
 fn head(rec: &mut Recorder, view: &StepView, t: u32, mode: LogitsMode) {
     let (cfg, sc, w) = (view.cfg, view.scratch, view.weights);
     let (rows, first) = match mode {
@@ -214,6 +214,11 @@ fn head(rec: &mut Recorder, view: &StepView, t: u32, mode: LogitsMode) {
             },
         );
     }
-    let vocab = cfg.vocab as u32;
-    argmax::record(rec, &b(&sc.logits), &b(&sc.next_token), vocab, rows - 1);
+    let args = sample::Args {
+        logits: &b(&sc.logits),
+        settings: &b(&view.sampler.settings),
+        seen: &b(&view.sampler.seen),
+        out: &b(&sc.next_token),
+    };
+    sample::record(rec, &args, cfg.vocab as u32, rows - 1, t);
 }

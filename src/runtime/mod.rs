@@ -7,6 +7,7 @@ mod forward;
 mod model;
 mod moe;
 mod products;
+mod sampling;
 mod scratch;
 mod session;
 mod session_file;

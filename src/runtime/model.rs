@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::sampling::generation_defaults;
 use crate::bundled::BUNDLED_MODEL;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::kernels::sample::SamplingParams;
 use crate::kernels::{moe_gather, moe_router, qk_norm_rope, shortconv, KvType};
 use crate::model::fingerprint::{fingerprint, Fnv};
 use crate::model::gguf::GgufSource;
@@ -23,6 +25,9 @@ pub struct Model {
     /// What identifies these weights as loaded (checkpoint fingerprint and `--quant` plan):
     /// saved sessions record it and are refused by any other model.
     pub fingerprint: u64,
+    /// Sampling defaults: the checkpoint's `generation_config.json` where it has one
+    /// (transformers' reading: greedy unless `do_sample`), else greedy.
+    pub generation: SamplingParams,
 }
 
 impl Model {
@@ -67,7 +72,14 @@ impl Model {
         let id = identity(&config, &ck, quant)?;
         let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tokenizer = tokenizer_json(&dir.join("tokenizer.json"))?;
-        Ok(Self::assemble(dir, (config, id), weights, tokenizer))
+        let generation = generation_json(&dir.join("generation_config.json"))?;
+        Ok(Self::assemble(
+            dir,
+            (config, id),
+            weights,
+            tokenizer,
+            generation,
+        ))
     }
 
     /// Loads the model compiled into the library ([`BUNDLED_MODEL`]) from memory, quantizing
@@ -101,7 +113,18 @@ impl Model {
                 )
             })?),
         };
-        Ok(Self::assemble(&dir, (config, id), weights, tokenizer))
+        let generation_path = dir.join("generation_config.json");
+        let generation = match b.file("generation_config.json") {
+            None => SamplingParams::greedy(),
+            Some(bytes) => generation_defaults(&json(bytes, &generation_path)?, &generation_path)?,
+        };
+        Ok(Self::assemble(
+            &dir,
+            (config, id),
+            weights,
+            tokenizer,
+            generation,
+        ))
     }
 
     /// Loads an `lfm2` / `lfm2moe` GGUF file.
@@ -124,7 +147,14 @@ impl Model {
             Some(t) => Some(t),
             None => tokenizer_from_gguf(src.file())?,
         };
-        Ok(Self::assemble(path, (config, id), weights, tokenizer))
+        let generation = SamplingParams::greedy();
+        Ok(Self::assemble(
+            path,
+            (config, id),
+            weights,
+            tokenizer,
+            generation,
+        ))
     }
 
     fn assemble(
@@ -132,6 +162,7 @@ impl Model {
         (config, fingerprint): (Config, u64),
         weights: ModelWeights,
         tokenizer: Option<tokenizers::Tokenizer>,
+        generation: SamplingParams,
     ) -> Self {
         let inv_freq = qk_norm_rope::inv_freq(config.rope_theta, config.head_dim);
         Model {
@@ -141,6 +172,7 @@ impl Model {
             inv_freq,
             tokenizer,
             fingerprint,
+            generation,
         }
     }
 
@@ -240,4 +272,19 @@ fn tokenizer_json(path: &Path) -> Result<Option<tokenizers::Tokenizer>> {
     tokenizers::Tokenizer::from_file(path)
         .map(Some)
         .map_err(|e| Error::file(path, format!("cannot load the tokenizer: {e}")))
+}
+
+/// `bytes` parsed as JSON (`path` names the file in errors).
+fn json(bytes: &[u8], path: &Path) -> Result<serde_json::Value> {
+    serde_json::from_slice(bytes).map_err(|e| Error::file(path, format!("not valid JSON: {e}")))
+}
+
+/// The sampling defaults of a `generation_config.json`, greedy when there is no such file.
+fn generation_json(path: &Path) -> Result<SamplingParams> {
+    if !path.exists() {
+        return Ok(SamplingParams::greedy());
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::file(path, format!("cannot read the generation config: {e}")))?;
+    generation_defaults(&json(&bytes, path)?, path)
 }

@@ -5,12 +5,14 @@ use std::time::{Duration, Instant};
 
 use super::checkpoints::ConvCheckpoints;
 use super::forward::record_step;
+use super::sampling::Sampler;
 use super::scratch::Scratch;
 use super::state::SequenceState;
 use super::step::{LogitsMode, StepShape, StepView};
 use super::Model;
 use crate::error::{Error, Result};
 use crate::gpu::{BufferCopy, GpuContext, Plan, Recorder, StepVars};
+use crate::kernels::sample::SamplingParams;
 use crate::kernels::{qk_norm_rope, KvType};
 
 /// Sizes a session allocates for.
@@ -67,6 +69,7 @@ pub struct Session<'m> {
     opts: SessionOptions,
     pub(super) seq: SequenceState,
     scratch: Scratch,
+    sampler: Sampler,
     pub(super) pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
@@ -107,6 +110,7 @@ impl<'m> Session<'m> {
             opts,
             seq,
             scratch,
+            sampler: Sampler::new(ctx, cfg.vocab),
             pos: 0,
             plans: Vec::new(),
             host: HostTime::default(),
@@ -295,6 +299,7 @@ impl<'m> Session<'m> {
                     weights: &self.model.weights,
                     scratch: &self.scratch,
                     seq: &self.seq,
+                    sampler: &self.sampler,
                 };
                 let mut rec = Recorder::at(self.ctx, vars);
                 record_step(&mut rec, &view, shape);
@@ -344,6 +349,8 @@ impl<'m> Session<'m> {
             return Err(Error::Input("empty prompt".into()));
         }
         self.check(tokens)?;
+        self.sampler
+            .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
         let v = self.model.config.vocab;
         let mut out = Vec::new();
         let chunks: Vec<&[u32]> = tokens.chunks(self.opts.chunk).collect();
@@ -364,26 +371,44 @@ impl<'m> Session<'m> {
     /// One token through the single-token decode path; returns its `[vocab]` logits.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
         self.check(&[token])?;
+        self.sampler
+            .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
         self.run_chunk(&[token], Some(LogitsMode::Last), None)?;
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
     }
 
-    /// The token the GPU sampled after the last chunk or step.
+    /// The token the GPU sampled after the last chunk or step (greedily after `prefill` and
+    /// `decode`).
     pub fn sampled(&self) -> Result<u32> {
         Ok(self.ctx.read_u32(&self.scratch.next_token, 0, 1)?[0])
     }
 
-    /// Greedy generation of up to `max_tokens` after `prompt`; stops at an EOS token unless
-    /// `ignore_eos`. Routing and sampling stay on the GPU, each sampled token feeds the next
-    /// step on the GPU, and the host reads token ids back one step late. A stop at EOS thus
-    /// leaves the EOS token fed into the sequence (as a chat's next turn needs it).
+    /// Greedy generation of up to `max_tokens` after `prompt` ([`Self::generate_with`] with
+    /// [`SamplingParams::greedy`]).
     pub fn generate(
         &mut self,
         prompt: &[u32],
         max_tokens: usize,
         ignore_eos: bool,
     ) -> Result<Vec<u32>> {
+        self.generate_with(prompt, max_tokens, ignore_eos, &SamplingParams::greedy())
+    }
+
+    /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling`;
+    /// stops at an EOS token unless `ignore_eos`. Routing and sampling stay on the GPU, each
+    /// drawn token feeds the next step on the GPU, and the host reads token ids back one step
+    /// late. A stop at EOS thus leaves the EOS token fed into the sequence (as a chat's next
+    /// turn needs it). The presence and frequency penalties count this call's tokens; the
+    /// repetition penalty's window reaches back into the prompt and earlier calls.
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        ignore_eos: bool,
+        sampling: &SamplingParams,
+    ) -> Result<Vec<u32>> {
+        sampling.check()?;
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
@@ -399,6 +424,8 @@ impl<'m> Session<'m> {
         if max_tokens == 0 {
             return Ok(out);
         }
+        self.sampler
+            .prepare(self.ctx, sampling, &self.history, prompt);
         let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
         let (last, head) = chunks.split_last().expect("a non-empty prompt");
         for c in head {

@@ -1,6 +1,7 @@
 //! What a step is: its shape (tokens, which logits), and the view of the model, scratch
 //! and sequence state the recording of its blocks reads and writes.
 
+use super::sampling::Sampler;
 use super::scratch::Scratch;
 use super::state::SequenceState;
 use crate::model::{Config, ModelWeights};
@@ -22,11 +23,12 @@ pub(crate) struct StepShape {
     pub logits: Option<LogitsMode>,
 }
 
-/// What one step reads and writes: the model, the activation scratch and the state of the
-/// sequence it advances.
+/// What one step reads and writes: the model, the activation scratch, the state of the
+/// sequence it advances and its sampler.
 pub(crate) struct StepView<'a> {
     pub cfg: &'a Config,
     pub weights: &'a ModelWeights,
     pub scratch: &'a Scratch,
     pub seq: &'a SequenceState,
+    pub sampler: &'a Sampler,
 }
