@@ -10,13 +10,14 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod output;
 pub mod quant;
 pub mod runtime;
 
 pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
-pub use runtime::{HostTime, LogitsMode, Model, Session, SessionOptions};
+pub use runtime::{HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions};
 
 /// Element type of a session's KV cache (`SessionOptions::kv`): f16 or f32;
 /// [`Model::auto_kv_type`] picks one by cache size.

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
-    DeviceOptions, GpuContext, KvType, LogitsMode, Model, QuantPlan, Session, SessionOptions,
+    DeviceOptions, GpuContext, KvType, LogitsMode, Model, ModelFiles, QuantPlan, Session,
+    SessionOptions,
 };
 
 #[derive(Parser)]
@@ -34,9 +35,10 @@ struct ModelArgs {
     /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled tiny model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Longest sequence the session holds (prompt + generated tokens).
-    #[arg(long, default_value_t = 4096)]
-    ctx: usize,
+    /// Longest sequence the session holds (prompt + generated tokens); default 4096 (logits:
+    /// at least the tokens given; bench: what its tests need). A given --ctx is never raised.
+    #[arg(long)]
+    ctx: Option<usize>,
     /// Prefill chunk size in tokens.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
@@ -47,6 +49,9 @@ struct ModelArgs {
     #[arg(long, value_parser = parse_plan)]
     quant: Option<QuantPlan>,
 }
+
+/// The context without `--ctx`.
+const DEFAULT_CONTEXT: usize = 4096;
 
 fn parse_plan(s: &str) -> Result<QuantPlan, String> {
     QuantPlan::parse(s).ok_or_else(|| format!("unknown quantization '{s}': use q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m, q4_k_s, f16, bf16 or f32"))
@@ -60,8 +65,9 @@ enum KvArg {
 }
 
 impl ModelArgs {
-    fn session(&self, ctx: &GpuContext, m: &Model, min_context: usize) -> SessionOptions {
-        let max_context = self.ctx.max(min_context);
+    /// Session options: `--ctx`, or without it `default_context`.
+    fn session(&self, ctx: &GpuContext, m: &Model, default_context: usize) -> SessionOptions {
+        let max_context = self.ctx.unwrap_or(default_context);
         let kv = match self.kv_type {
             KvArg::F16 => KvType::F16,
             KvArg::F32 => KvType::F32,
@@ -200,17 +206,20 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
     }
 }
 
-/// Loads `--model` (default: the bundled model) on `ctx`.
-fn load(ctx: &GpuContext, m: &ModelArgs, progress: bool) -> wmoe::Result<Model> {
+/// Reads and checks `--model` (default: the bundled model) on the host.
+fn files(m: &ModelArgs) -> wmoe::Result<ModelFiles> {
     match &m.model {
-        Some(path) => Model::load_with(ctx, path, m.quant, progress),
-        None => Model::load_bundled(ctx, m.quant, progress),
+        Some(path) => ModelFiles::open(path),
+        None => ModelFiles::bundled(),
     }
 }
 
+/// The checked model files, then the GPU and the model on it: a malformed model is
+/// reported before any adapter is looked for.
 fn open(m: &ModelArgs, d: &DeviceArgs) -> wmoe::Result<(GpuContext, Model)> {
+    let files = files(m)?;
     let ctx = GpuContext::new(&device(d))?;
-    let model = load(&ctx, m, true)?;
+    let model = Model::upload(&ctx, files, m.quant, true)?;
     Ok((ctx, model))
 }
 
@@ -238,7 +247,9 @@ fn devices(d: &DeviceArgs) -> wmoe::Result<()> {
 
 fn logits(a: &LogitsArgs) -> wmoe::Result<()> {
     let (ctx, m) = open(&a.model, &a.device)?;
-    let opts = a.model.session(&ctx, &m, a.tokens.len());
+    let opts = a
+        .model
+        .session(&ctx, &m, DEFAULT_CONTEXT.max(a.tokens.len()));
     let mut s = Session::new(&ctx, &m, opts)?;
     let logits = match a.mode {
         Mode::Prefill => s.prefill(&a.tokens, LogitsMode::All)?,
@@ -274,20 +285,16 @@ fn synth(a: &SynthArgs) -> wmoe::Result<()> {
 }
 
 fn bench(a: &BenchArgs) -> wmoe::Result<()> {
+    let t = std::time::Instant::now();
+    let files = files(&a.model)?;
+    let read_s = t.elapsed().as_secs_f64();
     let ctx = GpuContext::new(&device(&a.device))?;
     let t = std::time::Instant::now();
-    let m = load(&ctx, &a.model, !a.json)?;
-    let load_s = t.elapsed().as_secs_f64();
-    let opts = a.model.session(&ctx, &m, a.n_prompt.max(a.n_gen + 1));
-    let r = wmoe::bench(
-        &ctx,
-        &m,
-        a.n_prompt,
-        a.n_gen,
-        a.reps.max(1),
-        a.model.chunk,
-        opts.kv,
-    )?;
+    let m = Model::upload(&ctx, files, a.model.quant, !a.json)?;
+    let load_s = read_s + t.elapsed().as_secs_f64();
+    let needs = a.n_prompt.max(a.n_gen.saturating_add(1)).max(2);
+    let opts = a.model.session(&ctx, &m, needs);
+    let r = wmoe::bench(&ctx, &m, (a.n_prompt, a.n_gen), a.reps.max(1), opts)?;
     if a.json {
         println!("{}", r.json(&ctx, &m, load_s));
     } else {
@@ -319,7 +326,7 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
             ))
         }
     };
-    let opts = a.model.session(&ctx, &m, 0);
+    let opts = a.model.session(&ctx, &m, DEFAULT_CONTEXT);
     let mut s = Session::new(&ctx, &m, opts)?;
     let out = s.generate(&ids, a.max_tokens, a.ignore_eos)?;
     let text = m.decode(&out)?;

@@ -7,7 +7,6 @@ use std::time::Instant;
 use super::{LogitsMode, Model, Session, SessionOptions};
 use crate::error::Result;
 use crate::gpu::GpuContext;
-use crate::kernels::KvType;
 
 /// One llama-bench-style test row.
 #[derive(Clone, Debug)]
@@ -161,34 +160,31 @@ impl Described {
     }
 }
 
-/// Pseudo-random token ids in 2..vocab (llama-bench also benches random tokens).
+/// Pseudo-random token ids in 2..vocab (llama-bench also benches random tokens; 0..vocab
+/// for a vocabulary of 2 or fewer).
 fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let low = if vocab > 2 { 2 } else { 0 };
+    let span = (vocab - low).max(1) as u64;
     let mut s = seed | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            2 + (s % (vocab as u64 - 2)) as u32
+            (low as u64 + s % span) as u32
         })
         .collect()
 }
 
-/// Runs pp`n_prompt` and tg`n_gen`, `reps` times each after one warm-up.
+/// Runs pp`n_prompt` and tg`n_gen`, `reps` times each after one warm-up, in a session of
+/// `opts` (its context must hold `n_prompt` tokens and `n_gen` + 1).
 pub fn bench(
     ctx: &GpuContext,
     model: &Model,
-    n_prompt: usize,
-    n_gen: usize,
+    (n_prompt, n_gen): (usize, usize),
     reps: usize,
-    chunk: usize,
-    kv: KvType,
+    opts: SessionOptions,
 ) -> Result<BenchReport> {
-    let opts = SessionOptions {
-        max_context: n_prompt.max(n_gen + 1).max(2),
-        chunk: chunk.max(1),
-        kv,
-    };
     let mut s = Session::new(ctx, model, opts)?;
     let vocab = model.config.vocab;
     let mut rows = Vec::new();
@@ -226,7 +222,7 @@ pub fn bench(
                 host = s.host_time();
             }
             let t = Instant::now();
-            s.generate(&[1], n_gen, true)?;
+            s.generate(&[1.min(vocab as u32 - 1)], n_gen, true)?;
             let dt = t.elapsed().as_secs_f64();
             if rep > 0 {
                 row.samples.push(dt);

@@ -11,6 +11,6 @@ mod session;
 mod state;
 mod step;
 
-pub use model::Model;
+pub use model::{Model, ModelFiles};
 pub use session::{HostTime, Session, SessionOptions};
 pub use step::LogitsMode;
