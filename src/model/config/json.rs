@@ -145,7 +145,7 @@ impl Keys<'_> {
             return self.usize(&["intermediate_size", "block_ff_dim"]);
         }
         if self.bool_or(&["block_auto_adjust_ff_dim"], false)? {
-            ffn = 2 * ffn / 3;
+            ffn = ffn.saturating_mul(2) / 3;
             let m = self.f64_or(&["block_ffn_dim_multiplier"], 1.0)?;
             if !(m.is_finite() && m > 0.0) {
                 return Err(self.err(format!(
