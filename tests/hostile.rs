@@ -372,3 +372,25 @@ fn a_config_with_fewer_layers_than_the_checkpoint_is_refused() {
         "{msg}"
     );
 }
+
+/// Found by fuzzing (fuzz/corpus/gguf/crash-6b3b…): a zero dimension let another be 2^63,
+/// and reading the (empty) tensor overflowed its row size.
+#[test]
+fn dimensions_whose_sizes_overflow_are_refused() {
+    let mut g = tiny_lfm2();
+    g.typed("blk.0.extra.weight", &[1 << 63, 0], 0);
+    gguf_error(
+        "dims.gguf",
+        &g,
+        &["tensor 'blk.0.extra.weight': has dimensions [9223372036854775808, 0] whose sizes overflow"],
+    );
+    let header = json!({"x": {"dtype": "F32", "shape": [0, 1u64 << 62], "data_offsets": [0, 0]}});
+    let text = header.to_string();
+    let mut b = (text.len() as u64).to_le_bytes().to_vec();
+    b.extend(text.as_bytes());
+    let msg = err_of(Checkpoint::from_bytes(Path::new("m.safetensors"), b));
+    assert!(
+        msg.contains("m.safetensors: tensor 'x': has dimensions [0, 4611686018427387904] whose sizes overflow"),
+        "{msg}"
+    );
+}

@@ -136,6 +136,16 @@ impl Checkpoint {
                     }
                     None => (float_format(info.dtype), info.shape.clone()),
                 };
+                // bytes with every dimension at least 1: bounds every row taken of it
+                let unit = info.dtype.size().max(1);
+                if shape
+                    .iter()
+                    .try_fold(unit, |a, &d| a.checked_mul(d.max(1)))
+                    .is_none()
+                {
+                    let msg = format!("has dimensions {shape:?} whose sizes overflow: corrupt file; re-download or re-convert it");
+                    return Err(Error::tensor(path, name, msg));
+                }
                 let (start, end) = (8 + n + info.data_offsets.0, 8 + n + info.data_offsets.1);
                 let t = TensorRef {
                     file: fi,

@@ -223,6 +223,19 @@ fn tensor_info(c: &mut Cursor, path: &Path, i: u64, alignment: u64) -> Result<Gg
             format!("data offset {offset} is not a multiple of the alignment {alignment}: corrupt file; re-download or re-convert it"),
         ));
     }
+    // bytes with every dimension at least 1: bounds every row and element count taken of it
+    let bound = ne
+        .iter()
+        .try_fold(ggml_type.block().map_or(1, |b| b.1 as u64), |a, &d| {
+            a.checked_mul(d.max(1))
+        });
+    if bound.is_none_or(|b| usize::try_from(b).is_err()) {
+        return Err(Error::tensor(
+            path,
+            &name,
+            format!("has dimensions {ne:?} whose sizes overflow: corrupt file; re-download or re-convert it"),
+        ));
+    }
     let nbytes = data_bytes(&ne, ggml_type);
     Ok(GgufTensorInfo {
         name,
