@@ -11,13 +11,14 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod npy;
+pub mod output;
 pub mod quant;
 pub mod runtime;
 
 pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
-pub use runtime::{HostTime, LogitsMode, Model, Session, SessionOptions};
+pub use runtime::{HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions};
 
 /// How [`Session::generate_with`] draws each token (greedy by default; a checkpoint's
 /// `generation_config.json` gives [`Model::generation`]).

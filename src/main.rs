@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
     BenchSpec, ChatRequest, ChatTemplate, DeviceOptions, GpuContext, KvType, LogitsMode, Model,
-    QuantPlan, SamplingParams, Session, SessionOptions,
+    ModelFiles, QuantPlan, SamplingParams, Session, SessionOptions,
 };
 
 #[derive(Parser)]
@@ -36,8 +36,9 @@ struct ModelArgs {
     /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled tiny model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Longest sequence the session holds (prompt + generated tokens); default: the model's
-    /// max_position_embeddings (KV pages are allocated as the sequence grows).
+    /// Longest sequence the session holds (prompt + generated tokens); default: generate, the
+    /// model's max_position_embeddings (KV pages are allocated as the sequence grows); logits,
+    /// 4096 or the tokens given; bench, what its tests need. A given --ctx is never raised.
     #[arg(long)]
     ctx: Option<usize>,
     /// Prefill chunk size in tokens.
@@ -51,6 +52,9 @@ struct ModelArgs {
     quant: Option<QuantPlan>,
 }
 
+/// The context without `--ctx`.
+const DEFAULT_CONTEXT: usize = 4096;
+
 fn parse_plan(s: &str) -> Result<QuantPlan, String> {
     QuantPlan::parse(s).ok_or_else(|| format!("unknown quantization '{s}': use q8_0, q4_0, q5_0, q4_k, q6_k, q4_k_m, q4_k_s, f16, bf16 or f32"))
 }
@@ -63,8 +67,9 @@ enum KvArg {
 }
 
 impl ModelArgs {
-    fn session(&self, ctx: &GpuContext, m: &Model, min_context: usize) -> SessionOptions {
-        let max_context = self.ctx.unwrap_or(m.config.max_positions).max(min_context);
+    /// Session options: `--ctx`, or without it `default_context`.
+    fn session(&self, ctx: &GpuContext, m: &Model, default_context: usize) -> SessionOptions {
+        let max_context = self.ctx.unwrap_or(default_context);
         let kv = match self.kv_type {
             KvArg::F16 => KvType::F16,
             KvArg::F32 => KvType::F32,
@@ -303,17 +308,20 @@ fn device(d: &DeviceArgs) -> DeviceOptions {
     }
 }
 
-/// Loads `--model` (default: the bundled model) on `ctx`.
-fn load(ctx: &GpuContext, m: &ModelArgs, progress: bool) -> wmoe::Result<Model> {
+/// Reads and checks `--model` (default: the bundled model) on the host.
+fn files(m: &ModelArgs) -> wmoe::Result<ModelFiles> {
     match &m.model {
-        Some(path) => Model::load_with(ctx, path, m.quant, progress),
-        None => Model::load_bundled(ctx, m.quant, progress),
+        Some(path) => ModelFiles::open(path),
+        None => ModelFiles::bundled(),
     }
 }
 
+/// The checked model files, then the GPU and the model on it: a malformed model is
+/// reported before any adapter is looked for.
 fn open(m: &ModelArgs, d: &DeviceArgs) -> wmoe::Result<(GpuContext, Model)> {
+    let files = files(m)?;
     let ctx = GpuContext::new(&device(d))?;
-    let model = load(&ctx, m, true)?;
+    let model = Model::upload(&ctx, files, m.quant, true)?;
     Ok((ctx, model))
 }
 
@@ -343,7 +351,9 @@ fn devices(d: &DeviceArgs) -> wmoe::Result<()> {
 
 fn logits(a: &LogitsArgs) -> wmoe::Result<()> {
     let (ctx, m) = open(&a.model, &a.device)?;
-    let opts = a.model.session(&ctx, &m, a.tokens.len());
+    let opts = a
+        .model
+        .session(&ctx, &m, DEFAULT_CONTEXT.max(a.tokens.len()));
     let mut s = Session::new(&ctx, &m, opts)?;
     let logits = match a.mode {
         Mode::Prefill => s.prefill(&a.tokens, LogitsMode::All)?,
@@ -379,10 +389,13 @@ fn synth(a: &SynthArgs) -> wmoe::Result<()> {
 }
 
 fn bench(a: &BenchArgs) -> wmoe::Result<()> {
+    let t = std::time::Instant::now();
+    let files = files(&a.model)?;
+    let read_s = t.elapsed().as_secs_f64();
     let ctx = GpuContext::new(&device(&a.device))?;
     let t = std::time::Instant::now();
-    let m = load(&ctx, &a.model, !a.json)?;
-    let load_s = t.elapsed().as_secs_f64();
+    let m = Model::upload(&ctx, files, a.model.quant, !a.json)?;
+    let load_s = read_s + t.elapsed().as_secs_f64();
     let mut spec = BenchSpec {
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,
@@ -393,11 +406,7 @@ fn bench(a: &BenchArgs) -> wmoe::Result<()> {
     };
     // The KV type follows the context the tests need, unless --ctx says otherwise.
     let need = spec.context();
-    let model_args = ModelArgs {
-        ctx: Some(a.model.ctx.unwrap_or(need)),
-        ..a.model.clone()
-    };
-    spec.kv = model_args.session(&ctx, &m, need).kv;
+    spec.kv = a.model.session(&ctx, &m, need).kv;
     let r = wmoe::bench(&ctx, &m, &spec)?;
     if a.json {
         println!("{}", r.json(&ctx, &m, load_s));
@@ -427,7 +436,7 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
             ))
         }
     };
-    let opts = a.model.session(&ctx, &m, 0);
+    let opts = a.model.session(&ctx, &m, m.config.max_positions);
     let mut s = Session::new(&ctx, &m, opts)?;
     if a.model.ctx.is_none() {
         eprintln!("{}", s.context_summary());

@@ -529,3 +529,230 @@ fn bad_sampling_values_are_clear_errors() {
         );
     }
 }
+
+/// `wmoe ARGS` with `env`: (exit code, stderr lines that are not empty).
+fn run_wmoe_env(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Vec<String>) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect();
+    (out.status.code(), lines)
+}
+
+/// Asserts exit code 1 and exactly the one error line `want`.
+fn assert_error_line(args: &[&str], env: &[(&str, &str)], want: &str) {
+    let (code, lines) = run_wmoe_env(args, env);
+    assert_eq!(code, Some(1), "{args:?}: {lines:?}");
+    assert_eq!(lines, [want], "{args:?}");
+}
+
+/// An adapter name no machine has: the GPU cannot be opened.
+const NO_ADAPTER: (&str, &str) = ("WMOE_ADAPTER", "no-such-adapter-anywhere");
+
+#[test]
+fn a_malformed_model_is_reported_before_any_gpu_is_looked_for() {
+    let dir = broken_copy("order", |t| {
+        t.retain(|x| x.0 != "model.layers.3.ffn_norm.weight")
+    });
+    let d = dir.to_str().unwrap();
+    let args = ["generate", "--model", d, "--tokens", "1,2,3"];
+    let want = format!(
+        "error: {}: tensor 'model.layers.3.ffn_norm.weight': missing from the checkpoint",
+        dir.join("model.safetensors").display()
+    );
+    assert_error_line(&args, &[NO_ADAPTER], &want);
+    // a sound model on the same machine reaches the GPU, and says there is none
+    let good = assets().join("tiny-moe");
+    let (code, lines) = run_wmoe_env(
+        &[
+            "generate",
+            "--model",
+            good.to_str().unwrap(),
+            "--tokens",
+            "1",
+        ],
+        &[NO_ADAPTER],
+    );
+    assert_eq!(code, Some(1));
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].starts_with("error: no usable GPU adapter: no adapter matches"),
+        "{lines:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sizes_from_the_command_line_are_checked() {
+    if !gpu_available() {
+        return;
+    }
+    let out = tmpdir("sizes").join("l.npy");
+    let o = out.to_str().unwrap();
+    assert_error_line(
+        &["logits", "--ctx", "1", "--tokens", "1,2,3", "--out", o],
+        &[],
+        "error: invalid input: 3 tokens at position 0 exceed the context of 1 tokens; pass a larger --ctx or a shorter prompt",
+    );
+    assert!(!out.exists());
+    assert_error_line(
+        &["bench", "--chunk", "0", "-p", "4", "-n", "2", "-r", "1"],
+        &[],
+        "error: invalid input: context and chunk sizes must be at least 1",
+    );
+    assert_error_line(
+        &[
+            "generate",
+            "--ctx",
+            "4096",
+            "--tokens",
+            "1,2,3",
+            "--max-tokens",
+            "18446744073709551615",
+        ],
+        &[],
+        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx",
+    );
+    let _ = std::fs::remove_dir_all(out.parent().unwrap());
+}
+
+#[test]
+fn bench_runs_on_a_two_token_vocabulary() {
+    if !gpu_available() {
+        return;
+    }
+    let dir = tmpdir("vocab2").join("model");
+    let mut cfg = wmoe::synth_config("test-256", Some(2)).unwrap();
+    cfg["vocab_size"] = serde_json::json!(2);
+    cfg["eos_token_id"] = serde_json::json!(1);
+    wmoe::synth(&dir, &cfg, None, 3, false).unwrap();
+    let (code, lines) = run_wmoe_env(
+        &[
+            "bench",
+            "--model",
+            dir.to_str().unwrap(),
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{lines:?}");
+    let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+/// The entries of `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn outputs_touch_nothing_but_their_target() {
+    let root = tmpdir("writes");
+    let src = assets().join("tiny-moe");
+    let out = root.join("q");
+    // someone's files beside the target, under the names earlier versions used
+    std::fs::create_dir(root.join("q.partial")).unwrap();
+    std::fs::write(root.join("q.partial/keep"), "mine").unwrap();
+    std::fs::write(root.join("q.npy.partial"), "mine").unwrap();
+    let q = |out: &Path| {
+        let o = out.to_str().unwrap().to_string();
+        run_wmoe_env(
+            &[
+                "quantize",
+                "--model",
+                src.to_str().unwrap(),
+                "--type",
+                "q8_0",
+                "--out",
+                &o,
+            ],
+            &[],
+        )
+    };
+    let (code, lines) = q(&root.join("missing/q"));
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        lines,
+        [format!(
+            "error: {}: does not exist or is not a directory; create it first (wmoe creates no parent directories)",
+            root.join("missing").display()
+        )]
+    );
+    assert!(!root.join("missing").exists());
+    assert_eq!(q(&out).0, Some(0));
+    assert_eq!(entries(&root), ["q", "q.npy.partial", "q.partial"]);
+    let files = [
+        "chat_template.jinja",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ];
+    assert_eq!(entries(&out), files);
+    assert_eq!(
+        std::fs::read_to_string(root.join("q.partial/keep")).unwrap(),
+        "mine"
+    );
+    let (code, lines) = q(&out);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        lines,
+        [format!(
+            "error: {}: already exists; remove it or choose another --out",
+            out.display()
+        )]
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn gpu_tests_without_an_adapter_say_they_skipped_and_how_many() {
+    if std::env::var_os("WMOE_SKIP_PROBE").is_some() {
+        return; // the probe's own run
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "generate_json_on_the_bundled_model",
+            "too_long_a_prompt_is_a_clear_error",
+        ])
+        .env(NO_ADAPTER.0, NO_ADAPTER.1)
+        .env("WMOE_SKIP_PROBE", "1")
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{err}");
+    for t in [
+        "generate_json_on_the_bundled_model",
+        "too_long_a_prompt_is_a_clear_error",
+    ] {
+        assert!(
+            err.contains(&format!("SKIPPED (no GPU adapter): {t}\n")),
+            "{err}"
+        );
+    }
+    assert!(
+        err.contains("SKIPPED: 2 GPU test(s) of this binary ran without a GPU adapter"),
+        "{err}"
+    );
+    assert!(stdout.contains("2 passed"), "{stdout}");
+}

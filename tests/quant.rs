@@ -114,20 +114,86 @@ fn every_format_matches_its_dequantized_f32_model() {
     let _ = std::fs::remove_dir_all(base);
 }
 
+/// The entries of `tmp()`'s directory that belong to the output `name`.
+fn leftovers(name: &str) -> Vec<String> {
+    let out = tmp(name);
+    let prefix = format!(".{}.tmp-", out.file_name().unwrap().to_string_lossy());
+    std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) || n == &out.file_name().unwrap().to_string_lossy())
+        .collect()
+}
+
 #[test]
 fn quantize_refuses_an_existing_output_and_leaves_nothing_behind() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/tiny-moe");
     let out = tmp("exists");
     std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("mine"), "x").unwrap();
     let e = quantize_checkpoint(&src, QuantPlan::parse("q8_0").unwrap(), &out).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
     let bad = tmp("bad-src");
     let e =
         quantize_checkpoint(&bad, QuantPlan::parse("q8_0").unwrap(), &tmp("never")).unwrap_err();
     assert!(e.to_string().contains("config.json"), "{e}");
-    assert!(
-        !tmp("never").exists()
-            && !PathBuf::from(format!("{}.partial", tmp("never").display())).exists()
-    );
+    assert!(leftovers("never").is_empty());
     let _ = std::fs::remove_dir_all(out);
+}
+
+/// A tensor that fails while the output is being written (NaN in the last row of the last
+/// quantized matrix): the error names it, and neither the output nor its temporary remains.
+#[test]
+fn a_quantize_failing_mid_write_leaves_nothing_behind() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/tiny-moe");
+    let dir = tmp("nan-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let victim = names
+        .iter()
+        .rev()
+        .find(|n| wmoe::model::Role::of_name(n).is_some())
+        .unwrap()
+        .clone();
+    let mut data: Vec<(String, Vec<u8>, safetensors::Dtype, Vec<usize>)> = names
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).unwrap();
+            (n.clone(), t.data().to_vec(), t.dtype(), t.shape().to_vec())
+        })
+        .collect();
+    let v = data.iter_mut().find(|d| d.0 == victim).unwrap();
+    let nan: &[u8] = match v.2 {
+        safetensors::Dtype::F32 => &[0, 0, 0xc0, 0x7f],
+        _ => &[0xc0, 0x7f],
+    };
+    let n = v.1.len();
+    v.1[n - nan.len()..].copy_from_slice(nan);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(n, b, d, s)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let e = quantize_checkpoint(&dir, QuantPlan::parse("q8_0").unwrap(), &tmp("nan-out"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("tensor '{victim}': row ")) && e.contains("holds NaN"),
+        "{e}"
+    );
+    assert!(
+        leftovers("nan-out").is_empty(),
+        "{:?}",
+        leftovers("nan-out")
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,25 +1,72 @@
 //! Shared helpers for GPU tests: one device per test binary, deterministic random data and
 //! the normalized error used by every kernel test.
 
-use std::sync::OnceLock;
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::{Mutex, OnceLock};
 
 use super::{DeviceOptions, GpuContext};
 
 /// The test device, or `None` (test skipped) when there is no adapter and CI is not set.
 /// Under `CI=true` a missing adapter fails the test, so CI can never pass having tested nothing.
+/// A skip is never silent: each skipping test prints `SKIPPED (no GPU adapter): <test>`, and
+/// the test binary ends with the count of them (see [`record_skip`]).
 pub fn context() -> Option<&'static GpuContext> {
     static CTX: OnceLock<Option<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| match GpuContext::new(&DeviceOptions::from_env()) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("CI=true but no GPU adapter is usable: {e}");
+    let ctx = CTX
+        .get_or_init(|| match GpuContext::new(&DeviceOptions::from_env()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!("CI=true but no GPU adapter is usable: {e}");
+                }
+                let _ = writeln!(std::io::stderr(), "no GPU adapter for the GPU tests: {e}");
+                None
             }
-            eprintln!("skipping GPU test: {e}");
-            None
+        })
+        .as_ref();
+    if ctx.is_none() {
+        record_skip();
+    }
+    ctx
+}
+
+/// The tests (by thread name, which the test harness sets to the test's) that skipped GPU
+/// work.
+static SKIPPED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Records the running test as skipped: once per test, a line written straight to stderr
+/// (past the harness's output capture, so `cargo test` shows it) and, after the first, an
+/// exit hook that prints how many tests of this binary skipped, below the harness's summary.
+fn record_skip() {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    let Ok(mut skipped) = SKIPPED.lock() else {
+        return;
+    };
+    if !skipped.insert(name.clone()) {
+        return;
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED (no GPU adapter): {name}");
+    if skipped.len() == 1 {
+        extern "C" {
+            fn atexit(f: extern "C" fn()) -> std::os::raw::c_int;
         }
-    })
-    .as_ref()
+        // SAFETY: `atexit` is the C library's; `report_skips` neither unwinds nor touches
+        // thread-local state.
+        unsafe { atexit(report_skips) };
+    }
+}
+
+/// At exit: the count of tests that skipped GPU work.
+extern "C" fn report_skips() {
+    let n = SKIPPED.lock().map_or(0, |s| s.len());
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {n} GPU test(s) of this binary ran without a GPU adapter and tested nothing on the GPU (CI=true makes that a failure)"
+    );
 }
 
 /// A small deterministic generator (xorshift64*) for test data.

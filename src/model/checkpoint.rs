@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use super::source::{TensorSource, TensorView};
+use super::source::{Data, TensorSource, TensorView};
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 
@@ -23,23 +23,6 @@ struct TensorRef {
     shape: Vec<usize>,
     start: usize,
     end: usize,
-}
-
-/// One safetensors file's bytes: mapped from disk, or compiled into the binary.
-enum Data {
-    Mapped(Mmap),
-    Static(&'static [u8]),
-}
-
-impl std::ops::Deref for Data {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Data::Mapped(map) => map,
-            Data::Static(bytes) => bytes,
-        }
-    }
 }
 
 /// An opened checkpoint: a directory's memory-mapped safetensors files, or one safetensors
@@ -58,24 +41,9 @@ impl Checkpoint {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
         let (shards, catalogue) = if index.exists() {
-            let text = std::fs::read_to_string(&index)
+            let text = std::fs::read(&index)
                 .map_err(|e| Error::file(&index, format!("cannot read: {e}")))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| Error::file(&index, format!("not valid JSON: {e}")))?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::file(&index, "no 'weight_map' object"))?;
-            let mut shards: Vec<String> = map
-                .values()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect();
-            shards.sort();
-            shards.dedup();
-            (
-                shards.into_iter().map(|s| dir.join(s)).collect::<Vec<_>>(),
-                index,
-            )
+            (Self::shards(dir, &index, &text)?, index)
         } else if single.exists() {
             (vec![single.clone()], single)
         } else {
@@ -97,11 +65,44 @@ impl Checkpoint {
         Self::index(dir, files, catalogue)
     }
 
+    /// The shard files a `model.safetensors.index.json` (`text`, read from `index`) lists,
+    /// each a file name inside `dir`: a `weight_map` entry that is not a string, or names a
+    /// path outside the directory (absolute, `..`, a subdirectory), is refused.
+    pub fn shards(dir: &Path, index: &Path, text: &[u8]) -> Result<Vec<PathBuf>> {
+        let v: serde_json::Value = serde_json::from_slice(text)
+            .map_err(|e| Error::file(index, format!("not valid JSON: {e}")))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::file(index, "no 'weight_map' object"))?;
+        let mut shards = Vec::new();
+        for (tensor, file) in map {
+            let name = file.as_str().filter(|f| is_plain_file_name(f)).ok_or_else(|| {
+                Error::file(
+                    index,
+                    format!("weight_map entry '{tensor}' is {file}: it must name a shard file in the model directory; fix the index"),
+                )
+            })?;
+            shards.push(name);
+        }
+        shards.sort_unstable();
+        shards.dedup();
+        Ok(shards.into_iter().map(|s| dir.join(s)).collect())
+    }
+
     /// A checkpoint of the single safetensors file `bytes` (a model compiled into the binary);
     /// `path`, its stand-in file name, names it in error messages and `dir`.
     pub fn from_static(path: &Path, bytes: &'static [u8]) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new(""));
         let files = vec![(path.to_path_buf(), Data::Static(bytes))];
+        Self::index(dir, files, path.to_path_buf())
+    }
+
+    /// A checkpoint of the single safetensors file `bytes`, held in memory; `path` names it
+    /// in error messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let files = vec![(path.to_path_buf(), Data::Owned(bytes))];
         Self::index(dir, files, path.to_path_buf())
     }
 
@@ -135,17 +136,31 @@ impl Checkpoint {
                     }
                     None => (float_format(info.dtype), info.shape.clone()),
                 };
+                // bytes with every dimension at least 1: bounds every row taken of it
+                let unit = (info.dtype.bitsize() / 8).max(1);
+                if shape
+                    .iter()
+                    .try_fold(unit, |a, &d| a.checked_mul(d.max(1)))
+                    .is_none()
+                {
+                    let msg = format!("has dimensions {shape:?} whose sizes overflow: corrupt file; re-download or re-convert it");
+                    return Err(Error::tensor(path, name, msg));
+                }
                 let (start, end) = (8 + n + info.data_offsets.0, 8 + n + info.data_offsets.1);
-                tensors.insert(
-                    name,
-                    TensorRef {
-                        file: fi,
-                        format,
-                        shape,
-                        start,
-                        end,
-                    },
-                );
+                let t = TensorRef {
+                    file: fi,
+                    format,
+                    shape,
+                    start,
+                    end,
+                };
+                if let Some(first) = tensors.insert(name.clone(), t) {
+                    let other = files[first.file].0.display();
+                    let msg = format!(
+                        "is also in {other}: a tensor may be in one shard only; fix the checkpoint"
+                    );
+                    return Err(Error::tensor(path, name, msg));
+                }
             }
         }
         Ok(Checkpoint {
@@ -171,9 +186,7 @@ impl TensorSource for Checkpoint {
 
     fn release(&self, view: &TensorView) {
         for (_, data) in &self.files {
-            if let Data::Mapped(map) = data {
-                super::source::drop_pages(map, view.bytes);
-            }
+            data.drop_pages(view.bytes);
         }
     }
 
@@ -230,26 +243,38 @@ fn quant_entry(
     let shape: Vec<usize> = q
         .get("shape")
         .and_then(|s| s.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_u64().map(|d| d as usize))
-                .collect()
-        })
-        .ok_or("quantized tensor without a 'shape'")?;
-    let cols = shape.last().copied().unwrap_or(0);
+        .ok_or("quantized tensor without a 'shape'")?
+        .iter()
+        .map(|d| d.as_u64().map(|d| d as usize))
+        .collect::<Option<_>>()
+        .filter(|s: &Vec<usize>| !s.is_empty())
+        .ok_or("quantized tensor whose 'shape' is not a non-empty list of sizes")?;
+    let cols = shape[shape.len() - 1];
     if dtype != Dtype::U8 || !format.fits(cols) {
         return Err(format!(
             "stored as {dtype:?} with {cols} columns: not a valid {fmt} tensor"
         ));
     }
-    let rows: usize = shape[..shape.len() - 1].iter().product();
-    if rows * format.row_bytes(cols) != bytes {
+    let row_bytes = (cols / format.block_elems()).checked_mul(format.block_bytes());
+    let needs = shape[..shape.len() - 1]
+        .iter()
+        .fold(row_bytes, |a, &d| a.and_then(|a| a.checked_mul(d)));
+    if needs != Some(bytes) {
+        let needs = needs.map_or("more than 2^64".into(), |n| n.to_string());
         return Err(format!(
-            "holds {bytes} bytes but {fmt} {shape:?} needs {}",
-            rows * format.row_bytes(cols)
+            "holds {bytes} bytes but {fmt} {shape:?} needs {needs}"
         ));
     }
     Ok((Ok(format), shape))
+}
+
+/// A shard name of an index: one plain file name (no directory, no `..`, not absolute).
+fn is_plain_file_name(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
 }
 
 /// The first tensor (in file order) whose data runs past the end of a truncated file.

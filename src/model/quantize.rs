@@ -89,10 +89,16 @@ pub fn quantize_checkpoint(src: &Path, plan: QuantPlan, out: &Path) -> Result<Qu
             let src_row = &v.bytes[r * rb..(r + 1) * rb];
             if v.format == o.format {
                 dst.copy_from_slice(src_row);
-            } else {
-                o.format
-                    .quantize_row(&v.format.dequant_row(src_row, cols), dst);
+                return Ok(());
             }
+            let vals = v.format.dequant_row(src_row, cols);
+            if let Some(x) = vals.iter().find(|x| !x.is_finite()) {
+                let msg = format!(
+                    "row {r} holds {x}: corrupt weights; re-download or re-convert the model"
+                );
+                return Err(Error::tensor(v.path, &v.name, msg));
+            }
+            o.format.quantize_row(&vals, dst);
             Ok(())
         })?;
         for f in SIDE_FILES {

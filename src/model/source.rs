@@ -65,23 +65,48 @@ pub trait TensorSource {
     }
 }
 
-/// Drops the resident pages of `bytes` (a slice of `map`) from this process's memory; they
-/// are re-read from the file if touched again.
-pub fn drop_pages(map: &memmap2::Mmap, bytes: &[u8]) {
-    const PAGE: usize = 4096;
-    let base = map.as_ptr() as usize;
-    let start = bytes.as_ptr() as usize;
-    if start < base || start + bytes.len() > base + map.len() {
-        return;
+/// A checkpoint file's bytes: mapped from disk, compiled into the binary, or read into
+/// memory.
+pub(crate) enum Data {
+    Mapped(memmap2::Mmap),
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Mapped(map) => map,
+            Data::Static(bytes) => bytes,
+            Data::Owned(bytes) => bytes,
+        }
     }
-    let first = (start - base).next_multiple_of(PAGE);
-    let end = (start - base + bytes.len()) / PAGE * PAGE;
-    if end > first {
-        // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops cached
-        // pages, and later reads fault them back in from the unchanged file. No reference into
-        // these pages is invalidated (their contents stay the same).
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+}
+
+impl Data {
+    /// Drops the resident pages of `bytes` (when a slice of this mapping) from this
+    /// process's memory; they are re-read from the file if touched again.
+    pub(crate) fn drop_pages(&self, bytes: &[u8]) {
+        const PAGE: usize = 4096;
+        let Data::Mapped(map) = self else {
+            return;
         };
+        let base = map.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        if start < base || start + bytes.len() > base + map.len() {
+            return;
+        }
+        let first = (start - base).next_multiple_of(PAGE);
+        let end = (start - base + bytes.len()) / PAGE * PAGE;
+        if end > first {
+            // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops
+            // cached pages, and later reads fault them back in from the unchanged file. No
+            // reference into these pages is invalidated (their contents stay the same).
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
+            };
+        }
     }
 }

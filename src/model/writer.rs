@@ -1,15 +1,17 @@
 //! Streaming safetensors writer for quantized (`wmoe quantize`) and synthetic (`wmoe synth`)
 //! checkpoints: the header is computed from the tensor list, then each tensor is streamed row
-//! by row, so host memory stays bounded by a row, never the model. Files are written under a
-//! temporary name and renamed when complete.
+//! by row, so host memory stays bounded by a row, never the model. The output directory is
+//! built as a fresh temporary next to it and renamed into place when complete
+//! ([`crate::output`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::checkpoint::QUANT_METADATA_KEY;
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
+use crate::output::Staging;
 
 /// One tensor to write: its Hugging Face name, logical shape and storage format.
 #[derive(Clone, Debug)]
@@ -43,7 +45,8 @@ fn dtype_name(f: WeightFormat) -> &'static str {
     }
 }
 
-/// Writes `tensors` to `path`. `fill(i, row, out)` writes row `row` of tensor `i` in its
+/// Writes `tensors` to the new file `path` (inside a temporary output directory, which a
+/// failure leaves to its owner to remove). `fill(i, row, out)` writes row `row` of tensor `i` in its
 /// format's canonical layout into `out` (`format.row_bytes(cols)` bytes).
 pub fn write_safetensors(
     path: &Path,
@@ -91,51 +94,39 @@ pub fn write_safetensors(
     while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
-    let tmp = PathBuf::from(format!("{}.partial", path.display()));
     let io = |e: std::io::Error| Error::file(path, format!("cannot write: {e}"));
-    let result = (|| -> Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io)?);
-        w.write_all(&(text.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        w.write_all(text.as_bytes()).map_err(io)?;
-        let mut row = Vec::new();
-        for (i, t) in tensors.iter().enumerate() {
-            row.clear();
-            row.resize(t.format.row_bytes(t.cols()), 0);
-            for r in 0..t.rows() {
-                fill(i, r, &mut row)?;
-                w.write_all(&row).map_err(io)?;
-            }
+    let mut w = BufWriter::with_capacity(1 << 20, File::create_new(path).map_err(io)?);
+    w.write_all(&(text.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(text.as_bytes()).map_err(io)?;
+    let mut row = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        row.clear();
+        row.resize(t.format.row_bytes(t.cols()), 0);
+        for r in 0..t.rows() {
+            fill(i, r, &mut row)?;
+            w.write_all(&row).map_err(io)?;
         }
-        w.into_inner()
-            .map_err(|e| io(e.into_error()))?
-            .sync_all()
-            .map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
     }
-    result
+    w.into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)
 }
 
-/// Creates the output directory `out` through a temporary sibling that is renamed into place
-/// only when `build` succeeds; `out` must not exist yet.
+/// Creates the output directory `out` through a fresh temporary next to it that `build`
+/// fills and that is renamed into place only when `build` succeeds; a failure or a panic
+/// removes the temporary. `out` must not exist, or be an empty directory (it is replaced);
+/// its parent must exist.
 pub fn write_directory(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if out.exists() {
+    let empty_dir = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none());
+    if out.exists() && !empty_dir {
         return Err(Error::file(
             out,
             "already exists; remove it or choose another --out",
         ));
     }
-    let tmp = PathBuf::from(format!("{}.partial", out.display()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::file(&tmp, format!("cannot create: {e}")))?;
-    let result = build(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, out).map_err(|e| Error::file(out, format!("cannot create: {e}")))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    let staging = Staging::new(out)?;
+    build(staging.path())?;
+    staging.commit_dir()
 }

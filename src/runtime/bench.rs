@@ -172,13 +172,15 @@ impl Described {
 
 /// Pseudo-random token ids in 2..vocab (llama-bench also benches random tokens).
 fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let low = if vocab > 2 { 2 } else { 0 };
+    let span = (vocab - low).max(1) as u64;
     let mut s = seed | 1;
     (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
-            2 + (s % (vocab as u64 - 2)) as u32
+            (low as u64 + s % span) as u32
         })
         .collect()
 }
@@ -210,7 +212,7 @@ impl BenchSpec {
 pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchReport> {
     let opts = SessionOptions {
         max_context: spec.context(),
-        chunk: spec.chunk.max(1),
+        chunk: spec.chunk,
         kv: spec.kv,
     };
     let mut s = Session::new(ctx, model, opts)?;
@@ -237,7 +239,8 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
         }
         if spec.n_gen > 0 {
             let (row, steps) = repeat(&mut s, spec, (&context, depth), |s| {
-                s.generate(&[1], spec.n_gen, true).map(|_| ())
+                s.generate(&[1.min(vocab as u32 - 1)], spec.n_gen, true)
+                    .map(|_| ())
             })?;
             host.get_or_insert(steps);
             rows.push(BenchRow {

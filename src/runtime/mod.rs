@@ -14,6 +14,6 @@ mod session_file;
 mod state;
 mod step;
 
-pub use model::Model;
+pub use model::{Model, ModelFiles};
 pub use session::{HostTime, Session, SessionOptions};
 pub use step::LogitsMode;

@@ -30,22 +30,24 @@ pub struct Model {
     pub generation: SamplingParams,
 }
 
-impl Model {
-    /// Loads a Hugging Face LFM2 / LFM2-MoE checkpoint directory as stored.
-    pub fn load(ctx: &GpuContext, dir: &Path, progress: bool) -> Result<Self> {
-        Self::load_with(ctx, dir, None, progress)
-    }
+/// A checkpoint read and checked on the host — config, the kernels' limits, every tensor the
+/// config implies (present, shaped, in a format wmoe reads), the tokenizer — before any GPU
+/// is opened, so a malformed model is reported as such on every machine.
+pub struct ModelFiles {
+    /// The checkpoint directory or GGUF file (`<bundled>/NAME` for the bundled model).
+    pub dir: PathBuf,
+    pub config: Config,
+    pub tokenizer: Option<tokenizers::Tokenizer>,
+    /// Sampling defaults from `generation_config.json` (greedy without one).
+    pub generation: SamplingParams,
+    source: Box<dyn TensorSource>,
+}
 
-    /// Loads a checkpoint, quantizing its matrices while streaming them to the GPU when
-    /// `quant` is given. `path` is a Hugging Face checkpoint directory or a GGUF file (`lfm2`
-    /// / `lfm2moe`); a GGUF model takes its tokenizer from a tokenizer.json beside the file,
-    /// else from the file's tokenizer metadata.
-    pub fn load_with(
-        ctx: &GpuContext,
-        path: &Path,
-        quant: Option<QuantPlan>,
-        progress: bool,
-    ) -> Result<Self> {
+impl ModelFiles {
+    /// Reads and checks a Hugging Face checkpoint directory or an `lfm2` / `lfm2moe` GGUF
+    /// file; a GGUF model takes its tokenizer from a tokenizer.json beside the file, else
+    /// from the file's tokenizer metadata.
+    pub fn open(path: &Path) -> Result<Self> {
         if path.is_file() {
             if path
                 .extension()
@@ -56,7 +58,7 @@ impl Model {
                     "is a file of a Hugging Face checkpoint; pass the directory that holds it (or a .gguf file)",
                 ));
             }
-            return Self::load_gguf(ctx, path, quant, progress);
+            return Self::open_gguf(path);
         }
         if !path.is_dir() {
             return Err(Error::file(
@@ -64,31 +66,18 @@ impl Model {
                 "no such directory or file; pass a checkpoint directory with config.json and *.safetensors, or a .gguf file",
             ));
         }
-        let dir = path;
-        let config_path = dir.join("config.json");
+        let config_path = path.join("config.json");
         let config = Config::from_file(&config_path)?;
-        check_kernel_limits(&config, &config_path)?;
-        let ck = Checkpoint::open(dir)?;
-        let id = identity(&config, &ck, quant)?;
-        let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
-        let tokenizer = tokenizer_json(&dir.join("tokenizer.json"))?;
-        let generation = generation_json(&dir.join("generation_config.json"))?;
-        Ok(Self::assemble(
-            dir,
-            (config, id),
-            weights,
-            tokenizer,
-            generation,
-        ))
+        let ck = Checkpoint::open(path)?;
+        check_layer_tensors(&ck, &config, &config_path)?;
+        let tokenizer = tokenizer_json(&path.join("tokenizer.json"))?;
+        let mut files = Self::checked(path, (config, &config_path), Box::new(ck), tokenizer)?;
+        files.generation = generation_json(&path.join("generation_config.json"))?;
+        Ok(files)
     }
 
-    /// Loads the model compiled into the library ([`BUNDLED_MODEL`]) from memory, quantizing
-    /// its matrices while loading when `quant` is given.
-    pub fn load_bundled(
-        ctx: &GpuContext,
-        quant: Option<QuantPlan>,
-        progress: bool,
-    ) -> Result<Self> {
+    /// Reads and checks the model compiled into the library ([`BUNDLED_MODEL`]).
+    pub fn bundled() -> Result<Self> {
         let b = &BUNDLED_MODEL;
         let dir = b.dir();
         let file = |name: &str| {
@@ -99,11 +88,8 @@ impl Model {
         let v: serde_json::Value = serde_json::from_slice(file("config.json")?)
             .map_err(|e| Error::file(&config_path, format!("not valid JSON: {e}")))?;
         let config = Config::from_json(&v, &config_path)?;
-        check_kernel_limits(&config, &config_path)?;
         let ck =
             Checkpoint::from_static(&dir.join("model.safetensors"), file("model.safetensors")?)?;
-        let id = identity(&config, &ck, quant)?;
-        let weights = ModelWeights::load(ctx, &ck, &config, quant, progress)?;
         let tokenizer = match b.file("tokenizer.json") {
             None => None,
             Some(bytes) => Some(tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
@@ -113,32 +99,18 @@ impl Model {
                 )
             })?),
         };
+        let mut files = Self::checked(&dir, (config, &config_path), Box::new(ck), tokenizer)?;
         let generation_path = dir.join("generation_config.json");
-        let generation = match b.file("generation_config.json") {
-            None => SamplingParams::greedy(),
-            Some(bytes) => generation_defaults(&json(bytes, &generation_path)?, &generation_path)?,
-        };
-        Ok(Self::assemble(
-            &dir,
-            (config, id),
-            weights,
-            tokenizer,
-            generation,
-        ))
+        if let Some(bytes) = b.file("generation_config.json") {
+            files.generation =
+                generation_defaults(&json(bytes, &generation_path)?, &generation_path)?;
+        }
+        Ok(files)
     }
 
-    /// Loads an `lfm2` / `lfm2moe` GGUF file.
-    fn load_gguf(
-        ctx: &GpuContext,
-        path: &Path,
-        quant: Option<QuantPlan>,
-        progress: bool,
-    ) -> Result<Self> {
+    fn open_gguf(path: &Path) -> Result<Self> {
         let src = GgufSource::open(path)?;
         let config = Config::from_gguf(src.file())?;
-        check_kernel_limits(&config, path)?;
-        let id = identity(&config, &src, quant)?;
-        let weights = ModelWeights::load(ctx, &src, &config, quant, progress)?;
         let beside = path
             .parent()
             .unwrap_or(Path::new("."))
@@ -147,13 +119,73 @@ impl Model {
             Some(t) => Some(t),
             None => tokenizer_from_gguf(src.file())?,
         };
-        let generation = SamplingParams::greedy();
-        Ok(Self::assemble(
-            path,
-            (config, id),
-            weights,
+        Self::checked(path, (config, path), Box::new(src), tokenizer)
+    }
+
+    /// The files after the kernels' limits and every tensor are checked (`config_path`
+    /// names the config's file in errors).
+    fn checked(
+        dir: &Path,
+        (config, config_path): (Config, &Path),
+        source: Box<dyn TensorSource>,
+        tokenizer: Option<tokenizers::Tokenizer>,
+    ) -> Result<Self> {
+        check_kernel_limits(&config, config_path)?;
+        ModelWeights::check(source.as_ref(), &config)?;
+        Ok(ModelFiles {
+            dir: dir.to_path_buf(),
+            config,
             tokenizer,
-            generation,
+            generation: SamplingParams::greedy(),
+            source,
+        })
+    }
+}
+
+impl Model {
+    /// Loads a Hugging Face LFM2 / LFM2-MoE checkpoint directory as stored.
+    pub fn load(ctx: &GpuContext, dir: &Path, progress: bool) -> Result<Self> {
+        Self::load_with(ctx, dir, None, progress)
+    }
+
+    /// Loads a checkpoint ([`ModelFiles::open`]: a Hugging Face checkpoint directory or a
+    /// GGUF file), quantizing its matrices while streaming them to the GPU when `quant` is
+    /// given.
+    pub fn load_with(
+        ctx: &GpuContext,
+        path: &Path,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
+        Self::upload(ctx, ModelFiles::open(path)?, quant, progress)
+    }
+
+    /// Loads the model compiled into the library ([`BUNDLED_MODEL`]) from memory, quantizing
+    /// its matrices while loading when `quant` is given.
+    pub fn load_bundled(
+        ctx: &GpuContext,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
+        Self::upload(ctx, ModelFiles::bundled()?, quant, progress)
+    }
+
+    /// Uploads checked files to `ctx`'s GPU, quantizing the matrices on the way when `quant`
+    /// is given.
+    pub fn upload(
+        ctx: &GpuContext,
+        files: ModelFiles,
+        quant: Option<QuantPlan>,
+        progress: bool,
+    ) -> Result<Self> {
+        let id = identity(&files.config, files.source.as_ref(), quant)?;
+        let weights =
+            ModelWeights::load(ctx, files.source.as_ref(), &files.config, quant, progress)?;
+        Ok(Self::assemble(
+            &files.dir,
+            (files.config, id),
+            weights,
+            (files.tokenizer, files.generation),
         ))
     }
 
@@ -161,8 +193,7 @@ impl Model {
         path: &Path,
         (config, fingerprint): (Config, u64),
         weights: ModelWeights,
-        tokenizer: Option<tokenizers::Tokenizer>,
-        generation: SamplingParams,
+        (tokenizer, generation): (Option<tokenizers::Tokenizer>, SamplingParams),
     ) -> Self {
         let inv_freq = qk_norm_rope::inv_freq(config.rope_theta, config.head_dim);
         Model {
@@ -272,6 +303,29 @@ fn tokenizer_json(path: &Path) -> Result<Option<tokenizers::Tokenizer>> {
     tokenizers::Tokenizer::from_file(path)
         .map(Some)
         .map_err(|e| Error::file(path, format!("cannot load the tokenizer: {e}")))
+}
+
+/// Every `model.layers.N.` tensor of `ck` is a layer the config has: a checkpoint with more
+/// layers than `num_hidden_layers` is a mismatched config, not a smaller model.
+fn check_layer_tensors(ck: &Checkpoint, cfg: &Config, config_path: &Path) -> Result<()> {
+    let layer = |name: &str| {
+        let rest = name.strip_prefix("model.layers.")?;
+        rest.split_once('.')?.0.parse::<usize>().ok()
+    };
+    let names = ck.names();
+    let beyond = names
+        .iter()
+        .find(|n| layer(n).is_some_and(|l| l >= cfg.n_layers));
+    match beyond {
+        None => Ok(()),
+        Some(n) => Err(Error::file(
+            config_path,
+            format!(
+                "num_hidden_layers is {} but the checkpoint has tensor '{n}'; fix config.json or re-download the model",
+                cfg.n_layers
+            ),
+        )),
+    }
 }
 
 /// `bytes` parsed as JSON (`path` names the file in errors).

@@ -413,14 +413,15 @@ impl<'m> Session<'m> {
             return Err(Error::Input("empty prompt".into()));
         }
         self.check(prompt)?;
-        if self.pos + prompt.len() + max_tokens.saturating_sub(1) > self.opts.max_context {
+        let needs = (self.pos + prompt.len()).saturating_add(max_tokens.saturating_sub(1));
+        if needs > self.opts.max_context {
             return Err(Error::Input(format!(
                 "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx",
                 prompt.len(),
                 self.opts.max_context
             )));
         }
-        let mut out = Vec::with_capacity(max_tokens);
+        let mut out = Vec::with_capacity(max_tokens.min(self.opts.max_context));
         if max_tokens == 0 {
             return Ok(out);
         }

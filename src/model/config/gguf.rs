@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::Config;
+use super::{in_range, Config, MAX_LAYERS};
 use crate::error::{Error, Result};
 use crate::model::gguf::{block_tensor, lfm2_architecture, GgufFile, GgufValue};
 
@@ -51,12 +51,17 @@ impl Meta<'_> {
             ))
         })
     }
-    fn f64_or(&self, k: &str, default: f64) -> Result<f64> {
-        match self.get(k) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.err(format!("'{}' must be a number, not {v:?}", self.key(k)))),
+    /// A finite number above zero, or `default` when the file does not have it.
+    fn positive_or(&self, k: &str, default: f64) -> Result<f64> {
+        let Some(v) = self.get(k) else {
+            return Ok(default);
+        };
+        match v.as_f64() {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+            _ => Err(self.err(format!(
+                "'{}' is {v:?}; it must be a finite number above 0: corrupt file; re-convert it",
+                self.key(k)
+            ))),
         }
     }
     /// `ne[dim]` of the tensor `blk.N.{suffix}` of the lowest N.
@@ -145,7 +150,7 @@ impl Meta<'_> {
             return Ok(());
         }
         if let Some(kl) = self.usize_opt("attention.key_length")? {
-            if kl * n_heads != hidden {
+            if kl.checked_mul(n_heads) != Some(hidden) {
                 return Err(self.err(format!(
                     "'{}' is {kl} but embedding_length / head_count is {}: wmoe needs head_dim = hidden / heads",
                     self.key("attention.key_length"),
@@ -202,18 +207,41 @@ impl Meta<'_> {
         })
     }
 
-    /// A tokenizer token id (`tokenizer.ggml.*`, no architecture prefix), or null.
-    fn token_id(&self, k: &str) -> Value {
-        self.g
-            .get(k)
-            .and_then(GgufValue::as_u64)
-            .map(|x| Value::from(x as u32))
-            .unwrap_or(Value::Null)
+    /// A tokenizer token id (`tokenizer.ggml.*`, no architecture prefix) inside the
+    /// vocabulary, or null.
+    fn token_id(&self, k: &str, vocab: usize) -> Result<Value> {
+        let Some(v) = self.g.get(k) else {
+            return Ok(Value::Null);
+        };
+        match v.as_u64().filter(|&x| x < vocab as u64) {
+            Some(x) => Ok(Value::from(x)),
+            None => Err(self.err(format!(
+                "'{k}' is {v:?}; it must be a token id below the vocabulary size {vocab}: corrupt file; re-convert it"
+            ))),
+        }
+    }
+
+    /// `block_count`, within 1..=[`MAX_LAYERS`] and covering every `blk.N` tensor.
+    fn block_count(&self) -> Result<usize> {
+        let n = self.usize("block_count")?;
+        in_range(&self.g.path, &self.key("block_count"), n, MAX_LAYERS)?;
+        let tensors = self.g.tensors().iter();
+        let last = tensors
+            .filter_map(|t| block_tensor(&t.name))
+            .map(|b| b.0)
+            .max();
+        if let Some(blk) = last.filter(|&blk| blk >= n) {
+            return Err(self.err(format!(
+                "'{}' is {n} but the file has tensors of block {blk}: corrupt file; re-convert it",
+                self.key("block_count")
+            )));
+        }
+        Ok(n)
     }
 
     /// The `config.json` keys every LFM2 has.
     fn dense_keys(&self) -> Result<Value> {
-        let n_layers = self.usize("block_count")?;
+        let n_layers = self.block_count()?;
         let hidden = self.usize("embedding_length")?;
         let n_heads = self.usize("attention.head_count")?;
         let (attention, n_kv_heads) = self.attention_layers(n_layers, n_heads)?;
@@ -234,14 +262,14 @@ impl Meta<'_> {
             "num_attention_heads": n_heads,
             "num_key_value_heads": n_kv_heads,
             "intermediate_size": ffn,
-            "norm_eps": self.f64_or("attention.layer_norm_rms_epsilon", 1e-5)?,
+            "norm_eps": self.positive_or("attention.layer_norm_rms_epsilon", 1e-5)?,
             "conv_L_cache": self.usize_opt("shortconv.l_cache")?.unwrap_or(3),
             "conv_bias": self.has_conv_bias(),
-            "rope_parameters": {"rope_theta": self.f64_or("rope.freq_base", 1e6)?, "rope_type": rope_type},
+            "rope_parameters": {"rope_theta": self.positive_or("rope.freq_base", 1e6)?, "rope_type": rope_type},
             "tie_word_embeddings": self.g.tensor("output.weight").is_none(),
             "max_position_embeddings": self.usize_opt("context_length")?.unwrap_or(128_000),
-            "bos_token_id": self.token_id("tokenizer.ggml.bos_token_id"),
-            "eos_token_id": self.token_id("tokenizer.ggml.eos_token_id"),
+            "bos_token_id": self.token_id("tokenizer.ggml.bos_token_id", vocab)?,
+            "eos_token_id": self.token_id("tokenizer.ggml.eos_token_id", vocab)?,
         }))
     }
 
@@ -290,7 +318,7 @@ impl Meta<'_> {
             .tensors()
             .iter()
             .any(|t| t.name.ends_with(".exp_probs_b.bias"));
-        let scale = self.f64_or("expert_weights_scale", 1.0)?;
+        let scale = self.positive_or("expert_weights_scale", 1.0)?;
         o.insert("num_experts".into(), n_experts.into());
         o.insert("num_experts_per_tok".into(), top_k.into());
         o.insert("moe_intermediate_size".into(), expert_ffn.into());

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::{Config, MoeConfig};
+use super::{in_range, Config, MoeConfig, MAX_LAYERS};
 use crate::error::{Error, Result};
 
 /// The keys of one parsed `config.json`; each read takes a key and its aliases.
@@ -145,15 +145,20 @@ impl Keys<'_> {
             return self.usize(&["intermediate_size", "block_ff_dim"]);
         }
         if self.bool_or(&["block_auto_adjust_ff_dim"], false)? {
-            ffn = 2 * ffn / 3;
-            if let Some(m) = self
-                .get(&["block_ffn_dim_multiplier"])
-                .and_then(Value::as_f64)
-            {
-                ffn = (m * ffn as f64) as usize;
+            ffn = ffn.saturating_mul(2) / 3;
+            let m = self.f64_or(&["block_ffn_dim_multiplier"], 1.0)?;
+            if !(m.is_finite() && m > 0.0) {
+                return Err(self.err(format!(
+                    "key 'block_ffn_dim_multiplier' is {m}; it must be a finite number above 0"
+                )));
             }
+            ffn = (m * ffn as f64) as usize;
             let multiple = self.usize_or(&["block_multiple_of"], 256)?.max(1);
-            ffn = ffn.div_ceil(multiple) * multiple;
+            ffn = ffn.checked_next_multiple_of(multiple).ok_or_else(|| {
+                self.err(format!(
+                    "the adjusted FFN width {ffn} overflows; fix 'block_ff_dim' or 'block_ffn_dim_multiplier'"
+                ))
+            })?;
         }
         Ok(ffn)
     }
@@ -203,17 +208,24 @@ impl Keys<'_> {
         }
         Ok(())
     }
-}
 
-/// Token ids of a key holding one id or a list of them.
-fn ids(v: Option<&Value>) -> Vec<u32> {
-    match v {
-        Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64().map(|x| x as u32))
-            .collect(),
-        _ => Vec::new(),
+    /// Token ids of a key holding one id or a list of them (none when absent or null).
+    fn ids(&self, key: &str) -> Result<Vec<u32>> {
+        let bad = || {
+            self.err(format!(
+                "key '{key}' must be a token id (an integer below 2^32) or a list of them"
+            ))
+        };
+        let id = |x: &Value| {
+            x.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(bad)
+        };
+        match self.get(&[key]) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(id).collect(),
+            Some(x) => Ok(vec![id(x)?]),
+        }
     }
 }
 
@@ -233,6 +245,8 @@ impl Config {
         let (model_type, is_moe) = k.model_type()?;
         let hidden = k.usize(&["hidden_size", "block_dim", "conv_dim"])?;
         let n_layers = k.usize(&["num_hidden_layers"])?;
+        // bounded before anything is sized by it
+        in_range(path, "num_hidden_layers", n_layers, MAX_LAYERS)?;
         let attention = k.attention_layers(n_layers)?;
         let (n_heads, n_kv_heads) = k.head_counts(hidden)?;
         let ffn = k.dense_ffn(is_moe)?;
@@ -256,8 +270,8 @@ impl Config {
             rope_theta,
             tie_embeddings: k.bool_or(&["tie_word_embeddings", "tie_embedding"], true)?,
             max_positions: k.usize_or(&["max_position_embeddings"], 128_000)?,
-            bos: ids(v.get("bos_token_id")).first().copied(),
-            eos: ids(v.get("eos_token_id")),
+            bos: k.ids("bos_token_id")?.first().copied(),
+            eos: k.ids("eos_token_id")?,
         };
         config.check_shapes(path)?;
         Ok(config)

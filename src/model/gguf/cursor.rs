@@ -9,6 +9,9 @@ pub(super) struct Cursor<'a> {
     pub(super) pos: usize,
 }
 
+/// The most elements a metadata array may hold (a vocabulary has a few hundred thousand).
+const MAX_ARRAY: u64 = 1 << 24;
+
 /// A header read; the error says what was read and where, the caller adds the file.
 pub(super) type Parse<T> = std::result::Result<T, String>;
 
@@ -78,7 +81,12 @@ impl<'a> Cursor<'a> {
                         "{what}: an array of {n} elements does not fit in the file"
                     ));
                 }
-                let mut v = Vec::with_capacity(n as usize);
+                if n > MAX_ARRAY {
+                    return Err(format!(
+                        "{what}: an array of {n} elements is more than the {MAX_ARRAY} wmoe reads"
+                    ));
+                }
+                let mut v = Vec::with_capacity(n.min(1 << 16) as usize);
                 for _ in 0..n {
                     v.push(self.value(et, depth + 1, what)?);
                 }

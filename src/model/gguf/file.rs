@@ -12,17 +12,25 @@ use super::header::{self, GgufTensorInfo, Table};
 use super::value::GgufValue;
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
+use crate::model::source::Data;
 
 /// An opened, parsed GGUF file.
 pub struct GgufFile {
     pub path: PathBuf,
-    pub(crate) map: Mmap,
+    pub(crate) map: Data,
     pub version: u32,
     pub alignment: u64,
     /// Byte offset of the data section (tensor offsets are relative to it).
     pub data_offset: usize,
     metadata: Table<(String, GgufValue)>,
     tensors: Table<GgufTensorInfo>,
+}
+
+fn too_short(path: &Path, len: usize) -> Error {
+    Error::file(
+        path,
+        format!("is {len} bytes long, too short to be a GGUF file; re-download or re-convert it"),
+    )
 }
 
 impl GgufFile {
@@ -34,15 +42,24 @@ impl GgufFile {
             .map_err(|e| Error::file(path, format!("cannot stat: {e}")))?
             .len();
         if len < 8 {
-            return Err(Error::file(
-                path,
-                format!("is {len} bytes long, too short to be a GGUF file; re-download or re-convert it"),
-            ));
+            return Err(too_short(path, len as usize));
         }
         // SAFETY: the map is read-only; a file changed underneath us is the user's error,
         // caught at worst as wrong values, never as memory unsafety in our code paths.
         let map = unsafe { Mmap::map(&file) }
             .map_err(|e| Error::file(path, format!("cannot map: {e}")))?;
+        Self::parse(path, Data::Mapped(map))
+    }
+
+    /// Parses the GGUF file `bytes` held in memory; `path` names it in error messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(path, Data::Owned(bytes))
+    }
+
+    fn parse(path: &Path, map: Data) -> Result<Self> {
+        if map.len() < 8 {
+            return Err(too_short(path, map.len()));
+        }
         let h = header::read(path, &map)?;
         Ok(GgufFile {
             path: path.to_path_buf(),

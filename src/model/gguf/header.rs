@@ -31,10 +31,6 @@ impl GgufTensorInfo {
     pub fn shape(&self) -> Vec<usize> {
         self.ne.iter().rev().map(|&d| d as usize).collect()
     }
-
-    pub fn numel(&self) -> u64 {
-        self.ne.iter().product()
-    }
 }
 
 /// Everything the header says.
@@ -54,9 +50,10 @@ pub(super) struct Table<T> {
 }
 
 impl<T> Table<T> {
+    /// A table for `n` entries (a header count: it reserves no more than a few thousand).
     fn with_capacity(n: u64) -> Self {
         Table {
-            items: Vec::with_capacity(n as usize),
+            items: Vec::with_capacity(n.min(4096) as usize),
             index: HashMap::new(),
         }
     }
@@ -83,8 +80,12 @@ pub(super) fn read(path: &Path, file: &[u8]) -> Result<Header> {
     let metadata = metadata(&mut c, n_kv).map_err(corrupt(path))?;
     let alignment = alignment(path, &metadata.items)?;
     let tensors = tensor_infos(&mut c, path, n_tensors, alignment)?;
-    let data_offset = c.pos.div_ceil(alignment as usize) * alignment as usize;
+    let data_offset = c
+        .pos
+        .checked_next_multiple_of(alignment as usize)
+        .ok_or_else(|| Error::file(path, format!("general.alignment {alignment} is too large")))?;
     check_data_in_file(path, &tensors.items, data_offset, file.len())?;
+    check_no_overlap(path, &tensors.items)?;
     Ok(Header {
         version,
         alignment,
@@ -222,6 +223,19 @@ fn tensor_info(c: &mut Cursor, path: &Path, i: u64, alignment: u64) -> Result<Gg
             format!("data offset {offset} is not a multiple of the alignment {alignment}: corrupt file; re-download or re-convert it"),
         ));
     }
+    // bytes with every dimension at least 1: bounds every row and element count taken of it
+    let bound = ne
+        .iter()
+        .try_fold(ggml_type.block().map_or(1, |b| b.1 as u64), |a, &d| {
+            a.checked_mul(d.max(1))
+        });
+    if bound.is_none_or(|b| usize::try_from(b).is_err()) {
+        return Err(Error::tensor(
+            path,
+            &name,
+            format!("has dimensions {ne:?} whose sizes overflow: corrupt file; re-download or re-convert it"),
+        ));
+    }
     let nbytes = data_bytes(&ne, ggml_type);
     Ok(GgufTensorInfo {
         name,
@@ -271,6 +285,28 @@ fn check_data_in_file(
                 "the file ends before this tensor's data (it needs {end} bytes, the file has {len}): truncated download or copy; re-download or re-convert it"
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Fails when two tensors' data overlap (a corrupt or crafted file: one write would change
+/// both), naming both.
+fn check_no_overlap(path: &Path, tensors: &[GgufTensorInfo]) -> Result<()> {
+    let mut spans: Vec<(u64, u64, &str)> = tensors
+        .iter()
+        .filter_map(|t| Some((t.offset, t.offset + t.nbytes? as u64, t.name.as_str())))
+        .filter(|(start, end, _)| end > start)
+        .collect();
+    spans.sort_unstable();
+    for w in spans.windows(2) {
+        let ((_, end, a), (start, _, b)) = (w[0], w[1]);
+        if start < end {
+            return Err(Error::tensor(
+                path,
+                b,
+                format!("its data overlaps the data of tensor '{a}': corrupt file; re-download or re-convert it"),
+            ));
+        }
     }
     Ok(())
 }

@@ -8,19 +8,24 @@ use std::path::Path;
 use super::file::GgufFile;
 use super::names::{expert_hf_name, gguf_name, hf_name, lfm2_architecture, HfName};
 use crate::error::{Error, Result};
+use crate::model::config::MAX_EXPERTS;
 use crate::model::source::{TensorSource, TensorView};
 
-struct Entry {
+/// A stack of experts: one GGUF tensor [E, rows, cols] served as E Hugging Face tensors.
+struct Stack {
     tensor: usize,
-    /// (expert, experts) for one expert's rows of a stacked tensor.
-    expert: Option<(usize, usize)>,
-    shape: Vec<usize>,
+    layer: usize,
+    w: &'static str,
 }
 
 /// An LFM2 / LFM2-MoE GGUF file answering Hugging Face tensor names.
 pub struct GgufSource {
     file: GgufFile,
-    entries: HashMap<String, Entry>,
+    /// Hugging Face name -> tensor index, for tensors served whole.
+    entries: HashMap<String, usize>,
+    /// GGUF name -> expert stack; experts are resolved when asked for, so a stack's count
+    /// (a header field) sizes nothing.
+    stacks: HashMap<String, Stack>,
 }
 
 impl GgufSource {
@@ -33,48 +38,62 @@ impl GgufSource {
     pub fn new(file: GgufFile) -> Result<Self> {
         lfm2_architecture(&file)?;
         let mut entries = HashMap::new();
+        let mut stacks = HashMap::new();
         for (i, t) in file.tensors().iter().enumerate() {
-            let shape = t.shape();
             match hf_name(&t.name) {
                 None => {}
                 Some(HfName::Tensor { name, fallback }) => {
-                    let e = Entry {
-                        tensor: i,
-                        expert: None,
-                        shape,
-                    };
                     if fallback {
-                        entries.entry(name).or_insert(e);
+                        entries.entry(name).or_insert(i);
                     } else {
-                        entries.insert(name, e);
+                        entries.insert(name, i);
                     }
                 }
                 // reported when asked for: not a stack of experts
-                Some(HfName::Experts { .. }) if shape.len() != 3 => {}
+                Some(HfName::Experts { .. }) if t.ne.len() != 3 => {}
+                Some(HfName::Experts { .. }) if t.ne[2] > MAX_EXPERTS as u64 => {
+                    let msg = format!(
+                        "stacks {} experts, more than the {MAX_EXPERTS} wmoe reads: corrupt file; re-convert it",
+                        t.ne[2]
+                    );
+                    return Err(Error::tensor(&file.path, &t.name, msg));
+                }
                 Some(HfName::Experts { layer, w }) => {
-                    let n = shape[0];
-                    for e in 0..n {
-                        let entry = Entry {
-                            tensor: i,
-                            expert: Some((e, n)),
-                            shape: shape[1..].to_vec(),
-                        };
-                        entries.insert(expert_hf_name(layer, e, w), entry);
-                    }
+                    let stack = Stack {
+                        tensor: i,
+                        layer,
+                        w,
+                    };
+                    stacks.insert(t.name.clone(), stack);
                 }
             }
         }
-        Ok(GgufSource { file, entries })
+        Ok(GgufSource {
+            file,
+            entries,
+            stacks,
+        })
     }
 
     pub fn file(&self) -> &GgufFile {
         &self.file
     }
+
+    /// (tensor index, expert) serving the Hugging Face name `name`.
+    fn find(&self, name: &str) -> Option<(usize, Option<usize>)> {
+        if let Some(&i) = self.entries.get(name) {
+            return Some((i, None));
+        }
+        let (g, x) = gguf_name(name)?;
+        let (x, stack) = (x?, self.stacks.get(&g)?);
+        let experts = self.file.tensors()[stack.tensor].ne[2];
+        ((x as u64) < experts).then_some((stack.tensor, Some(x)))
+    }
 }
 
 impl TensorSource for GgufSource {
     fn get(&self, name: &str) -> Result<TensorView<'_>> {
-        let Some(e) = self.entries.get(name) else {
+        let Some((i, expert)) = self.find(name) else {
             let msg = match gguf_name(name) {
                 Some((g, Some(x))) => format!(
                     "missing from the GGUF file (expected expert {x} of a stacked tensor '{g}' of 3 dimensions)"
@@ -84,13 +103,14 @@ impl TensorSource for GgufSource {
             };
             return Err(Error::tensor(&self.file.path, name, msg));
         };
-        let t = &self.file.tensors()[e.tensor];
+        let t = &self.file.tensors()[i];
         let (format, bytes) = self.file.tensor_data(t)?;
-        let bytes = match e.expert {
+        let mut shape = t.shape();
+        let bytes = match expert {
             None => bytes,
-            Some((x, n)) => {
+            Some(x) => {
                 // each expert is whole rows: a contiguous byte range of the stack
-                let per = bytes.len() / n;
+                let per = bytes.len() / shape.remove(0);
                 &bytes[x * per..(x + 1) * per]
             }
         };
@@ -98,27 +118,32 @@ impl TensorSource for GgufSource {
             name: name.to_string(),
             path: &self.file.path,
             format,
-            shape: e.shape.clone(),
+            shape,
             bytes,
         })
     }
 
     fn release(&self, view: &TensorView) {
-        crate::model::source::drop_pages(&self.file.map, view.bytes);
+        self.file.map.drop_pages(view.bytes);
     }
 
     fn contains(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+        self.find(name).is_some()
     }
 
     fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.entries.keys().cloned().collect();
+        for s in self.stacks.values() {
+            let experts = self.file.tensors()[s.tensor].ne[2] as usize;
+            v.extend((0..experts).map(|e| expert_hf_name(s.layer, e, s.w)));
+        }
         v.sort();
         v
     }
 
     fn total_bytes(&self) -> u64 {
-        let mut seen: Vec<usize> = self.entries.values().map(|e| e.tensor).collect();
+        let mut seen: Vec<usize> = self.entries.values().copied().collect();
+        seen.extend(self.stacks.values().map(|s| s.tensor));
         seen.sort_unstable();
         seen.dedup();
         seen.iter()
