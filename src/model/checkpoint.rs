@@ -137,7 +137,7 @@ impl Checkpoint {
                     None => (float_format(info.dtype), info.shape.clone()),
                 };
                 // bytes with every dimension at least 1: bounds every row taken of it
-                let unit = (info.dtype.bitsize() / 8).max(1);
+                let unit = info.dtype.bitsize().div_ceil(8).max(1);
                 if shape
                     .iter()
                     .try_fold(unit, |a, &d| a.checked_mul(d.max(1)))
