@@ -19,6 +19,12 @@ impl BundledModel {
         self.files.iter().find(|f| f.0 == name).map(|f| f.1)
     }
 
+    /// The contents of the file `name`, or an error naming it when it is not bundled.
+    pub fn require(&self, name: &str) -> crate::Result<&'static [u8]> {
+        self.file(name)
+            .ok_or_else(|| crate::Error::file(self.dir().join(name), "not bundled in this binary"))
+    }
+
     /// The path that stands for the bundled model in [`crate::Model::dir`] and in error
     /// messages: `<bundled>/NAME` (no such directory exists).
     pub fn dir(&self) -> PathBuf {

@@ -143,10 +143,7 @@ impl ChatTemplate {
     pub fn bundled() -> Result<Self> {
         let b = &BUNDLED_MODEL;
         let dir = b.dir();
-        let file = |name: &str| {
-            b.file(name)
-                .ok_or_else(|| Error::file(dir.join(name), "not bundled in this binary"))
-        };
+        let file = |name: &str| b.require(name);
         let config_path = dir.join("tokenizer_config.json");
         let config = parse_json(file("tokenizer_config.json")?, &config_path)?;
         let jinja_path = dir.join("chat_template.jinja");

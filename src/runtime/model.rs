@@ -80,14 +80,9 @@ impl ModelFiles {
     pub fn bundled() -> Result<Self> {
         let b = &BUNDLED_MODEL;
         let dir = b.dir();
-        let file = |name: &str| {
-            b.file(name)
-                .ok_or_else(|| Error::file(dir.join(name), "not bundled in this binary"))
-        };
+        let file = |name: &str| b.require(name);
         let config_path = dir.join("config.json");
-        let v: serde_json::Value = serde_json::from_slice(file("config.json")?)
-            .map_err(|e| Error::file(&config_path, format!("not valid JSON: {e}")))?;
-        let config = Config::from_json(&v, &config_path)?;
+        let config = Config::from_json(&json(file("config.json")?, &config_path)?, &config_path)?;
         let ck =
             Checkpoint::from_static(&dir.join("model.safetensors"), file("model.safetensors")?)?;
         let tokenizer = match b.file("tokenizer.json") {
