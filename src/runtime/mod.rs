@@ -15,5 +15,5 @@ mod state;
 mod step;
 
 pub use model::{Model, ModelFiles};
-pub use session::{HostTime, Session, SessionOptions};
+pub use session::{FinishReason, Flow, HostTime, Session, SessionOptions};
 pub use step::LogitsMode;

@@ -36,6 +36,34 @@ impl Default for SessionOptions {
     }
 }
 
+/// What a generation's token callback asks for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token (the callback's last token).
+    Eos,
+    /// The token callback asked to stop (a stop string, a closed stream).
+    Stopped,
+    /// `max_tokens` were generated.
+    Length,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` of a text generation that ended this way.
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Eos | FinishReason::Stopped => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
 /// Step shapes a session keeps planned (decode, and the prefill chunk shapes around it).
 const PLANNED_SHAPES: usize = 4;
 
@@ -396,11 +424,8 @@ impl<'m> Session<'m> {
     }
 
     /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling`;
-    /// stops at an EOS token unless `ignore_eos`. Routing and sampling stay on the GPU, each
-    /// drawn token feeds the next step on the GPU, and the host reads token ids back one step
-    /// late. A stop at EOS thus leaves the EOS token fed into the sequence (as a chat's next
-    /// turn needs it). The presence and frequency penalties count this call's tokens; the
-    /// repetition penalty's window reaches back into the prompt and earlier calls.
+    /// stops at an EOS token unless `ignore_eos` ([`Self::generate_stream`], collecting the
+    /// tokens).
     pub fn generate_with(
         &mut self,
         prompt: &[u32],
@@ -408,6 +433,31 @@ impl<'m> Session<'m> {
         ignore_eos: bool,
         sampling: &SamplingParams,
     ) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(max_tokens.min(self.opts.max_context));
+        self.generate_stream(prompt, max_tokens, ignore_eos, sampling, &mut |t| {
+            out.push(t);
+            Flow::Continue
+        })?;
+        Ok(out)
+    }
+
+    /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling` and
+    /// handed to `on_token` as soon as it is read back (a final EOS token too); `on_token`
+    /// may end the generation
+    /// (a stop string, a closed stream). Stops at an EOS token unless `ignore_eos`, and says
+    /// why it stopped. Routing and sampling stay on the GPU, each drawn token feeds the next
+    /// step on the GPU, and the host reads token ids back one step late. A stop at EOS (or by
+    /// `on_token`) thus leaves the last token fed into the sequence (as a chat's next turn
+    /// needs it). The presence and frequency penalties count this call's tokens; the
+    /// repetition penalty's window reaches back into the prompt and earlier calls.
+    pub fn generate_stream(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        ignore_eos: bool,
+        sampling: &SamplingParams,
+        on_token: &mut dyn FnMut(u32) -> Flow,
+    ) -> Result<FinishReason> {
         sampling.check()?;
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
@@ -421,9 +471,8 @@ impl<'m> Session<'m> {
                 self.opts.max_context
             )));
         }
-        let mut out = Vec::with_capacity(max_tokens.min(self.opts.max_context));
         if max_tokens == 0 {
-            return Ok(out);
+            return Ok(FinishReason::Length);
         }
         self.sampler
             .prepare(self.ctx, sampling, &self.history, prompt);
@@ -441,6 +490,7 @@ impl<'m> Session<'m> {
         self.history.extend_from_slice(last);
         let mut pending = (0, first);
         let mut submitted = 1;
+        let mut generated = Vec::new();
         let eos = self.model.config.eos.clone();
         loop {
             let ahead = if submitted < max_tokens {
@@ -452,10 +502,20 @@ impl<'m> Session<'m> {
                 None
             };
             let t = self.read_slot(pending.0, pending.1)?;
-            out.push(t);
-            if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {
-                self.end_turn(&out)?;
-                return Ok(out);
+            generated.push(t);
+            let flow = on_token(t);
+            let reason = if !ignore_eos && eos.contains(&t) {
+                Some(FinishReason::Eos)
+            } else if flow == Flow::Stop {
+                Some(FinishReason::Stopped)
+            } else if generated.len() >= max_tokens {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.end_turn(&generated)?;
+                return Ok(reason);
             }
             pending = ahead.expect("a step is in flight while tokens are owed");
         }
