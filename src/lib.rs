@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
 pub use runtime::{
-    FinishReason, Flow, HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions,
+    Batch, FinishReason, Flow, HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions,
 };
 
 /// How [`Session::generate_with`] draws each token (greedy by default; a checkpoint's

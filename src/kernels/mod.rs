@@ -13,6 +13,7 @@ pub mod moe_gather;
 pub mod moe_router;
 pub mod qk_norm_rope;
 pub mod rmsnorm;
+pub mod row_copy;
 pub mod sample;
 pub mod shortconv;
 pub mod swiglu;
@@ -141,6 +142,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("moe_router", moe_router::SOURCE, 64),
         ("qk_norm_rope", qk_norm_rope::SOURCE, 64),
         ("rmsnorm", rmsnorm::SOURCE, 64),
+        ("row_copy", row_copy::SOURCE, 64),
         ("sample", sample::SOURCE, sample::WG),
         ("shortconv", shortconv::SOURCE, 64),
         ("swiglu", swiglu::SOURCE, 64),
@@ -206,6 +208,7 @@ mod tests {
             ("moe_router", layout::<moe_router::Params>()),
             ("qk_norm_rope", layout::<qk_norm_rope::Params>()),
             ("rmsnorm", layout::<rmsnorm::Params>()),
+            ("row_copy", layout::<row_copy::Params>()),
             ("sample", layout::<sample::Params>()),
             ("shortconv", layout::<shortconv::Params>()),
             ("swiglu", layout::<swiglu::Params>()),

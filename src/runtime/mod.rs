@@ -1,6 +1,7 @@
 //! The host scheduler: a loaded model, sessions that own the KV cache and conv state, and
 //! the per-chunk recording of the forward pass (one submit per chunk or decode step).
 
+mod batch;
 pub mod bench;
 mod checkpoints;
 mod forward;
@@ -14,6 +15,7 @@ mod session_file;
 mod state;
 mod step;
 
+pub use batch::Batch;
 pub use model::{Model, ModelFiles};
 pub use session::{FinishReason, Flow, HostTime, Session, SessionOptions};
 pub use step::LogitsMode;

@@ -1,6 +1,7 @@
 //! A sequence's session: its state on the GPU (KV cache, conv state), activation scratch,
 //! the steps it has planned, and the prefill / decode / generate entry points.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::checkpoints::ConvCheckpoints;
@@ -96,8 +97,9 @@ pub struct Session<'m> {
     pub(super) model: &'m Model,
     opts: SessionOptions,
     pub(super) seq: SequenceState,
-    scratch: Scratch,
-    sampler: Sampler,
+    /// Activation buffers, which the sessions of a batch share (they run one at a time).
+    pub(super) scratch: Rc<Scratch>,
+    pub(super) sampler: Sampler,
     pub(super) pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
@@ -113,6 +115,20 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     pub fn new(ctx: &'m GpuContext, model: &'m Model, opts: SessionOptions) -> Result<Self> {
+        Self::with_scratch(ctx, model, opts, |seq| {
+            let kv_pages = (seq.max_pages(), seq.page_positions);
+            Scratch::new(ctx, &model.config, opts.chunk, kv_pages).map(Rc::new)
+        })
+    }
+
+    /// A session whose activation buffers `scratch` gives, for the session's sequence state
+    /// (a batch hands all its sessions the same).
+    pub(super) fn with_scratch(
+        ctx: &'m GpuContext,
+        model: &'m Model,
+        opts: SessionOptions,
+        scratch: impl FnOnce(&SequenceState) -> Result<Rc<Scratch>>,
+    ) -> Result<Self> {
         let cfg = &model.config;
         if opts.max_context == 0 || opts.chunk == 0 {
             return Err(Error::Input(
@@ -126,10 +142,9 @@ impl<'m> Session<'m> {
             )));
         }
         let seq = SequenceState::new(ctx, cfg, &model.weights, opts.kv, opts.max_context)?;
-        let kv_pages = (seq.max_pages(), seq.page_positions);
-        let scratch = Scratch::new(ctx, cfg, opts.chunk, kv_pages)?;
+        let scratch = scratch(&seq)?;
         let opts = SessionOptions {
-            chunk: scratch.chunk,
+            chunk: scratch.chunk.min(opts.chunk),
             ..opts
         };
         let mut s = Session {
@@ -225,7 +240,7 @@ impl<'m> Session<'m> {
         self.opts
     }
 
-    fn check(&self, tokens: &[u32]) -> Result<()> {
+    pub(super) fn check(&self, tokens: &[u32]) -> Result<()> {
         let v = self.model.config.vocab as u32;
         if let Some(t) = tokens.iter().find(|&&t| t >= v) {
             return Err(Error::Input(format!(
@@ -246,7 +261,7 @@ impl<'m> Session<'m> {
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
     /// logits and samples on the GPU. `snapshot` keeps a conv checkpoint after it (`Some`:
     /// whether it ends a turn).
-    fn run_chunk(
+    pub(super) fn run_chunk(
         &mut self,
         tokens: &[u32],
         mode: Option<LogitsMode>,
@@ -523,7 +538,7 @@ impl<'m> Session<'m> {
 
     /// After a generation: the generated tokens that were fed back (those before the last
     /// submitted step's) join the history, and a conv checkpoint marks the turn's end.
-    fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
+    pub(super) fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
         let fed = self.pos - self.history.len();
         self.history.extend_from_slice(&generated[..fed]);
         let copies = self
