@@ -198,6 +198,10 @@ struct BenchArgs {
         default_value = "0"
     )]
     depths: Vec<usize>,
+    /// Sequences the tg test generates together (comma-separated; as llama-batched-bench's
+    /// -npl): rows `tgN xP` give the aggregate tokens/s of P sequences decoded in one step.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    parallel: Vec<usize>,
     /// Print a JSON list of rows with llama-bench's field names.
     #[arg(long)]
     json: bool,
@@ -401,6 +405,7 @@ fn bench(a: &BenchArgs) -> wmoe::Result<()> {
         n_gen: a.n_gen,
         depths: a.depths.clone(),
         reps: a.reps.max(1),
+        parallel: a.parallel.clone(),
         chunk: a.model.chunk,
         kv: KvType::F16,
     };

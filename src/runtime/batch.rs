@@ -413,7 +413,7 @@ fn record_batched_step(
         }
         match &layer.ffn {
             FfnWeights::Dense { gate_up, down } => dense_ffn(rec, &all, layer, (gate_up, down), n),
-            FfnWeights::Moe(m) => moe::prefill(rec, &all, layer, m, n),
+            FfnWeights::Moe(m) => moe::per_token(rec, &all, layer, m, n),
         }
     }
     logits(rec, &all, n, LogitsMode::All);

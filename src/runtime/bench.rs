@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::{HostTime, LogitsMode, Model, Session, SessionOptions};
-use crate::error::Result;
+use super::{Batch, HostTime, LogitsMode, Model, Session, SessionOptions};
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::kernels::sample::SamplingParams;
 use crate::kernels::KvType;
 
 /// One llama-bench-style test row.
@@ -17,14 +18,16 @@ pub struct BenchRow {
     pub n_gen: usize,
     /// Tokens already in the context when the test starts (llama-bench's `n_depth`).
     pub depth: usize,
+    /// Sequences generating together (each `n_gen` tokens; llama-batched-bench's `pl`).
+    pub parallel: usize,
     /// Seconds per repetition.
     pub samples: Vec<f64>,
 }
 
 impl BenchRow {
-    /// Tokens per second of each repetition.
+    /// Tokens per second of each repetition (over all sequences).
     pub fn samples_ts(&self) -> Vec<f64> {
-        let n = (self.n_prompt + self.n_gen) as f64;
+        let n = ((self.n_prompt + self.n_gen) * self.parallel) as f64;
         self.samples.iter().map(|s| n / s).collect()
     }
 
@@ -38,10 +41,13 @@ impl BenchRow {
         mean_sd(&self.samples)
     }
 
-    /// `pp512`, `tg128`, and with a depth `pp512 @ d4096` as llama-bench names them.
+    /// `pp512`, `tg128`, and with a depth `pp512 @ d4096` as llama-bench names them; `tg128
+    /// x4` for four sequences generating together.
     pub fn name(&self) -> String {
         let test = if self.n_gen == 0 {
             format!("pp{}", self.n_prompt)
+        } else if self.parallel > 1 {
+            format!("tg{} x{}", self.n_gen, self.parallel)
         } else {
             format!("tg{}", self.n_gen)
         };
@@ -120,7 +126,7 @@ impl BenchReport {
                 serde_json::json!({
                     "build_commit": env!("CARGO_PKG_VERSION"), "backends": d.backend, "gpu_info": ctx.info.name,
                     "model_filename": model.dir.display().to_string(), "model_type": d.model_type, "model_size": d.size,
-                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen, "n_depth": row.depth,
+                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen, "n_depth": row.depth, "n_parallel": row.parallel,
                     "avg_ns": (avg_s * 1e9) as u64, "stddev_ns": (sd_s * 1e9) as u64, "avg_ts": avg, "stddev_ts": sd,
                     "samples_ns": row.samples.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
                     "samples_ts": row.samples_ts(), "load_s": load_s, "ttft_s": self.ttft, "gpu_weight_bytes": d.size,
@@ -196,6 +202,9 @@ pub struct BenchSpec {
     pub depths: Vec<usize>,
     /// Timed repetitions after one warm-up.
     pub reps: usize,
+    /// Numbers of sequences the tg test generates together (1: one sequence, the decode
+    /// path; more: [`Batch`] steps).
+    pub parallel: Vec<usize>,
     pub chunk: usize,
     pub kv: KvType,
 }
@@ -210,6 +219,11 @@ impl BenchSpec {
 
 /// Runs pp`n_prompt` and tg`n_gen` at every depth, `reps` times each after one warm-up.
 pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchReport> {
+    if spec.parallel.contains(&0) {
+        return Err(Error::Input(
+            "the numbers of parallel sequences must be at least 1".into(),
+        ));
+    }
     let opts = SessionOptions {
         max_context: spec.context(),
         chunk: spec.chunk,
@@ -237,7 +251,11 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
                 ..row
             });
         }
-        if spec.n_gen > 0 {
+        for &parallel in spec.parallel.iter().filter(|_| spec.n_gen > 0) {
+            if parallel > 1 {
+                rows.push(together(ctx, model, spec, parallel, (&context, depth))?);
+                continue;
+            }
             let (row, steps) = repeat(&mut s, spec, (&context, depth), |s| {
                 s.generate(&[1.min(vocab as u32 - 1)], spec.n_gen, true)
                     .map(|_| ())
@@ -287,7 +305,63 @@ fn repeat(
         n_prompt: 0,
         n_gen: 0,
         depth,
+        parallel: 1,
         samples,
     };
     Ok((row, host))
+}
+
+/// The tg test of `parallel` sequences generating together, each after `context` (its
+/// depth, prefilled untimed and reused): timed from their one-token prompts to their
+/// `n_gen`-th tokens, `reps` times after a warm-up.
+fn together(
+    ctx: &GpuContext,
+    model: &Model,
+    spec: &BenchSpec,
+    parallel: usize,
+    (context, depth): (&[u32], usize),
+) -> Result<BenchRow> {
+    let opts = SessionOptions {
+        max_context: spec.context(),
+        chunk: spec.chunk,
+        kv: spec.kv,
+    };
+    let mut batch = Batch::new(ctx, model, opts, parallel)?;
+    let greedy = SamplingParams::greedy();
+    let prompt = [context, &[1.min(model.config.vocab as u32 - 1)]].concat();
+    let mut samples = Vec::new();
+    for rep in 0..=spec.reps {
+        if !context.is_empty() {
+            for slot in 0..parallel {
+                batch.admit(slot, context, &greedy)?;
+                while batch.prefilling(slot) {
+                    batch.prefill(slot)?;
+                }
+                batch.finish(slot)?;
+            }
+        }
+        let t = Instant::now();
+        for slot in 0..parallel {
+            batch.admit(slot, &prompt, &greedy)?;
+            while batch.prefilling(slot) {
+                batch.prefill(slot)?;
+            }
+        }
+        for _ in 1..spec.n_gen {
+            batch.step()?;
+        }
+        if rep > 0 {
+            samples.push(t.elapsed().as_secs_f64());
+        }
+        for slot in 0..parallel {
+            batch.finish(slot)?;
+        }
+    }
+    Ok(BenchRow {
+        n_prompt: 0,
+        n_gen: spec.n_gen,
+        depth,
+        parallel,
+        samples,
+    })
 }

@@ -33,7 +33,7 @@ pub(crate) fn record_step(rec: &mut Recorder, view: &StepView, shape: StepShape)
         }
         match &layer.ffn {
             FfnWeights::Dense { gate_up, down } => dense_ffn(rec, view, layer, (gate_up, down), t),
-            FfnWeights::Moe(m) if t == 1 => moe::decode(rec, view, layer, m),
+            FfnWeights::Moe(m) if t == 1 => moe::per_token(rec, view, layer, m, 1),
             FfnWeights::Moe(m) => moe::prefill(rec, view, layer, m, t),
         }
     }
