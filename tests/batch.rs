@@ -24,9 +24,10 @@ struct Request {
     sampling: SamplingParams,
 }
 
-/// Runs `requests` through a batch of `parallel` slots, admitting each as soon as a slot is
-/// free (one prefill chunk per step for a joining slot, so running ones keep decoding), and
-/// returns each request's tokens and how many steps decoded more than one sequence.
+/// Runs `requests` through a batch of `parallel` slots on the batch's schedule
+/// ([`Batch::tick`]: a joining slot's prefill a chunk at a time between steps), admitting
+/// each as soon as a slot is free and ending it as soon as it has its tokens; returns each
+/// request's tokens and how many ticks decoded more than one sequence.
 fn run_batched(batch: &mut Batch, requests: &[Request]) -> (Vec<Vec<u32>>, usize) {
     let mut out = vec![Vec::new(); requests.len()];
     let mut owner: Vec<Option<usize>> = vec![None; batch.parallel()];
@@ -34,6 +35,12 @@ fn run_batched(batch: &mut Batch, requests: &[Request]) -> (Vec<Vec<u32>>, usize
     let mut batched_steps = 0;
     loop {
         for (slot, owned) in owner.iter_mut().enumerate() {
+            if let Some(r) = *owned {
+                if out[r].len() >= requests[r].n {
+                    batch.finish(slot).unwrap();
+                    *owned = None;
+                }
+            }
             if owned.is_none() && next < requests.len() {
                 let r = &requests[next];
                 batch.admit(slot, &r.prompt, &r.sampling).unwrap();
@@ -41,26 +48,10 @@ fn run_batched(batch: &mut Batch, requests: &[Request]) -> (Vec<Vec<u32>>, usize
                 next += 1;
             }
         }
-        for slot in 0..batch.parallel() {
-            if batch.prefilling(slot) {
-                if let Some(t) = batch.prefill(slot).unwrap() {
-                    out[owner[slot].unwrap()].push(t);
-                }
-            }
-        }
-        // Leave as soon as done, before the next step feeds anything.
-        for (slot, owned) in owner.iter_mut().enumerate() {
-            if let Some(r) = *owned {
-                if batch.generating(slot) && out[r].len() >= requests[r].n {
-                    batch.finish(slot).unwrap();
-                    *owned = None;
-                }
-            }
-        }
         if out.iter().zip(requests).all(|(o, r)| o.len() >= r.n) {
             break;
         }
-        let drawn = batch.step().unwrap();
+        let drawn = batch.tick().unwrap();
         batched_steps += (drawn.len() > 1) as usize;
         for (slot, t) in drawn {
             out[owner[slot].unwrap()].push(t);

@@ -36,6 +36,9 @@ struct Slot<'m> {
     pending: Vec<u32>,
     /// The token drawn last and not yet fed (set while the slot generates).
     last: Option<u32>,
+    /// When the slot's request was admitted (the batch's admission count then): prefill
+    /// serves the earliest first.
+    admitted: u64,
 }
 
 /// Sequences decoded together; see the module docs.
@@ -53,6 +56,8 @@ pub struct Batch<'m> {
     readback: wgpu::Buffer,
     /// Planned batched steps by their generating slots, most recent last.
     plans: Vec<(Vec<usize>, Plan<'m>)>,
+    /// Requests admitted so far.
+    admissions: u64,
 }
 
 impl<'m> Batch<'m> {
@@ -83,6 +88,7 @@ impl<'m> Batch<'m> {
                 session,
                 pending: Vec::new(),
                 last: None,
+                admitted: 0,
             });
         }
         let scratch = shared.expect("at least one slot");
@@ -109,6 +115,7 @@ impl<'m> Batch<'m> {
                 mapped_at_creation: false,
             }),
             plans: Vec::new(),
+            admissions: 0,
         })
     }
 
@@ -152,10 +159,12 @@ impl<'m> Batch<'m> {
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
+        self.admissions += 1;
         let s = &mut self.slots[slot];
         s.last = None;
         s.pending.clear();
-        s.session.check(prompt)?;
+        s.admitted = self.admissions;
+        s.session.check_ids(prompt)?;
         let kept = s.session.reuse_prefix(prompt)?;
         let rest = &prompt[kept..];
         if s.session.position() + rest.len() > s.session.options().max_context {
@@ -196,18 +205,44 @@ impl<'m> Batch<'m> {
         Ok(Some(t))
     }
 
+    /// One round of the batch's schedule: a chunk of the prompt of the earliest admitted
+    /// slot still prefilling (so a request that arrives while others stream waits at most
+    /// one decode step for each of its chunks), then a decode step of the slots that were
+    /// generating before it. Returns the tokens drawn, (slot, token): a prefill's last chunk
+    /// draws its slot's first token, which the caller sees (and may end the slot on) before
+    /// any step feeds it.
+    pub fn tick(&mut self) -> Result<Vec<(usize, u32)>> {
+        let generating: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.generating(i))
+            .collect();
+        let mut out = Vec::new();
+        let joining = (0..self.slots.len())
+            .filter(|&i| self.prefilling(i))
+            .min_by_key(|&i| self.slots[i].admitted);
+        if let Some(slot) = joining {
+            out.extend(self.prefill(slot)?.map(|t| (slot, t)));
+        }
+        out.extend(self.step_slots(&generating)?);
+        Ok(out)
+    }
+
     /// One decode step of every generating slot: each is fed its last drawn token and draws
     /// the next. Returns (slot, token) in slot order. A slot without room for one more
     /// position is an error: end its generation first ([`Self::room`]).
     pub fn step(&mut self) -> Result<Vec<(usize, u32)>> {
         let active: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].last.is_some())
+            .filter(|&i| self.generating(i))
             .collect();
-        for &i in &active {
+        self.step_slots(&active)
+    }
+
+    /// One decode step of the generating slots `active` (in slot order).
+    fn step_slots(&mut self, active: &[usize]) -> Result<Vec<(usize, u32)>> {
+        for &i in active {
             let s = &self.slots[i].session;
             s.check(&[self.slots[i].last.expect("generating")])?;
         }
-        match active.as_slice() {
+        match active {
             [] => Ok(Vec::new()),
             [i] => {
                 let s = &mut self.slots[*i];
@@ -217,13 +252,17 @@ impl<'m> Batch<'m> {
                 s.last = Some(t);
                 Ok(vec![(*i, t)])
             }
-            _ => self.batched_step(&active),
+            _ => self.batched_step(active),
         }
     }
 
-    /// Ends slot `slot`'s generation: its last drawn token is not fed, and a conv checkpoint
-    /// marks the turn's end for the next request's prefix reuse.
+    /// Ends slot `slot`'s generation (or its prompt's prefill): its last drawn token is not
+    /// fed, and a conv checkpoint marks the turn's end for the next request's prefix reuse.
+    /// Nothing to do for an idle slot.
     pub fn finish(&mut self, slot: usize) -> Result<()> {
+        if !self.generating(slot) && !self.prefilling(slot) {
+            return Ok(());
+        }
         let s = &mut self.slots[slot];
         s.last = None;
         s.pending.clear();

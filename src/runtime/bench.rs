@@ -79,6 +79,18 @@ pub struct BenchReport {
     /// Host microseconds per generated token to get its step to the GPU (write the changed
     /// parameters, encode, submit), over the measured generation runs.
     pub host_us_per_step: f64,
+    /// With `parallel` > 1 and a pp test: the time to first token of a pp-sized prompt that
+    /// arrives while the other P − 1 sequences stream, and on an idle batch.
+    pub ttft_busy: Option<BusyTtft>,
+}
+
+/// Time to first token of a request joining a batch: seconds on an idle batch, and with
+/// `others` sequences generating meanwhile (the batch's schedule, [`Batch::tick`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BusyTtft {
+    pub others: usize,
+    pub idle_s: f64,
+    pub busy_s: f64,
 }
 
 impl BenchReport {
@@ -101,6 +113,16 @@ impl BenchReport {
             ));
         }
         s.push('\n');
+        if let Some(b) = &self.ttft_busy {
+            s.push_str(&format!(
+                "time to first token (pp{}) joining a batch: {:.3} s idle, {:.3} s with {} others streaming ({:.2}x)\n",
+                self.rows.first().map_or(0, |x| x.n_prompt),
+                b.idle_s,
+                b.busy_s,
+                b.others,
+                b.busy_s / b.idle_s
+            ));
+        }
         s.push_str(&format!(
             "device: {} ({:?}); load {load_s:.2} s; time to first token (pp{}) {:.3} s; GPU weights {:.1} MiB; host {:.0} us per decode step to submit\n",
             ctx.info.name,
@@ -131,6 +153,8 @@ impl BenchReport {
                     "samples_ns": row.samples.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
                     "samples_ts": row.samples_ts(), "load_s": load_s, "ttft_s": self.ttft, "gpu_weight_bytes": d.size,
                     "host_us_per_step": self.host_us_per_step,
+                    "ttft_idle_batch_s": self.ttft_busy.map(|b| b.idle_s),
+                    "ttft_busy_batch_s": self.ttft_busy.map(|b| b.busy_s),
                 })
             })
             .collect();
@@ -234,6 +258,7 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
     let mut rows = Vec::new();
     let mut ttft = 0.0;
     let mut host = None;
+    let mut ttft_busy = None;
     for &depth in &spec.depths {
         let context = tokens(depth, vocab, 7);
         if spec.n_prompt > 0 {
@@ -253,7 +278,9 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
         }
         for &parallel in spec.parallel.iter().filter(|_| spec.n_gen > 0) {
             if parallel > 1 {
-                rows.push(together(ctx, model, spec, parallel, (&context, depth))?);
+                let (row, busy) = together(ctx, model, spec, parallel, (&context, depth))?;
+                rows.push(row);
+                ttft_busy = ttft_busy.or(busy);
                 continue;
             }
             let (row, steps) = repeat(&mut s, spec, (&context, depth), |s| {
@@ -272,6 +299,7 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
         rows,
         ttft,
         host_us_per_step,
+        ttft_busy,
     })
 }
 
@@ -313,14 +341,15 @@ fn repeat(
 
 /// The tg test of `parallel` sequences generating together, each after `context` (its
 /// depth, prefilled untimed and reused): timed from their one-token prompts to their
-/// `n_gen`-th tokens, `reps` times after a warm-up.
+/// `n_gen`-th tokens, `reps` times after a warm-up. With a pp test, also the time to first
+/// token of a pp-sized prompt joining the batch, idle and with the others streaming.
 fn together(
     ctx: &GpuContext,
     model: &Model,
     spec: &BenchSpec,
     parallel: usize,
     (context, depth): (&[u32], usize),
-) -> Result<BenchRow> {
+) -> Result<(BenchRow, Option<BusyTtft>)> {
     let opts = SessionOptions {
         max_context: spec.context(),
         chunk: spec.chunk,
@@ -357,11 +386,55 @@ fn together(
             batch.finish(slot)?;
         }
     }
-    Ok(BenchRow {
+    let row = BenchRow {
         n_prompt: 0,
         n_gen: spec.n_gen,
         depth,
         parallel,
         samples,
+    };
+    let busy = if spec.n_prompt > 0 && depth == 0 {
+        Some(joining_ttft(&mut batch, spec, model.config.vocab)?)
+    } else {
+        None
+    };
+    Ok((row, busy))
+}
+
+/// Seconds to the first token of a fresh `n_prompt`-token prompt admitted to the last slot,
+/// run on the batch's schedule, `reps` times: with every other slot idle, and with them
+/// generating (from one-token prompts) meanwhile.
+fn joining_ttft(batch: &mut Batch, spec: &BenchSpec, vocab: usize) -> Result<BusyTtft> {
+    let greedy = SamplingParams::greedy();
+    let last = batch.parallel() - 1;
+    let (mut idle, mut busy) = (0.0, 0.0);
+    for rep in 0..2 * spec.reps {
+        let loaded = rep % 2 == 1;
+        if loaded {
+            for slot in 0..last {
+                batch.admit(slot, &tokens(1, vocab, rep as u64 + 5), &greedy)?;
+            }
+            while (0..last).any(|s| !batch.generating(s)) {
+                batch.tick()?;
+            }
+        }
+        let prompt = tokens(spec.n_prompt, vocab, 1000 + rep as u64);
+        let t = Instant::now();
+        batch.admit(last, &prompt, &greedy)?;
+        while !batch.tick()?.iter().any(|&(slot, _)| slot == last) {}
+        let secs = t.elapsed().as_secs_f64();
+        if loaded {
+            busy += secs;
+        } else {
+            idle += secs;
+        }
+        for slot in 0..batch.parallel() {
+            batch.finish(slot)?;
+        }
+    }
+    Ok(BusyTtft {
+        others: last,
+        idle_s: idle / spec.reps as f64,
+        busy_s: busy / spec.reps as f64,
     })
 }

@@ -241,12 +241,7 @@ impl<'m> Session<'m> {
     }
 
     pub(super) fn check(&self, tokens: &[u32]) -> Result<()> {
-        let v = self.model.config.vocab as u32;
-        if let Some(t) = tokens.iter().find(|&&t| t >= v) {
-            return Err(Error::Input(format!(
-                "token id {t} is outside the vocabulary (size {v})"
-            )));
-        }
+        self.check_ids(tokens)?;
         if self.pos + tokens.len() > self.opts.max_context {
             return Err(Error::Input(format!(
                 "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx or a shorter prompt",
@@ -256,6 +251,17 @@ impl<'m> Session<'m> {
             )));
         }
         Ok(())
+    }
+
+    /// Every token id of `tokens` lies in the vocabulary.
+    pub(super) fn check_ids(&self, tokens: &[u32]) -> Result<()> {
+        let v = self.model.config.vocab as u32;
+        match tokens.iter().find(|&&t| t >= v) {
+            Some(t) => Err(Error::Input(format!(
+                "token id {t} is outside the vocabulary (size {v})"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
