@@ -11,7 +11,8 @@
 //! ([`Busy`]); a job's admission ends when the worker drops it. The worker is any function of
 //! the job queue ([`Engine::with_worker`]); [`Engine::start`] runs the GPU worker: one
 //! [`Session`] per slot, a job served on the slot that holds the longest prefix of its prompt
-//! (so a conversation's next turn prefills only its new tokens), jobs one at a time.
+//! (so a conversation's next turn prefills only its new tokens; see `pick_slot`), jobs one
+//! at a time in arrival order.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -259,7 +260,9 @@ fn gpu_worker(
     }
 }
 
-/// The slot holding the longest prefix of `prompt`; among equals, the least recently used.
+/// The slot for `prompt`: of the slots whose history `prompt` shares at least half of, the
+/// one sharing the longest prefix (a conversation's next turn); else the least recently used
+/// (an unused one first), so a new conversation does not evict one that may continue.
 fn pick_slot(slots: &[Session], last_used: &[u64], prompt: &[u32]) -> usize {
     let shared = |s: &Session| {
         s.history()
@@ -268,9 +271,16 @@ fn pick_slot(slots: &[Session], last_used: &[u64], prompt: &[u32]) -> usize {
             .take_while(|(a, b)| a == b)
             .count()
     };
-    (0..slots.len())
-        .max_by_key(|&i| (shared(&slots[i]), std::cmp::Reverse(last_used[i])))
-        .expect("at least one slot")
+    let continued = (0..slots.len())
+        .map(|i| (shared(&slots[i]), i))
+        .filter(|&(n, i)| n > 0 && 2 * n >= slots[i].history().len())
+        .max_by_key(|&(n, i)| (n, std::cmp::Reverse(last_used[i])));
+    match continued {
+        Some((_, i)) => i,
+        None => (0..slots.len())
+            .min_by_key(|&i| last_used[i])
+            .expect("at least one slot"),
+    }
 }
 
 /// Serves `job` on `session`: reuses the prefix it holds, feeds the rest, streams tokens.
