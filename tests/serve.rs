@@ -767,3 +767,31 @@ fn the_cli_serves_until_sigterm() {
     assert!(status.success(), "{status}: {rest}");
     assert!(rest.contains("shut down"), "{rest}");
 }
+
+/// The official `openai` Python client (`pip install openai`; not in CI): streamed and
+/// whole chat completions give the same message, from the bundled model (plain text) and
+/// from the scripted server (reasoning and a tool call).
+#[test]
+#[ignore = "needs python3 with the openai package"]
+fn openai_python_client_agrees() {
+    let check = |addr: SocketAddr, extra: &[&str]| {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tools/openai_client_check.py"
+            ))
+            .arg(format!("http://{addr}/v1"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        eprintln!("{text}");
+        assert!(out.status.success(), "{text}");
+    };
+    let scripted = scripted_server(REASONING_AND_CALL, Duration::ZERO, 4, None, |_, _| {});
+    check(scripted.addr, &["--tools"]);
+    if let Some(server) = gpu_server(1, 4) {
+        check(server.addr, &[]);
+    }
+}
