@@ -726,6 +726,42 @@ fn a_full_queue_is_refused_with_retry_after() {
 }
 
 #[test]
+fn connections_beyond_the_limit_wait_for_one_to_close() {
+    let t = text();
+    let engine = Engine::with_worker(1, 1, |jobs: Receiver<Job>, _| for _ in jobs {});
+    let server = start(
+        engine,
+        t,
+        Limits {
+            max_connections: 1,
+            ..limits(None)
+        },
+    );
+    let a = server.addr;
+    let idle = TcpStream::connect(a).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut waiting = send(a, "GET", "/health", "", &[]);
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        waiting.read(&mut buf).is_err(),
+        "answered while another connection was open"
+    );
+    drop(idle);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = waiting.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[test]
 fn the_cli_serves_until_sigterm() {
     if testing::context().is_none() {
         return;
