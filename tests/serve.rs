@@ -726,6 +726,35 @@ fn a_full_queue_is_refused_with_retry_after() {
 }
 
 #[test]
+fn a_whole_answer_stops_when_its_client_leaves() {
+    // 300 tokens, one every 20 ms: 6 s of work unless the job stops.
+    let server = scripted_server(
+        &"word ".repeat(300),
+        Duration::from_millis(20),
+        1,
+        None,
+        |_, _| {},
+    );
+    let a = server.addr;
+    let body = json!({"messages": [user("Hi")]}).to_string();
+    let client = send(a, "POST", "/v1/chat/completions", &body, &[]);
+    let t = Instant::now();
+    while metric(a, "wmoe_requests_running") < 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(client);
+    let t = Instant::now();
+    while metric(a, "wmoe_requests_running") > 0.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the job outlived its client"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn connections_beyond_the_limit_wait_for_one_to_close() {
     let t = text();
     let engine = Engine::with_worker(1, 1, |jobs: Receiver<Job>, _| for _ in jobs {});
