@@ -14,6 +14,7 @@ pub mod npy;
 pub mod output;
 pub mod quant;
 pub mod runtime;
+pub mod serve;
 
 pub use error::{Error, Result};
 

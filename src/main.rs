@@ -110,6 +110,41 @@ enum Command {
     Template(TemplateArgs),
     /// Read generated text on stdin, print the OpenAI assistant message it is (JSON, no GPU).
     Parse(ParseArgs),
+    /// Serve the OpenAI API (chat completions, completions, models) over HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+    /// Address to listen on; 0.0.0.0 exposes the server to the network.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port, printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Slots: sequences the server keeps (each its own KV cache; a conversation's next turn
+    /// reuses the slot holding it).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Requests that may wait beyond the slots; more are refused with 503 and Retry-After.
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// Largest max_tokens a request may ask for (and the budget of one that asks none).
+    #[arg(long, default_value_t = 4096)]
+    max_tokens: usize,
+    /// Connections served at once; more wait to be accepted.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
 }
 
 #[derive(Args)]
@@ -339,6 +374,7 @@ fn run(cli: Cli) -> wmoe::Result<()> {
         Command::Generate(a) => generate(&a),
         Command::Template(a) => template(&a),
         Command::Parse(a) => parse(&a),
+        Command::Serve(a) => serve(a),
     }
 }
 
@@ -499,6 +535,41 @@ fn parse(a: &ParseArgs) -> wmoe::Result<()> {
     let message = wmoe::parse_output(&text, t.opens_reasoning());
     println!("{}", message.to_json());
     Ok(())
+}
+
+fn serve(a: ServeArgs) -> wmoe::Result<()> {
+    let template = chat_template(&a.model.model)?;
+    let context = a.model.ctx.unwrap_or(DEFAULT_CONTEXT);
+    let kv = match a.model.kv_type {
+        KvArg::Auto => None,
+        KvArg::F16 => Some(KvType::F16),
+        KvArg::F32 => Some(KvType::F32),
+    };
+    let engine = wmoe::serve::EngineOptions {
+        device: device(&a.device),
+        quant: a.model.quant,
+        slots: a.parallel,
+        queue: a.queue,
+        context,
+        chunk: a.model.chunk,
+        kv,
+    };
+    let limits = wmoe::serve::Limits {
+        context,
+        max_body_bytes: a.max_body_bytes,
+        max_tokens: a.max_tokens,
+        max_connections: a.max_connections,
+        api_key: a.api_key.clone(),
+    };
+    let model = a.model.clone();
+    wmoe::serve::run(
+        move || files(&model),
+        template,
+        engine,
+        limits,
+        &a.host,
+        a.port,
+    )
 }
 
 fn mib(bytes: u64) -> f64 {
