@@ -58,6 +58,10 @@ pub use chat::{
     parse_output, AssistantMessage, ChatRequest, ChatTemplate, OutputParser, ParseEvent, ToolCall,
 };
 
+/// Streamed text: token ids to text that never splits a character ([`Detokenizer`]), and
+/// stop strings matched across deltas ([`StopMatcher`]).
+pub use chat::{Detokenizer, StopMatcher, StopStep};
+
 /// The model compiled into the library, which [`Model::load_bundled`] loads from memory and
 /// commands use when no `--model` is given.
 pub use bundled::{BundledModel, BUNDLED_MODEL};
