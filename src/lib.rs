@@ -22,6 +22,10 @@ pub use runtime::{
     FinishReason, Flow, HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions,
 };
 
+/// What one generation is asked for ([`Session::generate_stream_with`]): length, sampling,
+/// a sparse logit bias (OpenAI `logit_bias`), the DRY n-gram penalty and the loop guard.
+pub use runtime::{DryParams, DryPenalty, GenerateOptions, LoopGuard, LoopWatch};
+
 /// How [`Session::generate_with`] draws each token (greedy by default; a checkpoint's
 /// `generation_config.json` gives [`Model::generation`]).
 pub use kernels::sample::SamplingParams;

@@ -3,7 +3,10 @@
 
 pub mod bench;
 mod checkpoints;
+mod dry;
 mod forward;
+mod generation;
+mod loop_guard;
 mod model;
 mod moe;
 mod products;
@@ -14,6 +17,9 @@ mod session_file;
 mod state;
 mod step;
 
+pub use dry::{DryParams, DryPenalty};
+pub use generation::GenerateOptions;
+pub use loop_guard::{LoopGuard, LoopWatch};
 pub use model::{Model, ModelFiles};
 pub use session::{FinishReason, Flow, HostTime, Session, SessionOptions};
 pub use step::LogitsMode;
