@@ -6,6 +6,7 @@
 
 pub mod bundled;
 pub mod chat;
+pub mod conversation;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -65,6 +66,15 @@ pub use chat::{
 /// Streamed text: token ids to text that never splits a character ([`Detokenizer`]), and
 /// stop strings matched across deltas ([`StopMatcher`]).
 pub use chat::{Detokenizer, StopMatcher, StopStep};
+
+/// A chat over a session (`wmoe chat`, `wmoe generate --chat`): the conversation rendered
+/// with the model's template, its tokens reused, the answer streamed through stop strings
+/// and the output parser; [`generate_text`] is the same for plain text; [`run_terminal`] is
+/// the interactive loop.
+pub use conversation::{
+    generate_text, read_input, run_terminal, Completion, Conversation, Input, TerminalOptions,
+    TurnReport,
+};
 
 /// The model compiled into the library, which [`Model::load_bundled`] loads from memory and
 /// commands use when no `--model` is given.

@@ -182,6 +182,11 @@ impl<'m> Session<'m> {
         self.seq.clear(self.ctx);
     }
 
+    /// The model the session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
+    }
+
     /// The tokens the sequence holds so far (prompts and the generated tokens fed back), in
     /// order.
     pub fn history(&self) -> &[u32] {
