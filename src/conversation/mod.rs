@@ -321,3 +321,65 @@ impl Conversation {
             .map_err(|e| Error::file(path, e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::context;
+    use crate::runtime::{Model, SessionOptions};
+
+    /// A turn keeps the answer as generated and cut at a stop string; a saved chat loads
+    /// back with its messages; a session file without a conversation, or a malformed one,
+    /// is refused and leaves the conversation as it was.
+    #[test]
+    fn turns_save_and_load() {
+        let Some(ctx) = context() else { return };
+        let model = Model::load_bundled(ctx, None, false).unwrap();
+        let mut s = Session::new(ctx, &model, SessionOptions::default()).unwrap();
+        let template = ChatTemplate::bundled().unwrap();
+        let mut conv = Conversation::new(template, Some("sys".into()), None).unwrap();
+        conv.options.max_tokens = 12;
+        conv.options.ignore_eos = true;
+        let first = conv.turn(&mut s, "Hi", &mut |_| {}).unwrap();
+        let stop: String = first.text.chars().skip(3).take(1).collect();
+        assert!(!stop.is_empty(), "{first:?}");
+        conv.clear();
+        s.reset();
+        conv.stops = vec![stop.clone()];
+        let mut streamed = Vec::new();
+        let cut = conv
+            .turn(&mut s, "Hi", &mut |e| streamed.push(e.clone()))
+            .unwrap();
+        assert_eq!(cut.text, first.text[..first.text.find(&stop).unwrap()]);
+        assert_eq!(cut.finish, FinishReason::Stopped);
+        assert_eq!(AssistantMessage::from_events(streamed), cut.message);
+        assert_eq!(conv.messages().len(), 2);
+        assert_eq!(conv.messages()[1]["content"], cut.text.as_str());
+
+        let dir = std::env::temp_dir().join(format!("wmoe-conv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (saved, bare) = (dir.join("chat.bin"), dir.join("bare.bin"));
+        conv.save(&s, &saved).unwrap();
+        s.save_session(&bare).unwrap();
+        let mut other = Conversation::new(ChatTemplate::bundled().unwrap(), None, None).unwrap();
+        let mut s2 = Session::new(ctx, &model, SessionOptions::default()).unwrap();
+        other.load(&mut s2, &saved).unwrap();
+        assert_eq!(other.messages(), conv.messages());
+        assert_eq!(other.render().unwrap(), conv.render().unwrap());
+        assert_eq!(s2.history(), s.history());
+        let e = other.load(&mut s2, &bare).unwrap_err().to_string();
+        assert!(e.contains("no conversation"), "{e}");
+        let e = other
+            .restore(&json!({"messages": 3}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("messages"), "{e}");
+        let e = other
+            .restore(&json!({"messages": [], "tools": ["f"]}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tools[0]"), "{e}");
+        assert_eq!(other.messages(), conv.messages());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
