@@ -37,7 +37,7 @@ struct ModelArgs {
     /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled tiny model.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Longest sequence the session holds (prompt + generated tokens); default: generate, the
+    /// Longest sequence the session holds (prompt + generated tokens); default: generate and chat, the
     /// model's max_position_embeddings (KV pages are allocated as the sequence grows); logits,
     /// 4096 or the tokens given; bench, what its tests need. A given --ctx is never raised.
     #[arg(long)]
