@@ -93,6 +93,95 @@ fn generate_json_on_the_bundled_model() {
     assert!(v["text"].is_string());
 }
 
+/// `wmoe generate ARGS --json` on the bundled model, parsed.
+fn generate_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("generate")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `generate --chat` renders the template and parses the answer; `--stop` ends the text
+/// at a stop string; a forced token (`--logit-bias`) repeats until the loop guard ends it.
+#[test]
+fn generate_chat_stop_strings_logit_bias_and_loop_guard() {
+    if !gpu_available() {
+        return;
+    }
+    let chat = generate_json(&[
+        "--chat",
+        "--prompt",
+        "Hi",
+        "--system",
+        "Be brief.",
+        "--max-tokens",
+        "8",
+    ]);
+    let plain = generate_json(&["--prompt", "Hi", "--max-tokens", "8"]);
+    assert_eq!(chat["message"]["role"], "assistant");
+    assert!(
+        chat["prompt_tokens"].as_u64().unwrap() > plain["tokens"].as_array().unwrap().len() as u64
+    );
+    assert!(["eos", "length"].contains(&chat["finish"].as_str().unwrap()));
+
+    let whole = generate_json(&["--prompt", "Hello", "--max-tokens", "12", "--ignore-eos"]);
+    let text = whole["text"].as_str().unwrap();
+    let stop: String = text.chars().skip(2).take(1).collect();
+    assert!(!stop.is_empty(), "{text:?}");
+    let cut = generate_json(&[
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--stop",
+        &stop,
+    ]);
+    assert_eq!(
+        cut["text"].as_str().unwrap(),
+        &text[..text.find(&stop).unwrap()]
+    );
+    assert_eq!(cut["finish"], "stopped");
+
+    let looped = generate_json(&[
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "20",
+        "--ignore-eos",
+        "--logit-bias",
+        "300=100",
+        "--loop-min-repeats",
+        "4",
+    ]);
+    assert_eq!(looped["tokens"], serde_json::json!([300, 300, 300, 300]));
+    assert_eq!(looped["finish"], "repetition");
+    // DRY penalizes what the bias forces once it repeats: the run of one token is broken.
+    let forced = [
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "6",
+        "--ignore-eos",
+        "--logit-bias",
+        "300=25",
+    ];
+    let all = generate_json(&forced);
+    assert_eq!(all["tokens"], serde_json::json!(vec![300; 6]));
+    let dry = [
+        &forced[..],
+        &["--dry-multiplier", "40", "--dry-allowed-length", "1"],
+    ]
+    .concat();
+    let broken = generate_json(&dry);
+    assert_ne!(broken["tokens"], all["tokens"]);
+}
+
 /// `wmoe bench --json` with two depths: one row per test and depth, llama-bench's fields
 /// (`n_depth` included), positive throughput and the host time per decode step.
 #[test]
@@ -517,6 +606,13 @@ fn bad_sampling_values_are_clear_errors() {
         ("--min-p", "NaN", "min-p must be in [0, 1]"),
         ("--repeat-penalty", "0", "repeat penalty must be"),
         ("--repeat-last-n", "-2", "--repeat-last-n must be -1"),
+        ("--dry-base", "0.5", "DRY base must be"),
+        (
+            "--dry-penalty-last-n",
+            "-3",
+            "--dry-penalty-last-n must be -1",
+        ),
+        ("--loop-min-repeats", "1", "loop guard needs"),
     ] {
         let out = Command::new(BIN)
             .args(["generate", "--tokens", "1", flag, value])

@@ -117,6 +117,19 @@ fn saved_sessions_resume_and_refuse_what_is_not_theirs() {
     let d = rel_max_diff(&got, &fresh_logits(ctx, &model, &conv));
     assert!(d < 1e-5, "resumed: {d}");
 
+    // A note saved with the session comes back with it.
+    let noted = dir.join("noted.bin");
+    s.save_session_with_note(&noted, "{\"messages\": []} é")
+        .unwrap();
+    let mut again = session(ctx, &model);
+    assert_eq!(
+        again.load_session_with_note(&noted).unwrap(),
+        "{\"messages\": []} é"
+    );
+    assert_eq!(again.history(), s.history());
+    assert_eq!(resumed.load_session_with_note(&file).unwrap(), "");
+    std::fs::remove_file(&noted).unwrap();
+
     let bytes = std::fs::read(&file).unwrap();
     let refused = |bytes: &[u8], s: &mut Session| {
         let f = dir.join("bad.bin");

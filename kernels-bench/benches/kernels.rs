@@ -478,13 +478,15 @@ fn sampler(c: &mut Criterion, ctx: &GpuContext) {
         ("top-k top-p min-p penalties", full, &lm),
     ] {
         let settings = ctx.storage_with("settings", &[sample::Settings::new(&sp)]);
+        let bias = ctx.storage_with("bias", &sample::bias_list(&[]));
         let b = |x: &wgpu::Buffer| Binding::whole(x);
-        let (lb, sb, seen_b, ob) = (b(row), b(&settings), b(&seen), b(&out));
+        let (lb, sb, seen_b, ob, bb) = (b(row), b(&settings), b(&seen), b(&out), b(&bias));
         let args = sample::Args {
             logits: &lb,
             settings: &sb,
             seen: &seen_b,
             out: &ob,
+            bias: &bb,
         };
         bench_at(
             c,

@@ -462,6 +462,7 @@ fn record_batched_step(
             logits: &single(&b.logits),
             settings: &single(&sampler.settings),
             seen: &single(&sampler.seen),
+            bias: &single(&sampler.bias),
             out: &Binding {
                 buffer: bufs.drawn.clone(),
                 offset: j as u64 * DRAWN_STRIDE,

@@ -231,6 +231,7 @@ fn head(rec: &mut Recorder, view: &StepView, t: u32, mode: LogitsMode) {
         settings: &b(&view.sampler.settings),
         seen: &b(&view.sampler.seen),
         out: &b(&sc.next_token),
+        bias: &b(&view.sampler.bias),
     };
     sample::record(rec, &args, view.cfg.vocab as u32, rows - 1, t);
 }

@@ -4,7 +4,10 @@
 mod batch;
 pub mod bench;
 mod checkpoints;
+mod dry;
 mod forward;
+mod generation;
+mod loop_guard;
 mod model;
 mod moe;
 mod products;
@@ -16,6 +19,9 @@ mod state;
 mod step;
 
 pub use batch::Batch;
+pub use dry::{DryParams, DryPenalty};
+pub use generation::GenerateOptions;
+pub use loop_guard::{LoopGuard, LoopWatch};
 pub use model::{Model, ModelFiles};
 pub use session::{FinishReason, Flow, HostTime, Session, SessionOptions};
 pub use step::LogitsMode;

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::checkpoints::ConvCheckpoints;
 use super::forward::record_step;
+use super::generation::GenerateOptions;
+use super::loop_guard::LoopWatch;
 use super::sampling::Sampler;
 use super::scratch::Scratch;
 use super::state::SequenceState;
@@ -53,14 +55,29 @@ pub enum FinishReason {
     Stopped,
     /// `max_tokens` were generated.
     Length,
+    /// The loop guard found the generation stuck repeating a cycle.
+    Repetition,
 }
 
 impl FinishReason {
-    /// The OpenAI `finish_reason` of a text generation that ended this way.
+    /// The OpenAI `finish_reason` of a text generation that ended this way: "stop", or
+    /// "length" at `max_tokens`. A loop cut short by the loop guard is "stop" too (OpenAI
+    /// has no reason for it, and a client seeing "length" might retry with more tokens);
+    /// [`Self::name`] tells it apart.
     pub fn openai(self) -> &'static str {
         match self {
-            FinishReason::Eos | FinishReason::Stopped => "stop",
+            FinishReason::Eos | FinishReason::Stopped | FinishReason::Repetition => "stop",
             FinishReason::Length => "length",
+        }
+    }
+
+    /// The reason in one word: "eos", "stopped", "length" or "repetition".
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Stopped => "stopped",
+            FinishReason::Length => "length",
+            FinishReason::Repetition => "repetition",
         }
     }
 }
@@ -178,6 +195,11 @@ impl<'m> Session<'m> {
         self.history.clear();
         self.checkpoints.clear();
         self.seq.clear(self.ctx);
+    }
+
+    /// The model the session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
     }
 
     /// The tokens the sequence holds so far (prompts and the generated tokens fed back), in
@@ -463,14 +485,8 @@ impl<'m> Session<'m> {
     }
 
     /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling` and
-    /// handed to `on_token` as soon as it is read back (a final EOS token too); `on_token`
-    /// may end the generation
-    /// (a stop string, a closed stream). Stops at an EOS token unless `ignore_eos`, and says
-    /// why it stopped. Routing and sampling stay on the GPU, each drawn token feeds the next
-    /// step on the GPU, and the host reads token ids back one step late. A stop at EOS (or by
-    /// `on_token`) thus leaves the last token fed into the sequence (as a chat's next turn
-    /// needs it). The presence and frequency penalties count this call's tokens; the
-    /// repetition penalty's window reaches back into the prompt and earlier calls.
+    /// handed to `on_token` as soon as it is read back ([`Self::generate_stream_with`] with
+    /// no bias, DRY or loop guard).
     pub fn generate_stream(
         &mut self,
         prompt: &[u32],
@@ -479,7 +495,33 @@ impl<'m> Session<'m> {
         sampling: &SamplingParams,
         on_token: &mut dyn FnMut(u32) -> Flow,
     ) -> Result<FinishReason> {
-        sampling.check()?;
+        let opts = GenerateOptions {
+            max_tokens,
+            ignore_eos,
+            sampling: *sampling,
+            ..GenerateOptions::default()
+        };
+        self.generate_stream_with(prompt, &opts, on_token)
+    }
+
+    /// Generation of up to `opts.max_tokens` after `prompt`, each token drawn as `opts`
+    /// says and handed to `on_token` as soon as it is read back (a final EOS token too);
+    /// `on_token` may end the generation (a stop string, a closed stream). Stops at an EOS
+    /// token unless `opts.ignore_eos`, where the loop guard finds it stuck, and says why it
+    /// stopped. Routing and sampling stay on the GPU, each drawn token feeds the next step
+    /// on the GPU, and the host reads token ids back one step late — except with DRY, whose
+    /// penalties need each token before the next step is submitted. A stop before
+    /// `max_tokens` leaves the last token fed into the sequence (as a chat's next turn needs
+    /// it). The presence and frequency penalties count this call's tokens; the repetition
+    /// penalty's window and DRY reach back into the prompt and earlier calls.
+    pub fn generate_stream_with(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> Flow,
+    ) -> Result<FinishReason> {
+        opts.check(self.model.config.vocab)?;
+        let max_tokens = opts.max_tokens;
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
@@ -496,44 +538,65 @@ impl<'m> Session<'m> {
             return Ok(FinishReason::Length);
         }
         self.sampler
-            .prepare(self.ctx, sampling, &self.history, prompt);
+            .prepare(self.ctx, &opts.sampling, &self.history, prompt);
         let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
         let (last, head) = chunks.split_last().expect("a non-empty prompt");
         for c in head {
             self.run_chunk(c, None, Some(false))?;
         }
+        let sync = opts.dry.is_some();
+        let mut bias_history: Vec<u32> = self.history.iter().chain(prompt).copied().collect();
+        self.sampler
+            .set_bias(self.ctx, &opts.bias_after(&bias_history));
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
         // Token i is sampled by submission i and read back while submission i + 1 (fed
-        // token i on the GPU) already runs, so the GPU never waits for the host. A conv
-        // checkpoint at the end of the prompt, where the answer starts.
+        // token i on the GPU) already runs, so the GPU never waits for the host (with DRY,
+        // submission i + 1 waits for token i's penalties). A conv checkpoint at the end of
+        // the prompt, where the answer starts.
         let first = self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0), Some(true))?;
         self.history.extend_from_slice(last);
         let mut pending = (0, first);
         let mut submitted = 1;
         let mut generated = Vec::new();
+        let mut watch = opts.loop_guard.map(LoopWatch::new);
         let eos = self.model.config.eos.clone();
+        let mut submit_next = |s: &mut Self| -> Result<Option<(usize, wgpu::SubmissionIndex)>> {
+            if submitted >= max_tokens {
+                return Ok(None);
+            }
+            let slot = submitted % 2;
+            submitted += 1;
+            let step = s.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
+            Ok(Some((slot, step)))
+        };
         loop {
-            let ahead = if submitted < max_tokens {
-                let slot = submitted % 2;
-                submitted += 1;
-                let step = self.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
-                Some((slot, step))
-            } else {
-                None
-            };
+            let mut ahead = if sync { None } else { submit_next(self)? };
             let t = self.read_slot(pending.0, pending.1)?;
             generated.push(t);
             let flow = on_token(t);
-            let reason = if !ignore_eos && eos.contains(&t) {
+            let stuck = watch.as_mut().is_some_and(|w| w.push(t));
+            let reason = if !opts.ignore_eos && eos.contains(&t) {
                 Some(FinishReason::Eos)
             } else if flow == Flow::Stop {
                 Some(FinishReason::Stopped)
+            } else if stuck {
+                Some(FinishReason::Repetition)
             } else if generated.len() >= max_tokens {
                 Some(FinishReason::Length)
             } else {
                 None
             };
+            if sync {
+                if reason.is_none() {
+                    bias_history.push(t);
+                    self.sampler
+                        .set_bias(self.ctx, &opts.bias_after(&bias_history));
+                }
+                // As without DRY, a token before max_tokens is fed even when it ends the
+                // generation.
+                ahead = submit_next(self)?;
+            }
             if let Some(reason) = reason {
                 self.end_turn(&generated)?;
                 return Ok(reason);

@@ -13,7 +13,6 @@ mod metrics;
 mod openai;
 mod pipeline;
 mod request;
-mod text;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use tokenizers::Tokenizer;
 
-use super::text::{Detokenizer, StopMatcher};
-use crate::chat::{OutputParser, ParseEvent};
+use crate::chat::{Detokenizer, OutputParser, ParseEvent, StopMatcher};
 
 /// Generated tokens into [`ParseEvent`]s (raw text completions give only `Content`).
 pub struct Pipeline {
-    detok: Detokenizer,
+    detok: Detokenizer<Arc<Tokenizer>>,
     stop: StopMatcher,
     /// `None` for raw text; taken when the stream finishes.
     parser: Option<OutputParser>,
@@ -33,7 +32,7 @@ impl Pipeline {
         ignore_eos: bool,
     ) -> (Self, Vec<ParseEvent>) {
         let mut p = Pipeline {
-            detok: Detokenizer::new(tokenizer),
+            detok: Detokenizer::new(tokenizer, false),
             stop: StopMatcher::new(stops),
             parser,
             eos,
@@ -55,8 +54,9 @@ impl Pipeline {
         if self.stopped || (!self.ignore_eos && self.eos.contains(&id)) {
             return (Vec::new(), self.stopped);
         }
-        let delta = self.detok.push(id);
-        let (text, stopped) = self.stop.push(&delta);
+        let delta = self.detok.push(id).unwrap_or_default();
+        let step = self.stop.feed(&delta);
+        let (text, stopped) = (step.text, step.stop.is_some());
         let mut events = self.parse(&text);
         if stopped {
             self.stopped = true;
@@ -70,8 +70,9 @@ impl Pipeline {
         if self.stopped {
             return Vec::new();
         }
-        let tail = self.detok.finish();
-        let (mut text, stopped) = self.stop.push(&tail);
+        let tail = self.detok.finish().unwrap_or_default();
+        let step = self.stop.feed(&tail);
+        let (mut text, stopped) = (step.text, step.stop.is_some());
         if !stopped {
             text.push_str(&self.stop.finish());
         }
