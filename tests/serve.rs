@@ -860,3 +860,43 @@ fn openai_python_client_agrees() {
         check(server.addr, &[]);
     }
 }
+
+/// Requests decoded together (continuous batching over three slots, joining while others
+/// stream) give each the answer it gets alone.
+#[test]
+fn concurrent_requests_answer_as_they_would_alone() {
+    let Some(server) = gpu_server(3, 4) else {
+        return;
+    };
+    let a = server.addr;
+    let bodies: Vec<Json> = [
+        ("Tell me a story", 30),
+        ("Why is the sky blue?", 18),
+        ("Hi", 24),
+    ]
+    .into_iter()
+    .map(|(q, n)| {
+        json!({"messages": [user(q)], "max_tokens": n, "temperature": 0,
+                   "ignore_eos": true, "stream": true})
+    })
+    .collect();
+    let alone: Vec<Json> = bodies
+        .iter()
+        .map(|b| reassemble(&post(a, "/v1/chat/completions", b).events()).0)
+        .collect();
+    let together: Vec<Json> = std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                s.spawn(move || {
+                    // Staggered: later requests join while earlier ones stream.
+                    std::thread::sleep(Duration::from_millis(40 * i as u64));
+                    reassemble(&post(a, "/v1/chat/completions", b).events()).0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(together, alone);
+}

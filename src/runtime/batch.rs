@@ -256,6 +256,19 @@ impl<'m> Batch<'m> {
         }
     }
 
+    /// Forgets slot `slot`'s sequence (after a failed step, which may have left half of it).
+    pub fn reset(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        s.last = None;
+        s.pending.clear();
+        s.session.reset();
+    }
+
+    /// Bytes of KV cache allocated over all slots.
+    pub fn kv_bytes(&self) -> u64 {
+        self.slots.iter().map(|s| s.session.kv_bytes()).sum()
+    }
+
     /// Ends slot `slot`'s generation (or its prompt's prefill): its last drawn token is not
     /// fed, and a conv checkpoint marks the turn's end for the next request's prefix reuse.
     /// Nothing to do for an idle slot.

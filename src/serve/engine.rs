@@ -9,11 +9,12 @@
 //!
 //! [`Engine::submit`] admits at most `slots + queue` jobs at once and refuses the rest
 //! ([`Busy`]); a job's admission ends when the worker drops it. The worker is any function of
-//! the job queue ([`Engine::with_worker`]); [`Engine::start`] runs the GPU worker: one
-//! [`Session`] per slot, a job served on the slot that holds the longest prefix of its prompt
-//! (so a conversation's next turn prefills only its new tokens; see `pick_slot`), jobs one
-//! at a time in arrival order.
+//! the job queue ([`Engine::with_worker`]); [`Engine::start`] runs the GPU worker: a
+//! [`Batch`] of `slots` sequences decoded together (continuous batching), a job admitted to
+//! the free slot that holds the longest prefix of its prompt (so a conversation's next turn
+//! prefills only its new tokens; see `pick_slot`), in arrival order.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -26,7 +27,7 @@ use crate::gpu::{DeviceOptions, GpuContext};
 use crate::kernels::sample::SamplingParams;
 use crate::kernels::KvType;
 use crate::model::QuantPlan;
-use crate::runtime::{FinishReason, Flow, Model, ModelFiles, Session, SessionOptions};
+use crate::runtime::{Batch, FinishReason, Model, ModelFiles, SessionOptions};
 
 /// What the engine reports about a job, in this order: `Started`, `Token`s, then `Finished`
 /// or `Error`.
@@ -85,7 +86,7 @@ pub struct Busy;
 pub struct EngineOptions {
     pub device: DeviceOptions,
     pub quant: Option<QuantPlan>,
-    /// Sessions (slots), each with its own KV cache and conv state.
+    /// Slots: sequences decoded together, each with its own KV cache and conv state.
     pub slots: usize,
     /// Jobs admitted beyond the slots, waiting.
     pub queue: usize,
@@ -204,8 +205,10 @@ impl Engine {
     }
 }
 
-/// The GPU engine thread: device, model and one session per slot; then jobs until the
-/// queue closes.
+/// The GPU engine thread: device, model and a [`Batch`] of `slots` sequences; then jobs
+/// until the queue closes, continuously batched: jobs join free slots between steps (their
+/// prompts prefilled a chunk per step, [`Batch::tick`]), every running job draws a token per
+/// step, and finished or abandoned ones leave at once.
 fn gpu_worker(
     files: ModelFiles,
     opts: &EngineOptions,
@@ -232,98 +235,207 @@ fn gpu_worker(
             .kv
             .unwrap_or_else(|| model.auto_kv_type(&ctx, opts.context)),
     };
-    let slots: Result<Vec<Session>> = (0..opts.slots)
-        .map(|_| Session::new(&ctx, &model, session_opts))
-        .collect();
-    let mut slots = match slots {
-        Ok(s) => s,
+    let batch = match Batch::new(&ctx, &model, session_opts, opts.slots) {
+        Ok(b) => b,
         Err(e) => {
             ready(Err(e));
             return;
         }
     };
     ready(Ok(()));
-    let mut last_used = vec![0u64; slots.len()];
-    let mut clock = 0u64;
-    while let Ok(job) = jobs.recv() {
-        if job.abandoned() {
-            continue;
+    let eos = model.config.eos.clone();
+    Scheduler::new(batch, &stats, eos).run(&jobs);
+}
+
+/// A job in a slot: where its generation stands.
+struct Running {
+    job: Job,
+    generated: usize,
+    started: Instant,
+    first: Option<Instant>,
+}
+
+/// The engine loop over a batch: admission into slots, the batch's ticks, and each job's
+/// end (EOS, its token budget, a full context, a client gone, an error).
+struct Scheduler<'b, 'm> {
+    batch: Batch<'m>,
+    stats: &'b Stats,
+    eos: Vec<u32>,
+    running: Vec<Option<Running>>,
+    waiting: VecDeque<Job>,
+    last_used: Vec<u64>,
+    clock: u64,
+}
+
+impl<'b, 'm> Scheduler<'b, 'm> {
+    fn new(batch: Batch<'m>, stats: &'b Stats, eos: Vec<u32>) -> Self {
+        let n = batch.parallel();
+        Scheduler {
+            batch,
+            stats,
+            eos,
+            running: (0..n).map(|_| None).collect(),
+            waiting: VecDeque::new(),
+            last_used: vec![0; n],
+            clock: 0,
         }
-        let i = pick_slot(&slots, &last_used, &job.prompt);
-        clock += 1;
-        last_used[i] = clock;
-        stats.running.fetch_add(1, Ordering::SeqCst);
-        run_job(&mut slots[i], &job, &stats);
-        stats.running.fetch_sub(1, Ordering::SeqCst);
-        let kv: u64 = slots.iter().map(|s| s.kv_bytes()).sum();
-        stats.kv_bytes.store(kv, Ordering::SeqCst);
+    }
+
+    /// Serves jobs until the queue closes and the running ones are done.
+    fn run(mut self, jobs: &mpsc::Receiver<Job>) {
+        loop {
+            let idle = self.running.iter().all(Option::is_none) && self.waiting.is_empty();
+            if idle {
+                match jobs.recv() {
+                    Ok(job) => self.waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            self.waiting.extend(jobs.try_iter());
+            self.waiting.retain(|job| !job.abandoned());
+            self.drop_abandoned();
+            self.admit();
+            self.tick();
+            self.stats
+                .kv_bytes
+                .store(self.batch.kv_bytes(), Ordering::SeqCst);
+        }
+    }
+
+    /// Ends the jobs whose clients left, freeing their slots now rather than at a token.
+    fn drop_abandoned(&mut self) {
+        for slot in 0..self.running.len() {
+            if self.running[slot]
+                .as_ref()
+                .is_some_and(|r| r.job.abandoned())
+            {
+                self.end(slot, Ok(FinishReason::Stopped));
+            }
+        }
+    }
+
+    /// Waiting jobs into free slots, in arrival order.
+    fn admit(&mut self) {
+        while !self.waiting.is_empty() {
+            let free: Vec<usize> = (0..self.running.len())
+                .filter(|&i| self.running[i].is_none())
+                .collect();
+            if free.is_empty() {
+                return;
+            }
+            let job = self.waiting.pop_front().expect("not empty");
+            let slot = pick_slot(&self.batch, &free, &self.last_used, &job.prompt);
+            self.clock += 1;
+            self.last_used[slot] = self.clock;
+            match self.batch.admit(slot, &job.prompt, &job.sampling) {
+                Ok(kept) => {
+                    self.stats.record_prompt(job.prompt.len(), kept);
+                    if job.send(Event::Started {
+                        cached_tokens: kept,
+                    }) {
+                        self.stats.running.fetch_add(1, Ordering::SeqCst);
+                        self.running[slot] = Some(Running {
+                            job,
+                            generated: 0,
+                            started: Instant::now(),
+                            first: None,
+                        });
+                    } else {
+                        let _ = self.batch.finish(slot);
+                    }
+                }
+                Err(e) => {
+                    self.stats.failed.fetch_add(1, Ordering::SeqCst);
+                    job.send(Event::Error(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// One tick of the batch; its tokens to their jobs. A failed tick fails every running job
+    /// and starts their slots afresh (a slot may hold half a step).
+    fn tick(&mut self) {
+        let drawn = match self.batch.tick() {
+            Ok(drawn) => drawn,
+            Err(e) => {
+                for slot in 0..self.running.len() {
+                    if self.running[slot].is_some() {
+                        self.end(slot, Err(e.to_string()));
+                    }
+                }
+                return;
+            }
+        };
+        for (slot, t) in drawn {
+            let Some(r) = self.running[slot].as_mut() else {
+                continue;
+            };
+            r.generated += 1;
+            r.first.get_or_insert_with(Instant::now);
+            let reason = if !r.job.send(Event::Token(t)) {
+                Some(FinishReason::Stopped)
+            } else if !r.job.ignore_eos && self.eos.contains(&t) {
+                Some(FinishReason::Eos)
+            } else if r.generated >= r.job.max_tokens || self.batch.room(slot) == 0 {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.end(slot, Ok(reason));
+            }
+        }
+    }
+
+    /// Ends the job in `slot` with `outcome`, and frees the slot.
+    fn end(&mut self, slot: usize, outcome: std::result::Result<FinishReason, String>) {
+        let Some(r) = self.running[slot].take() else {
+            return;
+        };
+        self.stats.running.fetch_sub(1, Ordering::SeqCst);
+        let end = Instant::now();
+        let first = r.first.unwrap_or(end);
+        self.stats
+            .record_generation(r.generated as u64, first - r.started, end - first);
+        let finished = match outcome {
+            Ok(reason) => self.batch.finish(slot).map(|()| reason),
+            Err(e) => Err(Error::Gpu(e)),
+        };
+        match finished {
+            Ok(reason) => {
+                r.job.send(Event::Finished(reason));
+            }
+            Err(e) => {
+                self.batch.reset(slot);
+                self.stats.failed.fetch_add(1, Ordering::SeqCst);
+                r.job.send(Event::Error(e.to_string()));
+            }
+        }
     }
 }
 
-/// The slot for `prompt`: of the slots whose history `prompt` shares at least half of, the
-/// one sharing the longest prefix (a conversation's next turn); else the least recently used
-/// (an unused one first), so a new conversation does not evict one that may continue.
-fn pick_slot(slots: &[Session], last_used: &[u64], prompt: &[u32]) -> usize {
-    let shared = |s: &Session| {
-        s.history()
+/// The slot of `free` for `prompt`: of those whose history `prompt` shares at least half of,
+/// the one sharing the longest prefix (a conversation's next turn); else the least recently
+/// used (an unused one first), so a new conversation does not evict one that may continue.
+fn pick_slot(batch: &Batch, free: &[usize], last_used: &[u64], prompt: &[u32]) -> usize {
+    let shared = |slot: usize| {
+        batch
+            .history(slot)
             .iter()
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
     };
-    let continued = (0..slots.len())
-        .map(|i| (shared(&slots[i]), i))
-        .filter(|&(n, i)| n > 0 && 2 * n >= slots[i].history().len())
+    let continued = free
+        .iter()
+        .map(|&i| (shared(i), i))
+        .filter(|&(n, i)| n > 0 && 2 * n >= batch.history(i).len())
         .max_by_key(|&(n, i)| (n, std::cmp::Reverse(last_used[i])));
     match continued {
         Some((_, i)) => i,
-        None => (0..slots.len())
-            .min_by_key(|&i| last_used[i])
-            .expect("at least one slot"),
-    }
-}
-
-/// Serves `job` on `session`: reuses the prefix it holds, feeds the rest, streams tokens.
-fn run_job(session: &mut Session, job: &Job, stats: &Stats) {
-    let result = (|| -> Result<FinishReason> {
-        let kept = session.reuse_prefix(&job.prompt)?;
-        stats.record_prompt(job.prompt.len(), kept);
-        if !job.send(Event::Started {
-            cached_tokens: kept,
-        }) {
-            return Ok(FinishReason::Stopped);
-        }
-        let start = Instant::now();
-        let mut first: Option<Instant> = None;
-        let mut generated = 0u64;
-        let reason = session.generate_stream(
-            &job.prompt[kept..],
-            job.max_tokens,
-            job.ignore_eos,
-            &job.sampling,
-            &mut |t| {
-                first.get_or_insert_with(Instant::now);
-                generated += 1;
-                match job.send(Event::Token(t)) {
-                    true => Flow::Continue,
-                    false => Flow::Stop,
-                }
-            },
-        )?;
-        let end = Instant::now();
-        let first = first.unwrap_or(end);
-        stats.record_generation(generated, first - start, end - first);
-        Ok(reason)
-    })();
-    match result {
-        Ok(reason) => {
-            job.send(Event::Finished(reason));
-        }
-        Err(e) => {
-            // The sequence may hold half a step: start the slot afresh.
-            session.reset();
-            stats.failed.fetch_add(1, Ordering::SeqCst);
-            job.send(Event::Error(e.to_string()));
-        }
+        None => *free
+            .iter()
+            .min_by_key(|&&i| last_used[i])
+            .expect("at least one free slot"),
     }
 }
