@@ -18,7 +18,9 @@ pub mod runtime;
 pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
-pub use runtime::{HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions};
+pub use runtime::{
+    ContextOverflow, HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions,
+};
 
 /// How [`Session::generate_with`] draws each token (greedy by default; a checkpoint's
 /// `generation_config.json` gives [`Model::generation`]).

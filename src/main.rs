@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
-    BenchSpec, ChatRequest, ChatTemplate, DeviceOptions, GpuContext, KvType, LogitsMode, Model,
-    ModelFiles, QuantPlan, SamplingParams, Session, SessionOptions,
+    BenchSpec, ChatRequest, ChatTemplate, ContextOverflow, DeviceOptions, GpuContext, KvType,
+    LogitsMode, Model, ModelFiles, QuantPlan, SamplingParams, Session, SessionOptions,
 };
 
 #[derive(Parser)]
@@ -79,6 +79,33 @@ impl ModelArgs {
             max_context,
             chunk: self.chunk,
             kv,
+        }
+    }
+}
+
+/// What feeding a token into a full context does.
+#[derive(Args, Clone)]
+struct OverflowArgs {
+    /// At a full context: stop with an error, or shift (llama.cpp's context shift: keep the
+    /// first --keep tokens, discard half of the rest, move the others down re-rotating their keys).
+    #[arg(long, value_enum, default_value = "error")]
+    context_overflow: OverflowArg,
+    /// Tokens a context shift keeps at the start.
+    #[arg(long, default_value_t = 0)]
+    keep: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverflowArg {
+    Error,
+    Shift,
+}
+
+impl OverflowArgs {
+    fn overflow(&self) -> ContextOverflow {
+        match self.context_overflow {
+            OverflowArg::Error => ContextOverflow::Error,
+            OverflowArg::Shift => ContextOverflow::Shift { keep: self.keep },
         }
     }
 }
@@ -222,6 +249,8 @@ struct GenerateArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     ignore_eos: bool,
+    #[command(flatten)]
+    overflow: OverflowArgs,
     /// Print one JSON object {"tokens": [...], "text": "..."}.
     #[arg(long)]
     json: bool,
@@ -438,6 +467,7 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
     };
     let opts = a.model.session(&ctx, &m, m.config.max_positions);
     let mut s = Session::new(&ctx, &m, opts)?;
+    s.set_context_overflow(a.overflow.overflow())?;
     if a.model.ctx.is_none() {
         eprintln!("{}", s.context_summary());
     }
@@ -451,6 +481,13 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
         );
     }
     let out = s.generate_with(&ids[kept..], a.max_tokens, a.ignore_eos, &sampling)?;
+    if s.context_shifts() > 0 {
+        eprintln!(
+            "context full: shifted {} time(s), keeping the first {} tokens",
+            s.context_shifts(),
+            a.overflow.keep
+        );
+    }
     if let Some(path) = &a.save_session {
         s.save_session(path)?;
     }

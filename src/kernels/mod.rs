@@ -6,6 +6,7 @@ pub mod attention_merge;
 pub mod copy;
 pub mod embedding;
 mod geometry;
+pub mod kv_shift;
 pub mod matmul;
 pub mod matvec;
 pub mod moe_combine;
@@ -136,6 +137,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("attention", attention::SOURCE, 64),
         ("attention_merge", attention_merge::SOURCE, 64),
         ("copy", copy::SOURCE, 256),
+        ("kv_shift", kv_shift::SOURCE, 64),
         ("moe_combine", moe_combine::SOURCE, 64),
         ("moe_gather", moe_gather::SOURCE, 64),
         ("moe_router", moe_router::SOURCE, 64),
@@ -162,7 +164,14 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     for kv in [KvType::F16, KvType::F32] {
         let d = kv.defines().with(&wg).flag("SPLIT");
         v.push(("attention", attention::SOURCE.to_string(), d));
+        let d = kv.defines().with(&wg).flag("ROTATE");
+        v.push(("kv_shift", kv_shift::SOURCE.to_string(), d));
     }
+    v.push((
+        "kv_shift",
+        kv_shift::SOURCE.to_string(),
+        KvType::F32.defines().with(&wg),
+    ));
     v
 }
 
@@ -198,6 +207,7 @@ mod tests {
             ("attention", layout::<attention::Params>()),
             ("attention_merge", layout::<attention_merge::Params>()),
             ("copy", layout::<copy::Params>()),
+            ("kv_shift", layout::<kv_shift::Params>()),
             ("embedding", layout::<embedding::Params>()),
             ("matmul", layout::<matmul::Params>()),
             ("matvec", layout::<matvec::Params>()),

@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod checkpoints;
+mod context_shift;
 mod forward;
 mod model;
 mod moe;
@@ -14,6 +15,7 @@ mod session_file;
 mod state;
 mod step;
 
+pub use context_shift::ContextOverflow;
 pub use model::{Model, ModelFiles};
 pub use session::{HostTime, Session, SessionOptions};
 pub use step::LogitsMode;

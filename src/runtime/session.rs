@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::checkpoints::ConvCheckpoints;
+use super::context_shift::ContextOverflow;
 use super::forward::record_step;
 use super::sampling::Sampler;
 use super::scratch::Scratch;
@@ -81,6 +82,14 @@ pub struct Session<'m> {
     pub(super) history: Vec<u32>,
     /// Conv-state snapshots at chunk boundaries and turn ends, for prefix reuse.
     pub(super) checkpoints: ConvCheckpoints,
+    /// What feeding a token into a full context does.
+    pub(super) overflow: ContextOverflow,
+    /// Positions up to which the state is that of the history fed from the start: all of
+    /// them (`usize::MAX`) until a context shift, then the kept ones. Prefix reuse and conv
+    /// checkpoints reach no further.
+    pub(super) exact_until: usize,
+    /// Context shifts made so far.
+    pub(super) shifts: usize,
 }
 
 impl<'m> Session<'m> {
@@ -116,6 +125,9 @@ impl<'m> Session<'m> {
             host: HostTime::default(),
             history: Vec::new(),
             checkpoints: ConvCheckpoints::default(),
+            overflow: ContextOverflow::Error,
+            exact_until: usize::MAX,
+            shifts: 0,
             readback: ["token readback 0", "token readback 1"].map(|label| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -134,6 +146,7 @@ impl<'m> Session<'m> {
         self.pos = 0;
         self.history.clear();
         self.checkpoints.clear();
+        self.exact_until = usize::MAX;
         self.seq.clear(self.ctx);
     }
 
@@ -148,7 +161,8 @@ impl<'m> Session<'m> {
     /// the history — the KV cache up to there, the conv states from the latest checkpoint at
     /// or before it (taken at chunk boundaries and turn ends) — and returns how many tokens
     /// of `prompt` are in place; feed the rest (`prefill` or `generate` of `&prompt[n..]`).
-    /// At least the last token of `prompt` is always left to feed, for its logits.
+    /// At least the last token of `prompt` is always left to feed, for its logits. After a
+    /// context shift only the kept tokens can be reused.
     pub fn reuse_prefix(&mut self, prompt: &[u32]) -> Result<usize> {
         let shared = self
             .history
@@ -156,7 +170,8 @@ impl<'m> Session<'m> {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(1));
+            .min(prompt.len().saturating_sub(1))
+            .min(self.exact_until);
         if shared == self.history.len() {
             return Ok(shared);
         }
@@ -167,6 +182,7 @@ impl<'m> Session<'m> {
         self.checkpoints.restore(self.ctx, &self.seq, at);
         self.history.truncate(at);
         self.pos = at;
+        self.exact_until = usize::MAX;
         Ok(at)
     }
 
@@ -204,15 +220,36 @@ impl<'m> Session<'m> {
                 "token id {t} is outside the vocabulary (size {v})"
             )));
         }
-        if self.pos + tokens.len() > self.opts.max_context {
+        let fits = self.pos + tokens.len() <= self.opts.max_context;
+        if !fits && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
-                "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx or a shorter prompt",
+                "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx, a shorter prompt or --context-overflow shift",
                 tokens.len(),
                 self.pos,
                 self.opts.max_context
             )));
         }
         Ok(())
+    }
+
+    /// How many of the next `want` tokens to feed now (at most a chunk): those that fit in
+    /// the context, after a context shift when it is full (the history must hold every
+    /// token fed so far).
+    fn room(&mut self, want: usize) -> Result<usize> {
+        if self.pos == self.opts.max_context {
+            match self.overflow {
+                ContextOverflow::Shift { keep } => self.shift_context(keep),
+                ContextOverflow::Error => {
+                    return Err(Error::Input(format!(
+                        "the context of {} tokens is full; pass a larger --ctx or --context-overflow shift",
+                        self.opts.max_context
+                    )))
+                }
+            }
+        }
+        Ok(want
+            .min(self.opts.chunk)
+            .min(self.opts.max_context - self.pos))
     }
 
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
@@ -270,8 +307,8 @@ impl<'m> Session<'m> {
         let mut copies: Vec<BufferCopy> = feed
             .map(|slot| vec![copy(&self.scratch.tokens), copy(&self.readback[slot])])
             .unwrap_or_default();
-        if let Some(turn_end) = snapshot {
-            let after = self.pos + len;
+        let after = self.pos + len;
+        if let Some(turn_end) = snapshot.filter(|_| after <= self.exact_until) {
             let seq = &self.seq;
             copies.extend(self.checkpoints.snapshot(self.ctx, seq, after, turn_end)?);
         }
@@ -353,10 +390,12 @@ impl<'m> Session<'m> {
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
         let v = self.model.config.vocab;
         let mut out = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(self.opts.chunk).collect();
-        for (i, c) in chunks.iter().enumerate() {
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            let (c, r) = rest.split_at(self.room(rest.len())?);
+            rest = r;
             // A conv checkpoint after every chunk; the last one ends the turn.
-            let last = i + 1 == chunks.len();
+            let last = rest.is_empty();
             if mode == LogitsMode::All || last {
                 self.run_chunk(c, Some(mode), Some(last))?;
                 let rows = if mode == LogitsMode::All { c.len() } else { 1 };
@@ -373,6 +412,7 @@ impl<'m> Session<'m> {
         self.check(&[token])?;
         self.sampler
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
+        self.room(1)?;
         self.run_chunk(&[token], Some(LogitsMode::Last), None)?;
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
@@ -414,9 +454,9 @@ impl<'m> Session<'m> {
         }
         self.check(prompt)?;
         let needs = (self.pos + prompt.len()).saturating_add(max_tokens.saturating_sub(1));
-        if needs > self.opts.max_context {
+        if needs > self.opts.max_context && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
-                "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx",
+                "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx or --context-overflow shift",
                 prompt.len(),
                 self.opts.max_context
             )));
@@ -427,10 +467,14 @@ impl<'m> Session<'m> {
         }
         self.sampler
             .prepare(self.ctx, sampling, &self.history, prompt);
-        let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
-        let (last, head) = chunks.split_last().expect("a non-empty prompt");
-        for c in head {
-            self.run_chunk(c, None, Some(false))?;
+        let mut last = prompt;
+        loop {
+            let n = self.room(last.len())?;
+            if n == last.len() {
+                break;
+            }
+            self.run_chunk(&last[..n], None, Some(false))?;
+            last = &last[n..];
         }
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
@@ -441,11 +485,19 @@ impl<'m> Session<'m> {
         self.history.extend_from_slice(last);
         let mut pending = (0, first);
         let mut submitted = 1;
+        // Generated tokens before `out[synced]` are in the history already.
+        let mut synced = 0;
         let eos = self.model.config.eos.clone();
         loop {
             let ahead = if submitted < max_tokens {
                 let slot = submitted % 2;
                 submitted += 1;
+                if self.pos == self.opts.max_context {
+                    // Every token fed so far has been read back: the history catches up
+                    // before the shift rewrites it.
+                    synced += self.sync_history(&out[synced..]);
+                    self.room(1)?;
+                }
                 let step = self.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
                 Some((slot, step))
             } else {
@@ -454,18 +506,28 @@ impl<'m> Session<'m> {
             let t = self.read_slot(pending.0, pending.1)?;
             out.push(t);
             if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {
-                self.end_turn(&out)?;
+                self.end_turn(&out[synced..])?;
                 return Ok(out);
             }
             pending = ahead.expect("a step is in flight while tokens are owed");
         }
     }
 
+    /// Adds to the history the first of `generated` (tokens not in it yet) that were fed
+    /// back; returns how many.
+    fn sync_history(&mut self, generated: &[u32]) -> usize {
+        let fed = self.pos - self.history.len();
+        self.history.extend_from_slice(&generated[..fed]);
+        fed
+    }
+
     /// After a generation: the generated tokens that were fed back (those before the last
     /// submitted step's) join the history, and a conv checkpoint marks the turn's end.
     fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
-        let fed = self.pos - self.history.len();
-        self.history.extend_from_slice(&generated[..fed]);
+        self.sync_history(generated);
+        if self.pos > self.exact_until {
+            return Ok(());
+        }
         let copies = self
             .checkpoints
             .snapshot(self.ctx, &self.seq, self.pos, true)?;
