@@ -618,7 +618,7 @@ fn sizes_from_the_command_line_are_checked() {
             "18446744073709551615",
         ],
         &[],
-        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx",
+        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx or --context-overflow shift",
     );
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
 }

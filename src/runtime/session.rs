@@ -223,7 +223,7 @@ impl<'m> Session<'m> {
         let fits = self.pos + tokens.len() <= self.opts.max_context;
         if !fits && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
-                "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx, a shorter prompt or --context-overflow shift",
+                "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx or a shorter prompt",
                 tokens.len(),
                 self.pos,
                 self.opts.max_context
