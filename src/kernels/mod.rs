@@ -15,6 +15,7 @@ pub mod moe_router;
 pub mod qk_norm_rope;
 pub mod rmsnorm;
 pub mod sample;
+pub mod seen_shift;
 pub mod shortconv;
 pub mod swiglu;
 
@@ -144,6 +145,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("qk_norm_rope", qk_norm_rope::SOURCE, 64),
         ("rmsnorm", rmsnorm::SOURCE, 64),
         ("sample", sample::SOURCE, sample::WG),
+        ("seen_shift", seen_shift::SOURCE, 64),
         ("shortconv", shortconv::SOURCE, 64),
         ("swiglu", swiglu::SOURCE, 64),
     ] {
@@ -217,6 +219,7 @@ mod tests {
             ("qk_norm_rope", layout::<qk_norm_rope::Params>()),
             ("rmsnorm", layout::<rmsnorm::Params>()),
             ("sample", layout::<sample::Params>()),
+            ("seen_shift", layout::<seen_shift::Params>()),
             ("shortconv", layout::<shortconv::Params>()),
             ("swiglu", layout::<swiglu::Params>()),
         ];

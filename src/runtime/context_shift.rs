@@ -8,7 +8,7 @@ use super::state::LayerState;
 use super::Session;
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
-use crate::kernels::{kv_shift, Heads};
+use crate::kernels::{kv_shift, seen_shift, Heads};
 
 /// What a session does when a token must be fed into a full context.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,8 +48,9 @@ impl Session<'_> {
     }
 
     /// Shifts the context at the current position, keeping the first `keep` tokens; the
-    /// history must hold every token fed. The history drops the discarded tokens, and the
-    /// conv checkpoints after the kept ones go (the state no longer follows from the tokens).
+    /// history must hold every token fed. The history and the sampler's last-seen positions
+    /// drop the discarded tokens, and the conv checkpoints after the kept ones go (the state
+    /// no longer follows from the tokens).
     pub(super) fn shift_context(&mut self, keep: usize) {
         let n_past = self.pos;
         let discard = (n_past - keep) / 2;
@@ -74,6 +75,14 @@ impl Session<'_> {
                 kv_shift::record(&mut rec, heads, &pages, &(&rot).into(), moved);
             }
         }
+        let seen = (&self.sampler.seen).into();
+        seen_shift::record(
+            &mut rec,
+            &seen,
+            cfg.vocab as u32,
+            keep as u32,
+            discard as u32,
+        );
         rec.submit();
         self.pos -= discard;
         self.history.drain(keep..keep + discard);

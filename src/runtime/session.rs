@@ -70,7 +70,7 @@ pub struct Session<'m> {
     opts: SessionOptions,
     pub(super) seq: SequenceState,
     scratch: Scratch,
-    sampler: Sampler,
+    pub(super) sampler: Sampler,
     pub(super) pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
