@@ -21,7 +21,8 @@ pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
 pub use runtime::{
-    Batch, FinishReason, Flow, HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions,
+    Batch, ContextOverflow, FinishReason, Flow, HostTime, LogitsMode, Model, ModelFiles, Session,
+    SessionOptions,
 };
 
 /// What one generation is asked for ([`Session::generate_stream_with`]): length, sampling,

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wmoe::{
-    BenchSpec, ChatRequest, ChatTemplate, Conversation, DeviceOptions, DryParams, DryPenalty, Flow,
-    GenerateOptions, GpuContext, KvType, LogitsMode, LoopGuard, Model, ModelFiles, QuantPlan,
-    SamplingParams, Session, SessionOptions, TerminalOptions,
+    BenchSpec, ChatRequest, ChatTemplate, ContextOverflow, Conversation, DeviceOptions, DryParams,
+    DryPenalty, Flow, GenerateOptions, GpuContext, KvType, LogitsMode, LoopGuard, Model,
+    ModelFiles, QuantPlan, SamplingParams, Session, SessionOptions, TerminalOptions,
 };
 
 #[derive(Parser)]
@@ -80,6 +80,33 @@ impl ModelArgs {
             max_context,
             chunk: self.chunk,
             kv,
+        }
+    }
+}
+
+/// What feeding a token into a full context does.
+#[derive(Args, Clone)]
+struct OverflowArgs {
+    /// At a full context: stop with an error, or shift (llama.cpp's context shift: keep the
+    /// first --keep tokens, discard half of the rest, move the others down re-rotating their keys).
+    #[arg(long, value_enum, default_value = "error")]
+    context_overflow: OverflowArg,
+    /// Tokens a context shift keeps at the start.
+    #[arg(long, default_value_t = 0)]
+    keep: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverflowArg {
+    Error,
+    Shift,
+}
+
+impl OverflowArgs {
+    fn overflow(&self) -> ContextOverflow {
+        match self.context_overflow {
+            OverflowArg::Error => ContextOverflow::Error,
+            OverflowArg::Shift => ContextOverflow::Shift { keep: self.keep },
         }
     }
 }
@@ -274,6 +301,8 @@ struct GenerateArgs {
     /// System prompt of --chat.
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    #[command(flatten)]
+    overflow: OverflowArgs,
     /// Print one JSON object {"tokens": [...], "text": "...", "finish": "..."}, with --chat
     /// also "message" (the OpenAI assistant message) and "prompt_tokens".
     #[arg(long)]
@@ -652,6 +681,7 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
     };
     let session_opts = a.model.session(&ctx, &m, m.config.max_positions);
     let mut s = Session::new(&ctx, &m, session_opts)?;
+    s.set_context_overflow(a.overflow.overflow())?;
     if a.model.ctx.is_none() {
         eprintln!("{}", s.context_summary());
     }
@@ -723,6 +753,13 @@ fn generate(a: &GenerateArgs) -> wmoe::Result<()> {
         })?;
         (out, None, finish)
     };
+    if s.context_shifts() > 0 {
+        eprintln!(
+            "context full: shifted {} time(s), keeping the first {} tokens",
+            s.context_shifts(),
+            a.overflow.keep
+        );
+    }
     if let Some(path) = &a.save_session {
         s.save_session(path)?;
     }

@@ -714,7 +714,7 @@ fn sizes_from_the_command_line_are_checked() {
             "18446744073709551615",
         ],
         &[],
-        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx",
+        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx or --context-overflow shift",
     );
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
 }
@@ -851,4 +851,38 @@ fn gpu_tests_without_an_adapter_say_they_skipped_and_how_many() {
         "{err}"
     );
     assert!(stdout.contains("2 passed"), "{stdout}");
+}
+
+#[test]
+fn generate_shifts_a_full_context_when_asked() {
+    if !gpu_available() {
+        return;
+    }
+    let model = assets().join("tiny-moe");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap()];
+        args.extend([
+            "--tokens",
+            "1,20,30,40,50,60",
+            "--ctx",
+            "16",
+            "--max-tokens",
+            "30",
+        ]);
+        args.extend(["--ignore-eos", "--json"]);
+        args.extend(extra);
+        Command::new(BIN).args(&args).output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--context-overflow shift"), "{err}");
+    let out = run(&["--context-overflow", "shift", "--keep", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("shifted"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 30);
+    let out = run(&["--context-overflow", "shift", "--keep", "15"]);
+    assert!(!out.status.success());
 }

@@ -6,6 +6,7 @@ pub mod attention_merge;
 pub mod copy;
 pub mod embedding;
 mod geometry;
+pub mod kv_shift;
 pub mod matmul;
 pub mod matvec;
 pub mod moe_combine;
@@ -15,6 +16,7 @@ pub mod qk_norm_rope;
 pub mod rmsnorm;
 pub mod row_copy;
 pub mod sample;
+pub mod seen_shift;
 pub mod shortconv;
 pub mod swiglu;
 
@@ -137,6 +139,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("attention", attention::SOURCE, 64),
         ("attention_merge", attention_merge::SOURCE, 64),
         ("copy", copy::SOURCE, 256),
+        ("kv_shift", kv_shift::SOURCE, 64),
         ("moe_combine", moe_combine::SOURCE, 64),
         ("moe_gather", moe_gather::SOURCE, 64),
         ("moe_router", moe_router::SOURCE, 64),
@@ -144,6 +147,7 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("rmsnorm", rmsnorm::SOURCE, 64),
         ("row_copy", row_copy::SOURCE, 64),
         ("sample", sample::SOURCE, sample::WG),
+        ("seen_shift", seen_shift::SOURCE, 64),
         ("shortconv", shortconv::SOURCE, 64),
         ("swiglu", swiglu::SOURCE, 64),
     ] {
@@ -164,7 +168,14 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     for kv in [KvType::F16, KvType::F32] {
         let d = kv.defines().with(&wg).flag("SPLIT");
         v.push(("attention", attention::SOURCE.to_string(), d));
+        let d = kv.defines().with(&wg).flag("ROTATE");
+        v.push(("kv_shift", kv_shift::SOURCE.to_string(), d));
     }
+    v.push((
+        "kv_shift",
+        kv_shift::SOURCE.to_string(),
+        KvType::F32.defines().with(&wg),
+    ));
     v
 }
 
@@ -200,6 +211,7 @@ mod tests {
             ("attention", layout::<attention::Params>()),
             ("attention_merge", layout::<attention_merge::Params>()),
             ("copy", layout::<copy::Params>()),
+            ("kv_shift", layout::<kv_shift::Params>()),
             ("embedding", layout::<embedding::Params>()),
             ("matmul", layout::<matmul::Params>()),
             ("matvec", layout::<matvec::Params>()),
@@ -210,6 +222,7 @@ mod tests {
             ("rmsnorm", layout::<rmsnorm::Params>()),
             ("row_copy", layout::<row_copy::Params>()),
             ("sample", layout::<sample::Params>()),
+            ("seen_shift", layout::<seen_shift::Params>()),
             ("shortconv", layout::<shortconv::Params>()),
             ("swiglu", layout::<swiglu::Params>()),
         ];

@@ -4,6 +4,7 @@
 mod batch;
 pub mod bench;
 mod checkpoints;
+mod context_shift;
 mod dry;
 mod forward;
 mod generation;
@@ -19,6 +20,7 @@ mod state;
 mod step;
 
 pub use batch::Batch;
+pub use context_shift::ContextOverflow;
 pub use dry::{DryParams, DryPenalty};
 pub use generation::GenerateOptions;
 pub use loop_guard::{LoopGuard, LoopWatch};

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::checkpoints::ConvCheckpoints;
+use super::context_shift::ContextOverflow;
 use super::forward::record_step;
 use super::generation::GenerateOptions;
 use super::loop_guard::LoopWatch;
@@ -128,6 +129,14 @@ pub struct Session<'m> {
     pub(super) history: Vec<u32>,
     /// Conv-state snapshots at chunk boundaries and turn ends, for prefix reuse.
     pub(super) checkpoints: ConvCheckpoints,
+    /// What feeding a token into a full context does.
+    pub(super) overflow: ContextOverflow,
+    /// Positions up to which the state is that of the history fed from the start: all of
+    /// them (`usize::MAX`) until a context shift, then the kept ones. Prefix reuse and conv
+    /// checkpoints reach no further.
+    pub(super) exact_until: usize,
+    /// Context shifts made so far.
+    pub(super) shifts: usize,
 }
 
 impl<'m> Session<'m> {
@@ -176,6 +185,9 @@ impl<'m> Session<'m> {
             host: HostTime::default(),
             history: Vec::new(),
             checkpoints: ConvCheckpoints::default(),
+            overflow: ContextOverflow::Error,
+            exact_until: usize::MAX,
+            shifts: 0,
             readback: ["token readback 0", "token readback 1"].map(|label| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -194,6 +206,7 @@ impl<'m> Session<'m> {
         self.pos = 0;
         self.history.clear();
         self.checkpoints.clear();
+        self.exact_until = usize::MAX;
         self.seq.clear(self.ctx);
     }
 
@@ -213,7 +226,8 @@ impl<'m> Session<'m> {
     /// the history — the KV cache up to there, the conv states from the latest checkpoint at
     /// or before it (taken at chunk boundaries and turn ends) — and returns how many tokens
     /// of `prompt` are in place; feed the rest (`prefill` or `generate` of `&prompt[n..]`).
-    /// At least the last token of `prompt` is always left to feed, for its logits.
+    /// At least the last token of `prompt` is always left to feed, for its logits. After a
+    /// context shift only the kept tokens can be reused.
     pub fn reuse_prefix(&mut self, prompt: &[u32]) -> Result<usize> {
         let shared = self
             .history
@@ -221,7 +235,8 @@ impl<'m> Session<'m> {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(1));
+            .min(prompt.len().saturating_sub(1))
+            .min(self.exact_until);
         if shared == self.history.len() {
             return Ok(shared);
         }
@@ -232,6 +247,7 @@ impl<'m> Session<'m> {
         self.checkpoints.restore(self.ctx, &self.seq, at);
         self.history.truncate(at);
         self.pos = at;
+        self.exact_until = usize::MAX;
         Ok(at)
     }
 
@@ -264,7 +280,8 @@ impl<'m> Session<'m> {
 
     pub(super) fn check(&self, tokens: &[u32]) -> Result<()> {
         self.check_ids(tokens)?;
-        if self.pos + tokens.len() > self.opts.max_context {
+        let fits = self.pos + tokens.len() <= self.opts.max_context;
+        if !fits && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
                 "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx or a shorter prompt",
                 tokens.len(),
@@ -284,6 +301,26 @@ impl<'m> Session<'m> {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// How many of the next `want` tokens to feed now (at most a chunk): those that fit in
+    /// the context, after a context shift when it is full (the history must hold every
+    /// token fed so far).
+    fn room(&mut self, want: usize) -> Result<usize> {
+        if self.pos == self.opts.max_context {
+            match self.overflow {
+                ContextOverflow::Shift { keep } => self.shift_context(keep),
+                ContextOverflow::Error => {
+                    return Err(Error::Input(format!(
+                        "the context of {} tokens is full; pass a larger --ctx or --context-overflow shift",
+                        self.opts.max_context
+                    )))
+                }
+            }
+        }
+        Ok(want
+            .min(self.opts.chunk)
+            .min(self.opts.max_context - self.pos))
     }
 
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
@@ -341,8 +378,8 @@ impl<'m> Session<'m> {
         let mut copies: Vec<BufferCopy> = feed
             .map(|slot| vec![copy(&self.scratch.tokens), copy(&self.readback[slot])])
             .unwrap_or_default();
-        if let Some(turn_end) = snapshot {
-            let after = self.pos + len;
+        let after = self.pos + len;
+        if let Some(turn_end) = snapshot.filter(|_| after <= self.exact_until) {
             let seq = &self.seq;
             copies.extend(self.checkpoints.snapshot(self.ctx, seq, after, turn_end)?);
         }
@@ -424,10 +461,12 @@ impl<'m> Session<'m> {
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
         let v = self.model.config.vocab;
         let mut out = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(self.opts.chunk).collect();
-        for (i, c) in chunks.iter().enumerate() {
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            let (c, r) = rest.split_at(self.room(rest.len())?);
+            rest = r;
             // A conv checkpoint after every chunk; the last one ends the turn.
-            let last = i + 1 == chunks.len();
+            let last = rest.is_empty();
             if mode == LogitsMode::All || last {
                 self.run_chunk(c, Some(mode), Some(last))?;
                 let rows = if mode == LogitsMode::All { c.len() } else { 1 };
@@ -444,6 +483,7 @@ impl<'m> Session<'m> {
         self.check(&[token])?;
         self.sampler
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
+        self.room(1)?;
         self.run_chunk(&[token], Some(LogitsMode::Last), None)?;
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
@@ -527,9 +567,9 @@ impl<'m> Session<'m> {
         }
         self.check(prompt)?;
         let needs = (self.pos + prompt.len()).saturating_add(max_tokens.saturating_sub(1));
-        if needs > self.opts.max_context {
+        if needs > self.opts.max_context && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
-                "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx",
+                "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx or --context-overflow shift",
                 prompt.len(),
                 self.opts.max_context
             )));
@@ -539,10 +579,14 @@ impl<'m> Session<'m> {
         }
         self.sampler
             .prepare(self.ctx, &opts.sampling, &self.history, prompt);
-        let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
-        let (last, head) = chunks.split_last().expect("a non-empty prompt");
-        for c in head {
-            self.run_chunk(c, None, Some(false))?;
+        let mut last = prompt;
+        loop {
+            let n = self.room(last.len())?;
+            if n == last.len() {
+                break;
+            }
+            self.run_chunk(&last[..n], None, Some(false))?;
+            last = &last[n..];
         }
         let sync = opts.dry.is_some();
         let mut bias_history: Vec<u32> = self.history.iter().chain(prompt).copied().collect();
@@ -560,18 +604,33 @@ impl<'m> Session<'m> {
         let mut submitted = 1;
         let mut generated = Vec::new();
         let mut watch = opts.loop_guard.map(LoopWatch::new);
+        // Generated tokens before `generated[synced]` are in the history already.
+        let mut synced = 0;
         let eos = self.model.config.eos.clone();
-        let mut submit_next = |s: &mut Self| -> Result<Option<(usize, wgpu::SubmissionIndex)>> {
+        // Submits the step that feeds the last drawn token (shifting a full context first,
+        // once the history holds every token fed so far).
+        let mut submit_next = |s: &mut Self,
+                               generated: &[u32],
+                               synced: &mut usize|
+         -> Result<Option<(usize, wgpu::SubmissionIndex)>> {
             if submitted >= max_tokens {
                 return Ok(None);
             }
             let slot = submitted % 2;
             submitted += 1;
+            if s.pos == s.opts.max_context {
+                *synced += s.sync_history(&generated[*synced..]);
+                s.room(1)?;
+            }
             let step = s.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
             Ok(Some((slot, step)))
         };
         loop {
-            let mut ahead = if sync { None } else { submit_next(self)? };
+            let mut ahead = if sync {
+                None
+            } else {
+                submit_next(self, &generated, &mut synced)?
+            };
             let t = self.read_slot(pending.0, pending.1)?;
             generated.push(t);
             let flow = on_token(t);
@@ -595,21 +654,31 @@ impl<'m> Session<'m> {
                 }
                 // As without DRY, a token before max_tokens is fed even when it ends the
                 // generation.
-                ahead = submit_next(self)?;
+                ahead = submit_next(self, &generated, &mut synced)?;
             }
             if let Some(reason) = reason {
-                self.end_turn(&generated)?;
+                self.end_turn(&generated[synced..])?;
                 return Ok(reason);
             }
             pending = ahead.expect("a step is in flight while tokens are owed");
         }
     }
 
+    /// Adds to the history the first of `generated` (tokens not in it yet) that were fed
+    /// back; returns how many.
+    fn sync_history(&mut self, generated: &[u32]) -> usize {
+        let fed = self.pos - self.history.len();
+        self.history.extend_from_slice(&generated[..fed]);
+        fed
+    }
+
     /// After a generation: the generated tokens that were fed back (those before the last
     /// submitted step's) join the history, and a conv checkpoint marks the turn's end.
     pub(super) fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
-        let fed = self.pos - self.history.len();
-        self.history.extend_from_slice(&generated[..fed]);
+        self.sync_history(generated);
+        if self.pos > self.exact_until {
+            return Ok(());
+        }
         let copies = self
             .checkpoints
             .snapshot(self.ctx, &self.seq, self.pos, true)?;

@@ -3,9 +3,11 @@
 //!
 //! Layout (little-endian): `WMOESESS`, version u32, model fingerprint u64, KV element bytes
 //! u32, bytes per position and layer u64, attention layers u32, conv snapshot bytes u64,
-//! positions u64, the history (u32 each), each attention layer's K then V for every position,
-//! the conv states, the checkpoint count u32 and each checkpoint (position u64, turn end u8,
-//! snapshot), the note's length u64 and its UTF-8 bytes (version 2; a chat's messages); then
+//! positions u64, the positions that follow from the history (u64; all of them, u64::MAX,
+//! unless a context shift discarded tokens; version 2), the history (u32 each), each
+//! attention layer's K then V for every position, the conv states, the checkpoint count u32
+//! and each checkpoint (position u64, turn end u8, snapshot), the note's length u64 and its
+//! UTF-8 bytes (version 2; a chat's messages); then
 //! the FNV-1a hash of everything before it (u64). Written to a temporary file
 //! beside the target and renamed into place.
 
@@ -153,6 +155,8 @@ impl Session<'_> {
         w.put(&(layers as u32).to_le_bytes()).map_err(io)?;
         w.put(&conv.to_le_bytes()).map_err(io)?;
         w.put(&(self.pos as u64).to_le_bytes()).map_err(io)?;
+        let exact = u64::try_from(self.exact_until).unwrap_or(u64::MAX);
+        w.put(&exact.to_le_bytes()).map_err(io)?;
         w.put(bytemuck::cast_slice(&self.history)).map_err(io)?;
         let page = self.seq.page_positions;
         for (k, v) in kv_pages(&self.seq) {
@@ -241,6 +245,11 @@ impl Session<'_> {
                 self.options().max_context
             )));
         }
+        // Version 1 files predate context shifts: every position follows from the tokens.
+        let exact = match version {
+            1 => usize::MAX,
+            _ => usize::try_from(r.u64()?).unwrap_or(usize::MAX),
+        };
         let note = self.read_state(&mut r, pos).and_then(|()| match version {
             1 => Ok(String::new()),
             _ => read_note(&mut r),
@@ -261,6 +270,7 @@ impl Session<'_> {
             self.reset();
             return Err(bad("is damaged (checksum mismatch)".into()));
         }
+        self.exact_until = exact;
         Ok(note)
     }
 
