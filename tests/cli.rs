@@ -126,12 +126,13 @@ fn bench_json_rows_at_two_depths() {
     }
 }
 
-/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args.
+/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args (seeded: the
+/// bundled model samples by default).
 fn generate_hello(bin: &Path, cwd: &Path, model: &[&str]) -> serde_json::Value {
     let out = Command::new(bin)
         .current_dir(cwd)
         .args(["generate", "--prompt", "Hello", "--max-tokens", "8"])
-        .args(["--ignore-eos", "--json"])
+        .args(["--ignore-eos", "--json", "--seed", "7"])
         .args(model)
         .output()
         .unwrap();
@@ -148,7 +149,7 @@ fn bundled_model_needs_no_source_tree() {
     if !gpu_available() {
         return;
     }
-    let dir = assets().join("tiny-moe");
+    let dir = assets().join("demo");
     let want = generate_hello(
         Path::new(BIN),
         Path::new(env!("CARGO_MANIFEST_DIR")),
