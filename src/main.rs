@@ -34,7 +34,7 @@ struct DeviceArgs {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled tiny model.
+    /// Checkpoint directory (config.json + *.safetensors) or a .gguf file; default: the bundled demo model.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Longest sequence the session holds (prompt + generated tokens); default: generate and chat, the
@@ -180,7 +180,7 @@ struct ServeArgs {
 
 #[derive(Args)]
 struct TemplateArgs {
-    /// Checkpoint directory or .gguf file whose chat template to render; default: the bundled tiny model.
+    /// Checkpoint directory or .gguf file whose chat template to render; default: the bundled demo model.
     #[arg(long)]
     model: Option<PathBuf>,
     /// OpenAI chat request body (JSON): messages, tools, add_generation_prompt (default true), chat_template_kwargs.
@@ -190,7 +190,7 @@ struct TemplateArgs {
 
 #[derive(Args)]
 struct ParseArgs {
-    /// Checkpoint directory or .gguf file that generated the text; default: the bundled tiny model.
+    /// Checkpoint directory or .gguf file that generated the text; default: the bundled demo model.
     #[arg(long)]
     model: Option<PathBuf>,
 }

@@ -215,12 +215,13 @@ fn bench_json_rows_at_two_depths() {
     }
 }
 
-/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args.
+/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args (seeded: the
+/// bundled model samples by default).
 fn generate_hello(bin: &Path, cwd: &Path, model: &[&str]) -> serde_json::Value {
     let out = Command::new(bin)
         .current_dir(cwd)
         .args(["generate", "--prompt", "Hello", "--max-tokens", "8"])
-        .args(["--ignore-eos", "--json"])
+        .args(["--ignore-eos", "--json", "--seed", "7"])
         .args(model)
         .output()
         .unwrap();
@@ -237,7 +238,7 @@ fn bundled_model_needs_no_source_tree() {
     if !gpu_available() {
         return;
     }
-    let dir = assets().join("tiny-moe");
+    let dir = assets().join("demo");
     let want = generate_hello(
         Path::new(BIN),
         Path::new(env!("CARGO_MANIFEST_DIR")),
@@ -420,12 +421,11 @@ fn run_wmoe(args: &[&str], stdin: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that fails before reading its input (a missing model) closes the pipe first.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     let out = child.wait_with_output().unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.success(), text(out.stdout), text(out.stderr))

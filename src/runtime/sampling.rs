@@ -284,14 +284,14 @@ mod tests {
         (chi, bins - 1)
     }
 
-    /// At one position of the bundled model, 10,000 GPU draws (positions 0..10,000 as the
+    /// At one position of the random tiny model, 10,000 GPU draws (positions 0..10,000 as the
     /// RNG counter) at temperature 1, then with top-k, top-p and min-p, fit the filtered,
     /// renormalised softmax (chi-square, p > 0.001; the seeds are fixed, so the test is
     /// deterministic).
     #[test]
     fn draws_follow_the_filtered_softmax() {
         let Some(ctx) = context() else { return };
-        let model = Model::load_bundled(ctx, None, false).unwrap();
+        let model = tiny(ctx);
         let opts = SessionOptions {
             max_context: 64,
             ..SessionOptions::default()
@@ -335,8 +335,10 @@ mod tests {
         }
     }
 
-    fn bundled(ctx: &GpuContext) -> Model {
-        Model::load_bundled(ctx, None, false).unwrap()
+    /// The random-weight fixture `assets/models/tiny-moe` (the prompts below are its token ids).
+    fn tiny(ctx: &GpuContext) -> Model {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/tiny-moe");
+        Model::load(ctx, &dir, false).unwrap()
     }
 
     /// `generate_with` draws what the reference draws from `prefill` / `decode` logits with
@@ -345,7 +347,7 @@ mod tests {
     #[test]
     fn generation_matches_a_host_loop_of_the_reference() {
         let Some(ctx) = context() else { return };
-        let model = bundled(ctx);
+        let model = tiny(ctx);
         let prompt = [1u32, 20, 30, 40, 300, 300];
         let sets = [
             SamplingParams {
@@ -395,7 +397,7 @@ mod tests {
     #[test]
     fn seeded_generation_repeats() {
         let Some(ctx) = context() else { return };
-        let model = bundled(ctx);
+        let model = tiny(ctx);
         let mut s = Session::new(ctx, &model, SessionOptions::default()).unwrap();
         let prompt = [1u32, 50, 60];
         let greedy = s.generate(&prompt, 16, true).unwrap();
