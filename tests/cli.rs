@@ -129,7 +129,16 @@ fn generate_chat_stop_strings_logit_bias_and_loop_guard() {
     );
     assert!(["eos", "length"].contains(&chat["finish"].as_str().unwrap()));
 
-    let whole = generate_json(&["--prompt", "Hello", "--max-tokens", "12", "--ignore-eos"]);
+    // Greedy: the bundled demo model samples by default.
+    let whole = generate_json(&[
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--temperature",
+        "0",
+    ]);
     let text = whole["text"].as_str().unwrap();
     let stop: String = text.chars().skip(2).take(1).collect();
     assert!(!stop.is_empty(), "{text:?}");
@@ -139,6 +148,8 @@ fn generate_chat_stop_strings_logit_bias_and_loop_guard() {
         "--max-tokens",
         "12",
         "--ignore-eos",
+        "--temperature",
+        "0",
         "--stop",
         &stop,
     ]);
