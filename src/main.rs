@@ -44,7 +44,8 @@ struct ModelArgs {
     /// Prefill chunk size in tokens.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
-    /// KV cache type: f16, f32, or auto (f32 while the whole f32 cache stays ≤ 256 MiB).
+    /// KV cache type: f16, f32, q8_0 (llama.cpp's 32-value blocks with an f16 scale), or auto
+    /// (f32 while the whole f32 cache stays ≤ 256 MiB, else f16).
     #[arg(long, value_enum, default_value = "auto")]
     kv_type: KvArg,
     /// Quantize f32/f16/bf16 matrices while loading (already quantized ones are kept): q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k, q4_k_m, q4_k_s.
@@ -64,6 +65,8 @@ enum KvArg {
     Auto,
     F16,
     F32,
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 impl ModelArgs {
@@ -73,6 +76,7 @@ impl ModelArgs {
         let kv = match self.kv_type {
             KvArg::F16 => KvType::F16,
             KvArg::F32 => KvType::F32,
+            KvArg::Q8_0 => KvType::Q8_0,
             KvArg::Auto => m.auto_kv_type(ctx, max_context),
         };
         SessionOptions {

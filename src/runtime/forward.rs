@@ -128,6 +128,7 @@ fn attention_mixer(
         cache: &view.seq.pages(k, v),
         out: &out,
         partials: Some(&parts),
+        tiles: rec.ctx().profile().attention_tiles(t),
     };
     attention::record(rec, heads, &args, t);
     let out_proj = Linear {
