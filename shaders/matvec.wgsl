@@ -14,8 +14,8 @@ struct Params {
     x_stride: u32,     // elements between x[b] and x[b+1] (0: every b reads the same x)
     y_stride: u32,     // elements between y[b] and y[b+1]
     row_groups: u32,   // workgroups per batch tile = ceil(n / ROWS)
-    batch: u32,        // batch entries (plain mode)
-    x_div: u32,        // GATHER: x row = pair / x_div
+    batch: u32,        // batch entries (plain, EXPERTS); COMBINE: entries per token
+    x_div: u32,        // GATHER, EXPERTS: x row = pair (entry) / x_div
     tiles: u32,        // GATHER: batch tiles per expert (upper bound)
     eps: f32,          // NORM: RMSNorm epsilon
 }
@@ -214,14 +214,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var x_rows: array<u32, TOKENS>;
     var y_rows: array<u32, TOKENS>;
 #ifdef COMBINE
-    // Every batch entry, weighted, into y's single row.
-    y_rows[0] = 0u;
+    // Token wid.z's batch entries, weighted, into its y row.
+    y_rows[0] = wid.z * p.y_stride;
 #ifdef LANE_ROWS
     var acc: array<f32, LROWS>;
 #else
     var acc: array<f32, OUTS>;
 #endif
-    for (var b = 0u; b < p.batch; b++) {
+    for (var j = 0u; j < p.batch; j++) {
+        let b = wid.z * p.batch + j;
         if (lid == 0u) {
             chosen = ids[b];
         }
@@ -245,7 +246,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         chosen = ids[wid.z];
     }
     m = workgroupUniformLoad(&chosen);
-    x_rows[0] = wid.z * p.x_stride;
+    x_rows[0] = (wid.z / p.x_div) * p.x_stride;
     y_rows[0] = wid.z * p.y_stride;
 #else
 #ifdef GATHER

@@ -1,4 +1,5 @@
-// Sampling: out[0] = a token drawn from logits[row, 0..n] after the repetition, presence and
+// Sampling: out[0] = a token drawn from logits[row, 0..n] after a sparse logit bias (added to
+// the row in place first: OpenAI logit_bias, DRY penalties), the repetition, presence and
 // frequency penalties, temperature, top-k, top-p and min-p, by inverse CDF at a counter-based
 // uniform of (seed, pos); greedy (the lowest index of the largest penalized logit) when
 // `greedy`. The drawn token's count and position are then recorded in `seen`.
@@ -31,11 +32,13 @@ struct Settings {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> settings: Settings;
 // seen[t]: times token t was drawn; seen[n + t]: 1 + its last position (0: not in the window).
 @group(0) @binding(3) var<storage, read_write> seen: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<u32>;
+// bias[0]: entries; then (token, f32 bits) pairs, distinct tokens.
+@group(0) @binding(5) var<storage, read> bias: array<u32>;
 
 // Radix digits of 8 bits: four histogram passes find a key threshold exactly.
 const BINS: u32 = 256u;
@@ -452,9 +455,23 @@ fn draw(lid: u32, m: f32, argmax: u32, cut: u32, cands: bool) {
     }
 }
 
+// Adds the bias entries to the row, one thread per entry, visible to the whole workgroup after.
+fn add_bias(lid: u32) {
+    let count = bias[0];
+    for (var j = lid; j < count; j += WG) {
+        let t = bias[1u + 2u * j];
+        if (t < p.n) {
+            let at = p.row * p.n + t;
+            logits[at] = logits[at] + bitcast<f32>(bias[2u + 2u * j]);
+        }
+    }
+    storageBarrier();
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
     s = settings;
+    add_bias(lid);
     if (settings.greedy != 0u) {
         thread_max(lid, false);
         reduce_max(lid);

@@ -45,8 +45,10 @@ macro_rules! bundle {
     };
 }
 
-/// The bundled model: its runtime files only (the `reference*` files beside them are test data).
-pub static BUNDLED_MODEL: BundledModel = bundle!("tiny-moe":
+/// The bundled model: the small LFM2-MoE trained on documentation text by
+/// `tools/train_demo.py` (docs/DEMO-MODEL.md), so that it writes English; its runtime files
+/// only (the `reference*` files beside them are test data).
+pub static BUNDLED_MODEL: BundledModel = bundle!("demo":
     "config.json",
     "model.safetensors",
     "tokenizer.json",

@@ -6,6 +6,7 @@
 
 pub mod bundled;
 pub mod chat;
+pub mod conversation;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
@@ -14,11 +15,19 @@ pub mod npy;
 pub mod output;
 pub mod quant;
 pub mod runtime;
+pub mod serve;
 
 pub use error::{Error, Result};
 
 pub use gpu::{DeviceOptions, DeviceProfile, GpuContext, Switches};
-pub use runtime::{HostTime, LogitsMode, Model, ModelFiles, Session, SessionOptions};
+pub use runtime::{
+    Batch, ContextOverflow, FinishReason, Flow, HostTime, LogitsMode, Model, ModelFiles, Session,
+    SessionOptions,
+};
+
+/// What one generation is asked for ([`Session::generate_stream_with`]): length, sampling,
+/// a sparse logit bias (OpenAI `logit_bias`), the DRY n-gram penalty and the loop guard.
+pub use runtime::{DryParams, DryPenalty, GenerateOptions, LoopGuard, LoopWatch};
 
 /// How [`Session::generate_with`] draws each token (greedy by default; a checkpoint's
 /// `generation_config.json` gives [`Model::generation`]).
@@ -54,6 +63,19 @@ pub use npy::write_f32 as write_npy;
 /// assistant message, whole or streaming (`wmoe parse`).
 pub use chat::{
     parse_output, AssistantMessage, ChatRequest, ChatTemplate, OutputParser, ParseEvent, ToolCall,
+};
+
+/// Streamed text: token ids to text that never splits a character ([`Detokenizer`]), and
+/// stop strings matched across deltas ([`StopMatcher`]).
+pub use chat::{Detokenizer, StopMatcher, StopStep};
+
+/// A chat over a session (`wmoe chat`, `wmoe generate --chat`): the conversation rendered
+/// with the model's template, its tokens reused, the answer streamed through stop strings
+/// and the output parser; [`generate_text`] is the same for plain text; [`run_terminal`] is
+/// the interactive loop.
+pub use conversation::{
+    generate_text, read_input, run_terminal, Completion, Conversation, Input, TerminalOptions,
+    TurnReport,
 };
 
 /// The model compiled into the library, which [`Model::load_bundled`] loads from memory and

@@ -93,6 +93,95 @@ fn generate_json_on_the_bundled_model() {
     assert!(v["text"].is_string());
 }
 
+/// `wmoe generate ARGS --json` on the bundled model, parsed.
+fn generate_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .arg("generate")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {err}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `generate --chat` renders the template and parses the answer; `--stop` ends the text
+/// at a stop string; a forced token (`--logit-bias`) repeats until the loop guard ends it.
+#[test]
+fn generate_chat_stop_strings_logit_bias_and_loop_guard() {
+    if !gpu_available() {
+        return;
+    }
+    let chat = generate_json(&[
+        "--chat",
+        "--prompt",
+        "Hi",
+        "--system",
+        "Be brief.",
+        "--max-tokens",
+        "8",
+    ]);
+    let plain = generate_json(&["--prompt", "Hi", "--max-tokens", "8"]);
+    assert_eq!(chat["message"]["role"], "assistant");
+    assert!(
+        chat["prompt_tokens"].as_u64().unwrap() > plain["tokens"].as_array().unwrap().len() as u64
+    );
+    assert!(["eos", "length"].contains(&chat["finish"].as_str().unwrap()));
+
+    let whole = generate_json(&["--prompt", "Hello", "--max-tokens", "12", "--ignore-eos"]);
+    let text = whole["text"].as_str().unwrap();
+    let stop: String = text.chars().skip(2).take(1).collect();
+    assert!(!stop.is_empty(), "{text:?}");
+    let cut = generate_json(&[
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--stop",
+        &stop,
+    ]);
+    assert_eq!(
+        cut["text"].as_str().unwrap(),
+        &text[..text.find(&stop).unwrap()]
+    );
+    assert_eq!(cut["finish"], "stopped");
+
+    let looped = generate_json(&[
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "20",
+        "--ignore-eos",
+        "--logit-bias",
+        "300=100",
+        "--loop-min-repeats",
+        "4",
+    ]);
+    assert_eq!(looped["tokens"], serde_json::json!([300, 300, 300, 300]));
+    assert_eq!(looped["finish"], "repetition");
+    // DRY penalizes what the bias forces once it repeats: the run of one token is broken.
+    let forced = [
+        "--prompt",
+        "Hello",
+        "--max-tokens",
+        "6",
+        "--ignore-eos",
+        "--logit-bias",
+        "300=25",
+    ];
+    let all = generate_json(&forced);
+    assert_eq!(all["tokens"], serde_json::json!(vec![300; 6]));
+    let dry = [
+        &forced[..],
+        &["--dry-multiplier", "40", "--dry-allowed-length", "1"],
+    ]
+    .concat();
+    let broken = generate_json(&dry);
+    assert_ne!(broken["tokens"], all["tokens"]);
+}
+
 /// `wmoe bench --json` with two depths: one row per test and depth, llama-bench's fields
 /// (`n_depth` included), positive throughput and the host time per decode step.
 #[test]
@@ -126,12 +215,13 @@ fn bench_json_rows_at_two_depths() {
     }
 }
 
-/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args.
+/// `wmoe generate --json` on "Hello" run as `bin` in `cwd`, with `model` args (seeded: the
+/// bundled model samples by default).
 fn generate_hello(bin: &Path, cwd: &Path, model: &[&str]) -> serde_json::Value {
     let out = Command::new(bin)
         .current_dir(cwd)
         .args(["generate", "--prompt", "Hello", "--max-tokens", "8"])
-        .args(["--ignore-eos", "--json"])
+        .args(["--ignore-eos", "--json", "--seed", "7"])
         .args(model)
         .output()
         .unwrap();
@@ -148,7 +238,7 @@ fn bundled_model_needs_no_source_tree() {
     if !gpu_available() {
         return;
     }
-    let dir = assets().join("tiny-moe");
+    let dir = assets().join("demo");
     let want = generate_hello(
         Path::new(BIN),
         Path::new(env!("CARGO_MANIFEST_DIR")),
@@ -331,12 +421,11 @@ fn run_wmoe(args: &[&str], stdin: &str) -> (bool, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A command that fails before reading its input (a missing model) closes the pipe first.
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     let out = child.wait_with_output().unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.success(), text(out.stdout), text(out.stderr))
@@ -517,6 +606,13 @@ fn bad_sampling_values_are_clear_errors() {
         ("--min-p", "NaN", "min-p must be in [0, 1]"),
         ("--repeat-penalty", "0", "repeat penalty must be"),
         ("--repeat-last-n", "-2", "--repeat-last-n must be -1"),
+        ("--dry-base", "0.5", "DRY base must be"),
+        (
+            "--dry-penalty-last-n",
+            "-3",
+            "--dry-penalty-last-n must be -1",
+        ),
+        ("--loop-min-repeats", "1", "loop guard needs"),
     ] {
         let out = Command::new(BIN)
             .args(["generate", "--tokens", "1", flag, value])
@@ -618,7 +714,7 @@ fn sizes_from_the_command_line_are_checked() {
             "18446744073709551615",
         ],
         &[],
-        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx",
+        "error: invalid input: prompt of 3 tokens plus 18446744073709551615 new tokens exceeds the context of 4096; pass a larger --ctx or --context-overflow shift",
     );
     let _ = std::fs::remove_dir_all(out.parent().unwrap());
 }
@@ -755,4 +851,38 @@ fn gpu_tests_without_an_adapter_say_they_skipped_and_how_many() {
         "{err}"
     );
     assert!(stdout.contains("2 passed"), "{stdout}");
+}
+
+#[test]
+fn generate_shifts_a_full_context_when_asked() {
+    if !gpu_available() {
+        return;
+    }
+    let model = assets().join("tiny-moe");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model.to_str().unwrap()];
+        args.extend([
+            "--tokens",
+            "1,20,30,40,50,60",
+            "--ctx",
+            "16",
+            "--max-tokens",
+            "30",
+        ]);
+        args.extend(["--ignore-eos", "--json"]);
+        args.extend(extra);
+        Command::new(BIN).args(&args).output().unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--context-overflow shift"), "{err}");
+    let out = run(&["--context-overflow", "shift", "--keep", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("shifted"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 30);
+    let out = run(&["--context-overflow", "shift", "--keep", "15"]);
+    assert!(!out.status.success());
 }

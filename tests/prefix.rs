@@ -118,6 +118,19 @@ fn saved_sessions_resume_and_refuse_what_is_not_theirs() {
     let d = rel_max_diff(&got, &fresh_logits(ctx, &model, &conv));
     assert!(d < 1e-5, "resumed: {d}");
 
+    // A note saved with the session comes back with it.
+    let noted = dir.join("noted.bin");
+    s.save_session_with_note(&noted, "{\"messages\": []} é")
+        .unwrap();
+    let mut again = session(ctx, &model);
+    assert_eq!(
+        again.load_session_with_note(&noted).unwrap(),
+        "{\"messages\": []} é"
+    );
+    assert_eq!(again.history(), s.history());
+    assert_eq!(resumed.load_session_with_note(&file).unwrap(), "");
+    std::fs::remove_file(&noted).unwrap();
+
     let bytes = std::fs::read(&file).unwrap();
     let refused = |bytes: &[u8], s: &mut Session| {
         let f = dir.join("bad.bin");
@@ -167,4 +180,43 @@ fn saved_sessions_resume_and_refuse_what_is_not_theirs() {
     let mut other_model = session(ctx, &dense);
     assert!(refused(&bytes, &mut other_model).contains("another model"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A generation its callback stops early gives the first tokens of the full generation, says
+/// it was stopped, and leaves the sequence where a next turn continues it exactly.
+#[test]
+fn a_stopped_stream_is_a_prefix_and_continues() {
+    let Some(ctx) = testing::context() else {
+        return;
+    };
+    let model = Model::load_bundled(ctx, None, false).unwrap();
+    let vocab = model.config.vocab;
+    let prompt = tokens(20, 4, vocab);
+    let full = session(ctx, &model).generate(&prompt, 8, true).unwrap();
+
+    let mut s = session(ctx, &model);
+    let mut got = Vec::new();
+    let greedy = wmoe::SamplingParams::greedy();
+    let reason = s
+        .generate_stream(&prompt, 8, true, &greedy, &mut |t| {
+            got.push(t);
+            if got.len() == 3 {
+                wmoe::Flow::Stop
+            } else {
+                wmoe::Flow::Continue
+            }
+        })
+        .unwrap();
+    assert_eq!(reason, wmoe::FinishReason::Stopped);
+    assert_eq!(got, full[..3]);
+    // The stopped stream's tokens are all in the history, and a continuation matches a
+    // fresh run of the whole conversation.
+    assert_eq!(s.history(), [&prompt[..], &got[..]].concat());
+    let next = tokens(5, 5, vocab);
+    let conv = [s.history(), &next[..]].concat();
+    let kept = s.reuse_prefix(&conv).unwrap();
+    assert_eq!(kept, s.history().len());
+    let cont = s.prefill(&conv[kept..], LogitsMode::Last).unwrap();
+    let d = rel_max_diff(&cont, &fresh_logits(ctx, &model, &conv));
+    assert!(d < 1e-5, "continuation after a stop: {d}");
 }

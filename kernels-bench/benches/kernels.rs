@@ -156,6 +156,8 @@ fn products(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: H as u32,
                     batch: m,
                     ids: None,
+                    x_div: 1,
+                    tokens: 1,
                     route: None,
                     norm: None,
                     gather: None,
@@ -214,6 +216,8 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: (2 * FE) as u32,
                     batch: TOP_K as u32,
                     ids: Some((&ids).into()),
+                    x_div: 1,
+                    tokens: 1,
                     route: None,
                     norm: None,
                     gather: None,
@@ -246,6 +250,8 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: H as u32,
                     batch: TOP_K as u32,
                     ids: Some((&ids).into()),
+                    x_div: 1,
+                    tokens: 1,
                     route: Some((&weights).into()),
                     norm: None,
                     gather: None,
@@ -289,6 +295,8 @@ fn experts(c: &mut Criterion, ctx: &GpuContext) {
                     y_stride: (2 * FE) as u32,
                     batch: 0,
                     ids: None,
+                    x_div: 1,
+                    tokens: 1,
                     route: None,
                     norm: None,
                     gather: Some(lists.gather(EXPERTS as u32, t as u32, TOP_K as u32)),
@@ -471,13 +479,15 @@ fn sampler(c: &mut Criterion, ctx: &GpuContext) {
         ("top-k top-p min-p penalties", full, &lm),
     ] {
         let settings = ctx.storage_with("settings", &[sample::Settings::new(&sp)]);
+        let bias = ctx.storage_with("bias", &sample::bias_list(&[]));
         let b = |x: &wgpu::Buffer| Binding::whole(x);
-        let (lb, sb, seen_b, ob) = (b(row), b(&settings), b(&seen), b(&out));
+        let (lb, sb, seen_b, ob, bb) = (b(row), b(&settings), b(&seen), b(&out), b(&bias));
         let args = sample::Args {
             logits: &lb,
             settings: &sb,
             seen: &seen_b,
             out: &ob,
+            bias: &bb,
         };
         bench_at(
             c,

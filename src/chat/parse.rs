@@ -82,6 +82,8 @@ pub struct OutputParser {
     reasoning: Run,
     /// The content run as it was when the open tool call started, restored if it is malformed.
     before_call: Run,
+    /// Whether tool-call blocks are calls (else they stay content as written).
+    tool_calls: bool,
 }
 
 impl OutputParser {
@@ -100,7 +102,15 @@ impl OutputParser {
             content: Run::default(),
             reasoning,
             before_call: Run::default(),
+            tool_calls: true,
         }
+    }
+
+    /// The same parser with tool-call blocks left as content, as written (a request whose
+    /// `tool_choice` is `none`).
+    pub fn without_tool_calls(mut self) -> Self {
+        self.tool_calls = false;
+        self
     }
 
     /// The events `delta` completes.
@@ -133,7 +143,8 @@ impl OutputParser {
     /// Handles the next marker in `pending`, or emits what is certain and returns false.
     fn step(&mut self, events: &mut Vec<ParseEvent>) -> bool {
         let markers: &[&str] = match self.mode {
-            Mode::Content => &[THINK_START, TOOL_CALL_START],
+            Mode::Content if self.tool_calls => &[THINK_START, TOOL_CALL_START],
+            Mode::Content => &[THINK_START],
             Mode::Reasoning => &[THINK_END],
             Mode::Call => &[TOOL_CALL_END],
         };
@@ -375,6 +386,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn without_tool_calls_a_call_block_is_content() {
+        let text = "<think>r</think>Hi <|tool_call_start|>[f(x=1)]<|tool_call_end|>";
+        let mut p = OutputParser::new(false).without_tool_calls();
+        let mut events = p.feed(text);
+        events.extend(p.finish());
+        assert_eq!(
+            AssistantMessage::from_events(events),
+            msg(
+                Some("Hi <|tool_call_start|>[f(x=1)]<|tool_call_end|>"),
+                Some("r"),
+                vec![]
+            )
+        );
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub struct StepVars {
     pub pos0: u32,
 }
 
-/// Writes a dispatch's parameters for the step's variables.
-type Positioned = Box<dyn Fn(&StepVars, &mut [u8])>;
+/// Writes a dispatch's parameters for the step's variables (those of every sequence the step
+/// advances; the writer picks its own).
+type Positioned = Box<dyn Fn(&[StepVars], &mut [u8])>;
 
 /// A recorded dispatch: its parameters sit in the fixed or the positioned arena.
 struct Dispatch {
@@ -71,15 +72,20 @@ pub struct BufferCopy {
 }
 
 /// Collects a step's dispatches; `finish` turns them into a `Plan` (pipelines, bind groups
-/// and uniform arenas built once), `submit` runs them once.
+/// and uniform arenas built once), `submit` runs them once. A step may advance several
+/// sequences, each with its own variables: dispatches recorded after `sequence(i)` read
+/// sequence i's.
 pub struct Recorder<'a> {
     ctx: &'a GpuContext,
-    vars: StepVars,
+    vars: Vec<StepVars>,
+    /// The sequence whose variables the dispatches now recorded read.
+    seq: usize,
     dispatches: Vec<Dispatch>,
     fixed: Vec<u8>,
     positioned: Vec<u8>,
     writers: Vec<(u64, Positioned)>,
-    holds: RangeInclusive<u32>,
+    /// Per sequence, the positions the plan holds for.
+    holds: Vec<RangeInclusive<u32>>,
     align: u64,
 }
 
@@ -89,35 +95,50 @@ impl<'a> Recorder<'a> {
         Self::at(ctx, StepVars::default())
     }
 
-    /// A recorder for a step with `vars`; kernels read them through `vars()`.
+    /// A recorder for a step of one sequence with `vars`; kernels read them through `vars()`.
     pub fn at(ctx: &'a GpuContext, vars: StepVars) -> Self {
+        Self::batch(ctx, &[vars])
+    }
+
+    /// A recorder for a step that advances several sequences, sequence i with `vars[i]`
+    /// (at least one); sequence 0 is current.
+    pub fn batch(ctx: &'a GpuContext, vars: &[StepVars]) -> Self {
+        assert!(!vars.is_empty(), "a step advances at least one sequence");
         Recorder {
             ctx,
-            vars,
+            vars: vars.to_vec(),
+            seq: 0,
             dispatches: Vec::new(),
             fixed: Vec::new(),
             positioned: Vec::new(),
             writers: Vec::new(),
-            holds: 0..=u32::MAX,
+            holds: vec![0..=u32::MAX; vars.len()],
             align: ctx.limits.min_uniform_buffer_offset_alignment.max(16) as u64,
         }
+    }
+
+    /// Makes sequence `i` current: the dispatches recorded next read its variables.
+    pub fn sequence(&mut self, i: usize) {
+        assert!(i < self.vars.len(), "sequence {i} is not in this step");
+        self.seq = i;
     }
 
     pub fn ctx(&self) -> &'a GpuContext {
         self.ctx
     }
 
-    /// The variables of the step being recorded.
+    /// The variables of the current sequence of the step being recorded.
     pub fn vars(&self) -> StepVars {
-        self.vars
+        self.vars[self.seq]
     }
 
     /// Restricts the positions the plan holds for: a kernel whose dispatch shape depends on
     /// the position (split-KV attention) says where its recorded shape stays right.
     pub fn hold_for(&mut self, positions: RangeInclusive<u32>) {
-        let lo = *self.holds.start().max(positions.start());
-        let hi = *self.holds.end().min(positions.end());
-        self.holds = lo..=hi;
+        let holds = &mut self.holds[self.seq];
+        let lo = *holds.start().max(positions.start());
+        let hi = *holds.end().min(positions.end());
+        *holds = lo..=hi;
     }
 
     /// Adds one dispatch: binding 0 is `params` (uniform), bindings 1.. are `storage` in order.
@@ -168,15 +189,16 @@ impl<'a> Recorder<'a> {
         if groups.contains(&0) {
             return;
         }
-        let now = params(&self.vars);
+        let seq = self.seq;
+        let now = params(&self.vars[seq]);
         let slot = push_slot(
             &mut self.positioned,
             bytemuck::bytes_of(&now),
             self.align,
             true,
         );
-        let write: Positioned = Box::new(move |v: &StepVars, out: &mut [u8]| {
-            let p = params(v);
+        let write: Positioned = Box::new(move |v: &[StepVars], out: &mut [u8]| {
+            let p = params(&v[seq]);
             let bytes = bytemuck::bytes_of(&p);
             out[..bytes.len()].copy_from_slice(bytes);
         });
@@ -203,8 +225,8 @@ impl<'a> Recorder<'a> {
 
     /// Writes the arenas, records one compute pass and submits it.
     pub fn submit(self) -> wgpu::SubmissionIndex {
-        let vars = self.vars;
-        self.finish().run(vars, &[]).index
+        let vars = self.vars.clone();
+        self.finish().run_batch(&vars, &[]).index
     }
 
     /// The recorded step as a plan: bind groups and arenas built once, reusable at every
@@ -322,33 +344,49 @@ struct PlannedDispatch {
 pub struct Plan<'a> {
     ctx: &'a GpuContext,
     dispatches: Vec<PlannedDispatch>,
-    /// The variables the positioned arena holds now.
-    vars: StepVars,
+    /// The variables (per sequence) the positioned arena holds now.
+    vars: Vec<StepVars>,
     positioned_bytes: Vec<u8>,
     positioned: wgpu::Buffer,
     writers: Vec<(u64, Positioned)>,
-    holds: RangeInclusive<u32>,
+    holds: Vec<RangeInclusive<u32>>,
     _fixed: wgpu::Buffer,
 }
 
 impl Plan<'_> {
-    /// Whether the plan is right for a step with `vars`.
+    /// Whether the plan of a one-sequence step is right for `vars`.
     pub fn holds_for(&self, vars: &StepVars) -> bool {
-        self.holds.contains(&vars.pos0)
+        self.holds_for_batch(std::slice::from_ref(vars))
     }
 
-    /// Runs the step with `vars` (which the plan must hold for), then `copies`.
+    /// Whether the plan is right for a step whose sequences have `vars` (as many as it was
+    /// recorded for).
+    pub fn holds_for_batch(&self, vars: &[StepVars]) -> bool {
+        vars.len() == self.holds.len()
+            && vars
+                .iter()
+                .zip(&self.holds)
+                .all(|(v, h)| h.contains(&v.pos0))
+    }
+
+    /// Runs the one-sequence step with `vars` (which the plan must hold for), then `copies`.
     pub fn run(&mut self, vars: StepVars, copies: &[BufferCopy]) -> Submitted {
-        debug_assert!(self.holds_for(&vars), "plan run outside its positions");
+        self.run_batch(&[vars], copies)
+    }
+
+    /// Runs the step with its sequences at `vars` (which the plan must hold for), then
+    /// `copies`.
+    pub fn run_batch(&mut self, vars: &[StepVars], copies: &[BufferCopy]) -> Submitted {
+        debug_assert!(self.holds_for_batch(vars), "plan run outside its positions");
         if vars != self.vars && !self.writers.is_empty() {
             for (offset, write) in &self.writers {
-                write(&vars, &mut self.positioned_bytes[*offset as usize..]);
+                write(vars, &mut self.positioned_bytes[*offset as usize..]);
             }
             // Queue-ordered: steps already submitted read the arena before this write lands.
             self.ctx
                 .queue
                 .write_buffer(&self.positioned, 0, &self.positioned_bytes);
-            self.vars = vars;
+            self.vars = vars.to_vec();
         }
         self.encode_and_submit(copies)
     }

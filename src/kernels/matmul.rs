@@ -275,6 +275,8 @@ mod tests {
                 y_stride: n as u32,
                 batch: 0,
                 ids: None,
+                x_div: 1,
+                tokens: 1,
                 route: None,
                 norm: None,
                 gather: Some(lists.gather(e as u32, t as u32, top_k as u32)),

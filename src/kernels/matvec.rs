@@ -153,6 +153,12 @@ pub struct Args<'a> {
     pub batch: u32,
     /// Matrix id per batch entry (`Mode::Experts*`).
     pub ids: Option<Binding>,
+    /// `Mode::Experts`: entry b reads x row `b / x_div` (1: its own row; the top-k of a token
+    /// read the token's row).
+    pub x_div: u32,
+    /// `Mode::ExpertsCombine`: tokens whose entries (`batch / tokens` each, consecutive) are
+    /// summed into their own y row.
+    pub tokens: u32,
     /// Weight per batch entry (`Mode::ExpertsCombine`).
     pub route: Option<Binding>,
     /// RMSNorm weights and epsilon (`Variant::norm`).
@@ -174,6 +180,8 @@ impl<'a> Args<'a> {
             y_stride: w.rows,
             batch,
             ids: None,
+            x_div: 1,
+            tokens: 1,
             route: None,
             norm: None,
             gather: None,
@@ -204,6 +212,10 @@ fn check(v: &Variant, a: &Args) {
         "expert mode takes one entry per workgroup"
     );
     assert!(
+        a.x_div >= 1 && a.tokens >= 1 && a.batch.is_multiple_of(a.tokens),
+        "entries split evenly over tokens"
+    );
+    assert!(
         !v.lane_rows || (v.rows.is_multiple_of(v.wg) && (v.tokens == 1 || v.tokens == 4)),
         "rows per lane take whole lanes and 1 or 4 tokens"
     );
@@ -230,8 +242,8 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             let tiles = g.max_rows.div_ceil(v.tokens);
             (g.n_experts * tiles, g.x_div, tiles)
         }
-        (None, Mode::Experts) => (a.batch, 1, 0),
-        (None, Mode::ExpertsCombine) => (1, 1, 0),
+        (None, Mode::Experts) => (a.batch, a.x_div, 0),
+        (None, Mode::ExpertsCombine) => (a.tokens, 1, 0),
         (None, _) => (a.batch.div_ceil(v.tokens), 1, 0),
     };
     for page in &a.w.pages {
@@ -244,7 +256,11 @@ pub fn record(rec: &mut Recorder, v: Variant, a: &Args) {
             x_stride: a.x_stride,
             y_stride: a.y_stride,
             row_groups,
-            batch: a.batch,
+            batch: if v.mode == Mode::ExpertsCombine {
+                a.batch / a.tokens
+            } else {
+                a.batch
+            },
             x_div,
             tiles,
             eps: a.norm.as_ref().map_or(0.0, |n| n.1),
@@ -327,6 +343,8 @@ mod tests {
             y_stride: n as u32,
             batch: batch as u32,
             ids: None,
+            x_div: 1,
+            tokens: 1,
             route: None,
             norm: None,
             gather: None,
@@ -395,12 +413,18 @@ mod tests {
             max_tile == 1 || w.tile_log2 > 0,
             "a tiled case without tiles"
         );
-        let x_stride = if experts && batch > 1 && k.is_multiple_of(2) {
-            0
+        // Expert entries in pairs read one x row (a token's top-k share its row), where the
+        // batch pairs up.
+        let x_div = if experts && batch.is_multiple_of(2) {
+            2
         } else {
-            k
+            1
         };
+        let x_stride = k;
         let x = rng.normals(batch.max(1) * k, 1.0);
+        let x_rows: Vec<f32> = (0..batch)
+            .flat_map(|b| x[b / x_div * k..(b / x_div + 1) * k].iter().copied())
+            .collect();
         let ids: Vec<u32> = (0..batch).map(|_| rng.below(n_mats as u32)).collect();
         let mut y_ref = rng.normals(batch * n, 1.0);
         let y_buf = if accumulate {
@@ -429,6 +453,7 @@ mod tests {
             v,
             &Args {
                 ids: experts.then(|| (&idb).into()),
+                x_div: x_div as u32,
                 ..plain_args(&w, n, (&xb, x_stride), &y_buf, batch)
             },
         );
@@ -436,7 +461,7 @@ mod tests {
         reference(
             &seen,
             (n, k),
-            (&x, x_stride),
+            (&x_rows, k),
             (batch, experts.then_some(&ids[..])),
             (&mut y_ref, n),
             accumulate,
@@ -452,11 +477,11 @@ mod tests {
     }
 
     /// The combining expert mode against per-slot reference products summed with route
-    /// weights into an existing row.
+    /// weights into existing rows, `batch` entries per token.
     fn combine_case(
         format: WeightFormat,
         (n, k): (usize, usize),
-        batch: usize,
+        (tokens, per): (usize, usize),
         page_groups: Option<u64>,
         (wg, rows): (u32, u32),
         subgroups: bool,
@@ -464,6 +489,7 @@ mod tests {
     ) {
         let Some(ctx) = context() else { return };
         let k = cols_for(format, k);
+        let batch = tokens * per;
         let mut rng = Rng::new((n * 17 + k * 3 + batch) as u64);
         let n_mats = 6;
         let page_bytes = page_groups.map(|g| g * (n * format.row_words(k) * 4) as u64);
@@ -479,7 +505,7 @@ mod tests {
         let route: Vec<f32> = (0..batch)
             .map(|_| 0.2 + rng.below(100) as f32 / 50.0)
             .collect();
-        let h0 = rng.normals(n, 1.0);
+        let h0 = rng.normals(tokens * n, 1.0);
         let y = ctx.storage_with("residual", &h0);
         let (xb, idb, rb) = (
             ctx.storage_with("x", &x),
@@ -501,6 +527,7 @@ mod tests {
         let args = Args {
             ids: Some((&idb).into()),
             route: Some((&rb).into()),
+            tokens: tokens as u32,
             ..plain_args(&w, n, (&xb, k), &y, batch)
         };
         record(&mut rec, v, &args);
@@ -508,10 +535,14 @@ mod tests {
         let mut slots = vec![0f32; batch * n];
         let ids = (batch, Some(&ids[..]));
         reference(&seen, (n, k), (&x, k), ids, (&mut slots, n), false);
-        let want: Vec<f32> = (0..n)
-            .map(|i| h0[i] + (0..batch).map(|b| route[b] * slots[b * n + i]).sum::<f32>())
+        let want: Vec<f32> = (0..tokens * n)
+            .map(|ti| {
+                let (t, i) = (ti / n, ti % n);
+                let entries = t * per..(t + 1) * per;
+                h0[ti] + entries.map(|b| route[b] * slots[b * n + i]).sum::<f32>()
+            })
             .collect();
-        let e = rel_err(&ctx.read_f32(&y, 0, n).unwrap(), &want);
+        let e = rel_err(&ctx.read_f32(&y, 0, tokens * n).unwrap(), &want);
         assert!(
             e < 1e-10,
             "{v:?} n={n} k={k} batch={batch} pages={} tile 2^{} err={e}",
@@ -526,11 +557,14 @@ mod tests {
         for f in GPU_FORMATS {
             for max_tile in [1, MAX_TILE_ROWS] {
                 // Rows per lane (CPU devices), experts in one page and across pages.
-                combine_case(f, (40, 64), 4, None, (8, 16), false, max_tile);
-                combine_case(f, (64, 2048), 4, Some(2), (8, 128), false, max_tile);
+                // One token, and several (a batched decode step).
+                combine_case(f, (40, 64), (1, 4), None, (8, 16), false, max_tile);
+                combine_case(f, (40, 64), (3, 2), None, (8, 16), false, max_tile);
+                combine_case(f, (64, 2048), (1, 4), Some(2), (8, 128), false, max_tile);
                 // The K-split, with both reductions.
                 for subgroups in [false, ctx.profile().subgroups] {
-                    combine_case(f, (29, 70), 3, Some(1), (64, 4), subgroups, max_tile);
+                    combine_case(f, (29, 70), (1, 3), Some(1), (64, 4), subgroups, max_tile);
+                    combine_case(f, (29, 70), (2, 3), Some(1), (64, 4), subgroups, max_tile);
                 }
             }
         }

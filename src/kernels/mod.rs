@@ -7,6 +7,7 @@ pub mod attention_tiled;
 pub mod copy;
 pub mod embedding;
 mod geometry;
+pub mod kv_shift;
 pub mod matmul;
 pub mod matvec;
 pub mod moe_combine;
@@ -14,7 +15,9 @@ pub mod moe_gather;
 pub mod moe_router;
 pub mod qk_norm_rope;
 pub mod rmsnorm;
+pub mod row_copy;
 pub mod sample;
+pub mod seen_shift;
 pub mod shortconv;
 pub mod swiglu;
 
@@ -137,12 +140,15 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         ("attention", attention::SOURCE, 64),
         ("attention_merge", attention_merge::SOURCE, 64),
         ("copy", copy::SOURCE, 256),
+        ("kv_shift", kv_shift::SOURCE, 64),
         ("moe_combine", moe_combine::SOURCE, 64),
         ("moe_gather", moe_gather::SOURCE, 64),
         ("moe_router", moe_router::SOURCE, 64),
         ("qk_norm_rope", qk_norm_rope::SOURCE, 64),
         ("rmsnorm", rmsnorm::SOURCE, 64),
+        ("row_copy", row_copy::SOURCE, 64),
         ("sample", sample::SOURCE, sample::WG),
+        ("seen_shift", seen_shift::SOURCE, 64),
         ("shortconv", shortconv::SOURCE, 64),
         ("swiglu", swiglu::SOURCE, 64),
     ] {
@@ -176,7 +182,14 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
             let d = attention_tiled::defines(tiles, heads, split);
             v.push(("attention_tiled", attention_tiled::SOURCE.to_string(), d));
         }
+        let d = kv.defines().with(&wg).flag("ROTATE");
+        v.push(("kv_shift", kv_shift::SOURCE.to_string(), d));
     }
+    v.push((
+        "kv_shift",
+        kv_shift::SOURCE.to_string(),
+        KvType::F32.defines().with(&wg),
+    ));
     v
 }
 
@@ -213,6 +226,7 @@ mod tests {
             ("attention_merge", layout::<attention_merge::Params>()),
             ("attention_tiled", layout::<attention::Params>()),
             ("copy", layout::<copy::Params>()),
+            ("kv_shift", layout::<kv_shift::Params>()),
             ("embedding", layout::<embedding::Params>()),
             ("matmul", layout::<matmul::Params>()),
             ("matvec", layout::<matvec::Params>()),
@@ -221,7 +235,9 @@ mod tests {
             ("moe_router", layout::<moe_router::Params>()),
             ("qk_norm_rope", layout::<qk_norm_rope::Params>()),
             ("rmsnorm", layout::<rmsnorm::Params>()),
+            ("row_copy", layout::<row_copy::Params>()),
             ("sample", layout::<sample::Params>()),
+            ("seen_shift", layout::<seen_shift::Params>()),
             ("shortconv", layout::<shortconv::Params>()),
             ("swiglu", layout::<swiglu::Params>()),
         ];

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use super::{HostTime, LogitsMode, Model, Session, SessionOptions};
-use crate::error::Result;
+use super::{Batch, HostTime, LogitsMode, Model, Session, SessionOptions};
+use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
+use crate::kernels::sample::SamplingParams;
 use crate::kernels::KvType;
 
 /// One llama-bench-style test row.
@@ -17,14 +18,16 @@ pub struct BenchRow {
     pub n_gen: usize,
     /// Tokens already in the context when the test starts (llama-bench's `n_depth`).
     pub depth: usize,
+    /// Sequences generating together (each `n_gen` tokens; llama-batched-bench's `pl`).
+    pub parallel: usize,
     /// Seconds per repetition.
     pub samples: Vec<f64>,
 }
 
 impl BenchRow {
-    /// Tokens per second of each repetition.
+    /// Tokens per second of each repetition (over all sequences).
     pub fn samples_ts(&self) -> Vec<f64> {
-        let n = (self.n_prompt + self.n_gen) as f64;
+        let n = ((self.n_prompt + self.n_gen) * self.parallel) as f64;
         self.samples.iter().map(|s| n / s).collect()
     }
 
@@ -38,10 +41,13 @@ impl BenchRow {
         mean_sd(&self.samples)
     }
 
-    /// `pp512`, `tg128`, and with a depth `pp512 @ d4096` as llama-bench names them.
+    /// `pp512`, `tg128`, and with a depth `pp512 @ d4096` as llama-bench names them; `tg128
+    /// x4` for four sequences generating together.
     pub fn name(&self) -> String {
         let test = if self.n_gen == 0 {
             format!("pp{}", self.n_prompt)
+        } else if self.parallel > 1 {
+            format!("tg{} x{}", self.n_gen, self.parallel)
         } else {
             format!("tg{}", self.n_gen)
         };
@@ -73,6 +79,18 @@ pub struct BenchReport {
     /// Host microseconds per generated token to get its step to the GPU (write the changed
     /// parameters, encode, submit), over the measured generation runs.
     pub host_us_per_step: f64,
+    /// With `parallel` > 1 and a pp test: the time to first token of a pp-sized prompt that
+    /// arrives while the other P − 1 sequences stream, and on an idle batch.
+    pub ttft_busy: Option<BusyTtft>,
+}
+
+/// Time to first token of a request joining a batch: seconds on an idle batch, and with
+/// `others` sequences generating meanwhile (the batch's schedule, [`Batch::tick`]).
+#[derive(Clone, Copy, Debug)]
+pub struct BusyTtft {
+    pub others: usize,
+    pub idle_s: f64,
+    pub busy_s: f64,
 }
 
 impl BenchReport {
@@ -95,6 +113,16 @@ impl BenchReport {
             ));
         }
         s.push('\n');
+        if let Some(b) = &self.ttft_busy {
+            s.push_str(&format!(
+                "time to first token (pp{}) joining a batch: {:.3} s idle, {:.3} s with {} others streaming ({:.2}x)\n",
+                self.rows.first().map_or(0, |x| x.n_prompt),
+                b.idle_s,
+                b.busy_s,
+                b.others,
+                b.busy_s / b.idle_s
+            ));
+        }
         s.push_str(&format!(
             "device: {} ({:?}); load {load_s:.2} s; time to first token (pp{}) {:.3} s; GPU weights {:.1} MiB; host {:.0} us per decode step to submit\n",
             ctx.info.name,
@@ -120,11 +148,13 @@ impl BenchReport {
                 serde_json::json!({
                     "build_commit": env!("CARGO_PKG_VERSION"), "backends": d.backend, "gpu_info": ctx.info.name,
                     "model_filename": model.dir.display().to_string(), "model_type": d.model_type, "model_size": d.size,
-                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen, "n_depth": row.depth,
+                    "model_n_params": d.params, "n_prompt": row.n_prompt, "n_gen": row.n_gen, "n_depth": row.depth, "n_parallel": row.parallel,
                     "avg_ns": (avg_s * 1e9) as u64, "stddev_ns": (sd_s * 1e9) as u64, "avg_ts": avg, "stddev_ts": sd,
                     "samples_ns": row.samples.iter().map(|s| (s * 1e9) as u64).collect::<Vec<_>>(),
                     "samples_ts": row.samples_ts(), "load_s": load_s, "ttft_s": self.ttft, "gpu_weight_bytes": d.size,
                     "host_us_per_step": self.host_us_per_step,
+                    "ttft_idle_batch_s": self.ttft_busy.map(|b| b.idle_s),
+                    "ttft_busy_batch_s": self.ttft_busy.map(|b| b.busy_s),
                 })
             })
             .collect();
@@ -196,6 +226,9 @@ pub struct BenchSpec {
     pub depths: Vec<usize>,
     /// Timed repetitions after one warm-up.
     pub reps: usize,
+    /// Numbers of sequences the tg test generates together (1: one sequence, the decode
+    /// path; more: [`Batch`] steps).
+    pub parallel: Vec<usize>,
     pub chunk: usize,
     pub kv: KvType,
 }
@@ -210,6 +243,11 @@ impl BenchSpec {
 
 /// Runs pp`n_prompt` and tg`n_gen` at every depth, `reps` times each after one warm-up.
 pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchReport> {
+    if spec.parallel.contains(&0) {
+        return Err(Error::Input(
+            "the numbers of parallel sequences must be at least 1".into(),
+        ));
+    }
     let opts = SessionOptions {
         max_context: spec.context(),
         chunk: spec.chunk,
@@ -220,6 +258,7 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
     let mut rows = Vec::new();
     let mut ttft = 0.0;
     let mut host = None;
+    let mut ttft_busy = None;
     for &depth in &spec.depths {
         let context = tokens(depth, vocab, 7);
         if spec.n_prompt > 0 {
@@ -237,7 +276,13 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
                 ..row
             });
         }
-        if spec.n_gen > 0 {
+        for &parallel in spec.parallel.iter().filter(|_| spec.n_gen > 0) {
+            if parallel > 1 {
+                let (row, busy) = together(ctx, model, spec, parallel, (&context, depth))?;
+                rows.push(row);
+                ttft_busy = ttft_busy.or(busy);
+                continue;
+            }
             let (row, steps) = repeat(&mut s, spec, (&context, depth), |s| {
                 s.generate(&[1.min(vocab as u32 - 1)], spec.n_gen, true)
                     .map(|_| ())
@@ -254,6 +299,7 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
         rows,
         ttft,
         host_us_per_step,
+        ttft_busy,
     })
 }
 
@@ -287,7 +333,108 @@ fn repeat(
         n_prompt: 0,
         n_gen: 0,
         depth,
+        parallel: 1,
         samples,
     };
     Ok((row, host))
+}
+
+/// The tg test of `parallel` sequences generating together, each after `context` (its
+/// depth, prefilled untimed and reused): timed from their one-token prompts to their
+/// `n_gen`-th tokens, `reps` times after a warm-up. With a pp test, also the time to first
+/// token of a pp-sized prompt joining the batch, idle and with the others streaming.
+fn together(
+    ctx: &GpuContext,
+    model: &Model,
+    spec: &BenchSpec,
+    parallel: usize,
+    (context, depth): (&[u32], usize),
+) -> Result<(BenchRow, Option<BusyTtft>)> {
+    let opts = SessionOptions {
+        max_context: spec.context(),
+        chunk: spec.chunk,
+        kv: spec.kv,
+    };
+    let mut batch = Batch::new(ctx, model, opts, parallel)?;
+    let greedy = SamplingParams::greedy();
+    let prompt = [context, &[1.min(model.config.vocab as u32 - 1)]].concat();
+    let mut samples = Vec::new();
+    for rep in 0..=spec.reps {
+        if !context.is_empty() {
+            for slot in 0..parallel {
+                batch.admit(slot, context, &greedy)?;
+                while batch.prefilling(slot) {
+                    batch.prefill(slot)?;
+                }
+                batch.finish(slot)?;
+            }
+        }
+        let t = Instant::now();
+        for slot in 0..parallel {
+            batch.admit(slot, &prompt, &greedy)?;
+            while batch.prefilling(slot) {
+                batch.prefill(slot)?;
+            }
+        }
+        for _ in 1..spec.n_gen {
+            batch.step()?;
+        }
+        if rep > 0 {
+            samples.push(t.elapsed().as_secs_f64());
+        }
+        for slot in 0..parallel {
+            batch.finish(slot)?;
+        }
+    }
+    let row = BenchRow {
+        n_prompt: 0,
+        n_gen: spec.n_gen,
+        depth,
+        parallel,
+        samples,
+    };
+    let busy = if spec.n_prompt > 0 && depth == 0 {
+        Some(joining_ttft(&mut batch, spec, model.config.vocab)?)
+    } else {
+        None
+    };
+    Ok((row, busy))
+}
+
+/// Seconds to the first token of a fresh `n_prompt`-token prompt admitted to the last slot,
+/// run on the batch's schedule, `reps` times: with every other slot idle, and with them
+/// generating (from one-token prompts) meanwhile.
+fn joining_ttft(batch: &mut Batch, spec: &BenchSpec, vocab: usize) -> Result<BusyTtft> {
+    let greedy = SamplingParams::greedy();
+    let last = batch.parallel() - 1;
+    let (mut idle, mut busy) = (0.0, 0.0);
+    for rep in 0..2 * spec.reps {
+        let loaded = rep % 2 == 1;
+        if loaded {
+            for slot in 0..last {
+                batch.admit(slot, &tokens(1, vocab, rep as u64 + 5), &greedy)?;
+            }
+            while (0..last).any(|s| !batch.generating(s)) {
+                batch.tick()?;
+            }
+        }
+        let prompt = tokens(spec.n_prompt, vocab, 1000 + rep as u64);
+        let t = Instant::now();
+        batch.admit(last, &prompt, &greedy)?;
+        while !batch.tick()?.iter().any(|&(slot, _)| slot == last) {}
+        let secs = t.elapsed().as_secs_f64();
+        if loaded {
+            busy += secs;
+        } else {
+            idle += secs;
+        }
+        for slot in 0..batch.parallel() {
+            batch.finish(slot)?;
+        }
+    }
+    Ok(BusyTtft {
+        others: last,
+        idle_s: idle / spec.reps as f64,
+        busy_s: busy / spec.reps as f64,
+    })
 }

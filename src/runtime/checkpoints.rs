@@ -91,7 +91,7 @@ impl ConvCheckpoints {
     /// Copies the snapshot at `pos` back into `seq`'s conv states and forgets later
     /// snapshots (the sequence is rewritten from `pos`).
     pub fn restore(&mut self, ctx: &GpuContext, seq: &SequenceState, pos: usize) {
-        self.entries.retain(|c| c.pos <= pos);
+        self.forget_after(pos);
         let Some(c) = self.entries.last().filter(|c| c.pos == pos) else {
             return;
         };
@@ -100,6 +100,11 @@ impl ConvCheckpoints {
             enc.copy_buffer_to_buffer(&c.buffer, offset, state, 0, state.size());
         }
         ctx.queue.submit([enc.finish()]);
+    }
+
+    /// Forgets the snapshots after `pos`.
+    pub fn forget_after(&mut self, pos: usize) {
+        self.entries.retain(|c| c.pos <= pos);
     }
 
     pub fn clear(&mut self) {

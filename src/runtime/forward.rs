@@ -6,7 +6,7 @@ use super::moe;
 use super::products::{linear, normed_linear, Linear, Norm};
 use super::state::LayerState;
 use super::step::{LogitsMode, StepShape, StepView};
-use crate::gpu::{Binding, Recorder};
+use crate::gpu::{Binding, Recorder, WeightTensor};
 use crate::kernels::{
     attention, embedding, qk_norm_rope, rmsnorm, sample, shortconv, swiglu, Heads,
 };
@@ -33,7 +33,7 @@ pub(crate) fn record_step(rec: &mut Recorder, view: &StepView, shape: StepShape)
         }
         match &layer.ffn {
             FfnWeights::Dense { gate_up, down } => dense_ffn(rec, view, layer, (gate_up, down), t),
-            FfnWeights::Moe(m) if t == 1 => moe::decode(rec, view, layer, m),
+            FfnWeights::Moe(m) if t == 1 => moe::per_token(rec, view, layer, m, 1),
             FfnWeights::Moe(m) => moe::prefill(rec, view, layer, m, t),
         }
     }
@@ -61,6 +61,19 @@ fn conv_mixer(
     state: &wgpu::Buffer,
     t: u32,
 ) {
+    conv_in(rec, view, layer, c, t);
+    conv_core(rec, view, c, state, t);
+    mixer_out(rec, view, &c.out_proj, t);
+}
+
+/// The conv mixer's normed in_proj: `t` rows of B | C | x into `scratch.proj`.
+pub(super) fn conv_in(
+    rec: &mut Recorder,
+    view: &StepView,
+    layer: &LayerWeights,
+    c: &ConvWeights,
+    t: u32,
+) {
     let sc = view.scratch;
     let in_proj = Linear {
         w: &c.in_proj,
@@ -70,6 +83,18 @@ fn conv_mixer(
         accumulate: false,
     };
     normed_linear(rec, &operator_norm(view, layer), &in_proj);
+}
+
+/// The gated convolution of `t` consecutive tokens of one sequence over its carried `state`:
+/// `scratch.proj` rows into `scratch.act` rows.
+pub(super) fn conv_core(
+    rec: &mut Recorder,
+    view: &StepView,
+    c: &ConvWeights,
+    state: &wgpu::Buffer,
+    t: u32,
+) {
+    let sc = view.scratch;
     let args = shortconv::Args {
         proj: &b(&sc.proj),
         kernel: &b(&c.kernel),
@@ -78,8 +103,13 @@ fn conv_mixer(
     };
     let (h, taps) = (view.cfg.hidden as u32, view.cfg.conv_taps as u32);
     shortconv::record(rec, &args, h, t, taps);
+}
+
+/// A mixer's out_proj: `t` rows of `scratch.act` through `w`, added into the residual.
+pub(super) fn mixer_out(rec: &mut Recorder, view: &StepView, w: &WeightTensor, t: u32) {
+    let sc = view.scratch;
     let out_proj = Linear {
-        w: &c.out_proj,
+        w,
         x: &sc.act,
         y: &sc.h,
         rows: t,
@@ -95,6 +125,40 @@ fn attention_mixer(
     view: &StepView,
     layer: &LayerWeights,
     a: &AttnWeights,
+    kv: (&[Binding], &[Binding]),
+    t: u32,
+) {
+    attention_in(rec, view, layer, a, t);
+    attention_core(rec, view, a, kv, t);
+    mixer_out(rec, view, &a.out_proj, t);
+}
+
+/// The attention mixer's normed q|k|v projection: `t` rows into `scratch.proj`.
+pub(super) fn attention_in(
+    rec: &mut Recorder,
+    view: &StepView,
+    layer: &LayerWeights,
+    a: &AttnWeights,
+    t: u32,
+) {
+    let sc = view.scratch;
+    let qkv = Linear {
+        w: &a.qkv,
+        x: &sc.h,
+        y: &sc.proj,
+        rows: t,
+        accumulate: false,
+    };
+    normed_linear(rec, &operator_norm(view, layer), &qkv);
+}
+
+/// QK norm + RoPE of `t` consecutive tokens of one sequence (`scratch.proj` rows, RoPE rows
+/// in `scratch.rope`) writing its KV cache at the step's positions, then attention over the
+/// cache into `scratch.act` rows.
+pub(super) fn attention_core(
+    rec: &mut Recorder,
+    view: &StepView,
+    a: &AttnWeights,
     (k, v): (&[Binding], &[Binding]),
     t: u32,
 ) {
@@ -105,14 +169,6 @@ fn attention_mixer(
         head_dim: cfg.head_dim as u32,
         kv: view.seq.kv,
     };
-    let qkv = Linear {
-        w: &a.qkv,
-        x: &sc.h,
-        y: &sc.proj,
-        rows: t,
-        accumulate: false,
-    };
-    normed_linear(rec, &operator_norm(view, layer), &qkv);
     let prep = qk_norm_rope::Args {
         qkv: b(&sc.proj),
         q_norm: b(&a.q_norm),
@@ -131,22 +187,14 @@ fn attention_mixer(
         tiles: rec.ctx().profile().attention_tiles(t),
     };
     attention::record(rec, heads, &args, t);
-    let out_proj = Linear {
-        w: &a.out_proj,
-        x: &sc.act,
-        y: &sc.h,
-        rows: t,
-        accumulate: true,
-    };
-    linear(rec, &out_proj);
 }
 
 /// Dense SwiGLU feed-forward: normed gate|up product, SwiGLU, down added into the residual.
-fn dense_ffn(
+pub(super) fn dense_ffn(
     rec: &mut Recorder,
     view: &StepView,
     layer: &LayerWeights,
-    (gate_up, down): (&crate::gpu::WeightTensor, &crate::gpu::WeightTensor),
+    (gate_up, down): (&WeightTensor, &WeightTensor),
     t: u32,
 ) {
     let sc = view.scratch;
@@ -177,6 +225,21 @@ fn dense_ffn(
 /// Final norm, LM head and sampling on the GPU: logits of every position or of the last, the
 /// token drawn from the last (for the position after the step) into `scratch.next_token`.
 fn head(rec: &mut Recorder, view: &StepView, t: u32, mode: LogitsMode) {
+    let rows = logits(rec, view, t, mode);
+    let sc = view.scratch;
+    let args = sample::Args {
+        logits: &b(&sc.logits),
+        settings: &b(&view.sampler.settings),
+        seen: &b(&view.sampler.seen),
+        out: &b(&sc.next_token),
+        bias: &b(&view.sampler.bias),
+    };
+    sample::record(rec, &args, view.cfg.vocab as u32, rows - 1, t);
+}
+
+/// Final norm and LM head: logits of every position of the step, or of the last, into
+/// `scratch.logits`; returns how many rows.
+pub(super) fn logits(rec: &mut Recorder, view: &StepView, t: u32, mode: LogitsMode) -> u32 {
     let (cfg, sc, w) = (view.cfg, view.scratch, view.weights);
     let (rows, first) = match mode {
         LogitsMode::All => (t, 0),
@@ -215,11 +278,5 @@ fn head(rec: &mut Recorder, view: &StepView, t: u32, mode: LogitsMode) {
             },
         );
     }
-    let args = sample::Args {
-        logits: &b(&sc.logits),
-        settings: &b(&view.sampler.settings),
-        seen: &b(&view.sampler.seen),
-        out: &b(&sc.next_token),
-    };
-    sample::record(rec, &args, cfg.vocab as u32, rows - 1, t);
+    rows
 }

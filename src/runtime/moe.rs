@@ -75,11 +75,19 @@ fn route(rec: &mut Recorder, view: &StepView, layer: &LayerWeights, m: &MoeWeigh
     moe_router::record(rec, routing, source, &b(&m.bias), &ids, &weights, t);
 }
 
-/// One token: gate|up for its k experts (ids read on the GPU), SwiGLU, then the down
-/// projection, weighted top-k sum and residual add in one dispatch (with fusion off: per-slot
-/// outputs, then the combine kernel).
-pub(crate) fn decode(rec: &mut Recorder, view: &StepView, layer: &LayerWeights, m: &MoeWeights) {
-    route(rec, view, layer, m, 1);
+/// `t` tokens, each on its own: gate|up for each token's k experts (ids read on the GPU),
+/// SwiGLU, then the down projection, weighted top-k sum and residual add in one dispatch
+/// (with fusion off: per-slot outputs, then the combine kernel). The decode path (t = 1),
+/// and the batched decode step's: a few tokens rarely share an expert, so grouping them by
+/// expert would save few weight reads.
+pub(crate) fn per_token(
+    rec: &mut Recorder,
+    view: &StepView,
+    layer: &LayerWeights,
+    m: &MoeWeights,
+    t: u32,
+) {
+    route(rec, view, layer, m, t);
     let (sc, mc) = (view.scratch, config(view));
     let (h, k, fe) = (view.cfg.hidden as u32, mc.top_k as u32, mc.ffn as u32);
     let profile = rec.ctx().profile();
@@ -87,14 +95,14 @@ pub(crate) fn decode(rec: &mut Recorder, view: &StepView, layer: &LayerWeights, 
     let v = matvec::Variant::for_profile(profile, m.gate_up.format, experts, false, 1);
     let args = matvec::Args {
         n: 2 * fe,
-        x_stride: 0,
+        x_stride: h,
+        x_div: k,
         y_stride: 2 * fe,
-        batch: k,
         ids: Some(b(&sc.ids)),
-        ..matvec::Args::plain(&m.gate_up, b(&sc.xn), b(&sc.proj), k)
+        ..matvec::Args::plain(&m.gate_up, b(&sc.xn), b(&sc.proj), t * k)
     };
     matvec::record(rec, v, &args);
-    swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, k);
+    swiglu::record(rec, &b(&sc.proj), &b(&sc.act), fe, t * k);
     let fuse = profile.fusion;
     let (mode, y, route) = if fuse {
         let route = Some(b(&sc.route_weights));
@@ -107,15 +115,15 @@ pub(crate) fn decode(rec: &mut Recorder, view: &StepView, layer: &LayerWeights, 
         n: h,
         x_stride: fe,
         y_stride: h,
-        batch: k,
         ids: Some(b(&sc.ids)),
+        tokens: if fuse { t } else { 1 },
         route,
-        ..matvec::Args::plain(&m.down, b(&sc.act), b(y), k)
+        ..matvec::Args::plain(&m.down, b(&sc.act), b(y), t * k)
     };
     matvec::record(rec, v, &args);
     if !fuse {
         let (out, rw) = (b(&sc.expert_out), b(&sc.route_weights));
-        moe_combine::record(rec, &out, &rw, &b(&sc.h), h, 1, k);
+        moe_combine::record(rec, &out, &rw, &b(&sc.h), h, t, k);
     }
 }
 

@@ -16,7 +16,11 @@ pub(crate) struct Sampler {
     pub settings: wgpu::Buffer,
     /// Drawn counts and last positions ([`sample::seen_words`]).
     pub seen: wgpu::Buffer,
+    /// The logit bias list ([`sample::bias_list`]).
+    pub bias: wgpu::Buffer,
     current: SamplingParams,
+    /// Entries in the bias list now.
+    bias_entries: usize,
     vocab: usize,
 }
 
@@ -30,15 +34,32 @@ impl Sampler {
                 "sampler counts and positions",
                 4 * sample::seen_words(vocab) as u64,
             ),
+            // Zeroed at creation: no entries.
+            bias: ctx.storage("sampler logit bias", 4 * sample::bias_words(vocab) as u64),
             current,
+            bias_entries: 0,
             vocab,
         }
+    }
+
+    /// Sets the logit bias of the next draws to `entries` (distinct tokens in the
+    /// vocabulary); queue-ordered before the next step.
+    pub fn set_bias(&mut self, ctx: &GpuContext, entries: &[(u32, f32)]) {
+        if entries.is_empty() && self.bias_entries == 0 {
+            return;
+        }
+        ctx.write(
+            &self.bias,
+            0,
+            bytemuck::cast_slice(&sample::bias_list(entries)),
+        );
+        self.bias_entries = entries.len();
     }
 
     /// Readies the GPU state for draws with `sp` after `upcoming` joins the sequence that
     /// holds `history` (its tokens by position): the settings where they changed, the counts
     /// zeroed for a new generation's presence and frequency penalties, and each token's last
-    /// position where repeats are penalized. Queue-ordered before the next step.
+    /// position where repeats are penalized; no logit bias. Queue-ordered before the next step.
     pub fn prepare(
         &mut self,
         ctx: &GpuContext,
@@ -50,6 +71,7 @@ impl Sampler {
             ctx.write(&self.settings, 0, bytemuck::bytes_of(&Settings::new(sp)));
             self.current = *sp;
         }
+        self.set_bias(ctx, &[]);
         if sp.penalizes_counts() {
             ctx.write(&self.seen, 0, &vec![0u8; 4 * self.vocab]);
         }
@@ -159,7 +181,7 @@ mod tests {
 
     use crate::gpu::testing::context;
     use crate::gpu::{Binding, Recorder};
-    use crate::kernels::sample::{record, reference, seen_words, Args};
+    use crate::kernels::sample::{bias_list, record, reference, seen_words, Args};
     use crate::runtime::{LogitsMode, Model, Session, SessionOptions};
 
     /// `count` draws on the GPU from one logits row with `sp`, at positions 0..count (one
@@ -169,12 +191,14 @@ mod tests {
         let lb = ctx.storage_with("logits", logits);
         let sb = ctx.storage_with("settings", &[Settings::new(sp)]);
         let seen = ctx.storage("seen", 4 * seen_words(n) as u64);
+        let bias = ctx.storage_with("bias", &bias_list(&[]));
         let stride = ctx.limits.min_storage_buffer_offset_alignment.max(4) as u64;
         let out = ctx.storage("draws", stride * count as u64);
-        let (lb, sb, seen) = (
+        let (lb, sb, seen, bias) = (
             Binding::whole(&lb),
             Binding::whole(&sb),
             Binding::whole(&seen),
+            Binding::whole(&bias),
         );
         let mut rec = Recorder::new(ctx);
         for j in 0..count {
@@ -188,6 +212,7 @@ mod tests {
                 settings: &sb,
                 seen: &seen,
                 out: &slot,
+                bias: &bias,
             };
             record(&mut rec, &args, n as u32, 0, j as u32);
         }
@@ -259,14 +284,14 @@ mod tests {
         (chi, bins - 1)
     }
 
-    /// At one position of the bundled model, 10,000 GPU draws (positions 0..10,000 as the
+    /// At one position of the random tiny model, 10,000 GPU draws (positions 0..10,000 as the
     /// RNG counter) at temperature 1, then with top-k, top-p and min-p, fit the filtered,
     /// renormalised softmax (chi-square, p > 0.001; the seeds are fixed, so the test is
     /// deterministic).
     #[test]
     fn draws_follow_the_filtered_softmax() {
         let Some(ctx) = context() else { return };
-        let model = Model::load_bundled(ctx, None, false).unwrap();
+        let model = tiny(ctx);
         let opts = SessionOptions {
             max_context: 64,
             ..SessionOptions::default()
@@ -310,8 +335,10 @@ mod tests {
         }
     }
 
-    fn bundled(ctx: &GpuContext) -> Model {
-        Model::load_bundled(ctx, None, false).unwrap()
+    /// The random-weight fixture `assets/models/tiny-moe` (the prompts below are its token ids).
+    fn tiny(ctx: &GpuContext) -> Model {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/tiny-moe");
+        Model::load(ctx, &dir, false).unwrap()
     }
 
     /// `generate_with` draws what the reference draws from `prefill` / `decode` logits with
@@ -320,7 +347,7 @@ mod tests {
     #[test]
     fn generation_matches_a_host_loop_of_the_reference() {
         let Some(ctx) = context() else { return };
-        let model = bundled(ctx);
+        let model = tiny(ctx);
         let prompt = [1u32, 20, 30, 40, 300, 300];
         let sets = [
             SamplingParams {
@@ -353,7 +380,7 @@ mod tests {
             let mut logits = s.prefill(&prompt, LogitsMode::Last).unwrap();
             for (i, &g) in got.iter().enumerate() {
                 let pos = (prompt.len() + i) as u32;
-                let want = reference(&logits, &sp, &seen, pos);
+                let want = reference(&logits, &[], &sp, &seen, pos);
                 if want.near_tie {
                     break; // the trajectories may rightly part here
                 }
@@ -370,7 +397,7 @@ mod tests {
     #[test]
     fn seeded_generation_repeats() {
         let Some(ctx) = context() else { return };
-        let model = bundled(ctx);
+        let model = tiny(ctx);
         let mut s = Session::new(ctx, &model, SessionOptions::default()).unwrap();
         let prompt = [1u32, 50, 60];
         let greedy = s.generate(&prompt, 16, true).unwrap();

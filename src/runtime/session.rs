@@ -1,10 +1,14 @@
 //! A sequence's session: its state on the GPU (KV cache, conv state), activation scratch,
 //! the steps it has planned, and the prefill / decode / generate entry points.
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::checkpoints::ConvCheckpoints;
+use super::context_shift::ContextOverflow;
 use super::forward::record_step;
+use super::generation::GenerateOptions;
+use super::loop_guard::LoopWatch;
 use super::sampling::Sampler;
 use super::scratch::Scratch;
 use super::state::SequenceState;
@@ -32,6 +36,49 @@ impl Default for SessionOptions {
             max_context: 4096,
             chunk: 256,
             kv: KvType::F16,
+        }
+    }
+}
+
+/// What a generation's token callback asks for next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Why a generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token (the callback's last token).
+    Eos,
+    /// The token callback asked to stop (a stop string, a closed stream).
+    Stopped,
+    /// `max_tokens` were generated.
+    Length,
+    /// The loop guard found the generation stuck repeating a cycle.
+    Repetition,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` of a text generation that ended this way: "stop", or
+    /// "length" at `max_tokens`. A loop cut short by the loop guard is "stop" too (OpenAI
+    /// has no reason for it, and a client seeing "length" might retry with more tokens);
+    /// [`Self::name`] tells it apart.
+    pub fn openai(self) -> &'static str {
+        match self {
+            FinishReason::Eos | FinishReason::Stopped | FinishReason::Repetition => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+
+    /// The reason in one word: "eos", "stopped", "length" or "repetition".
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::Stopped => "stopped",
+            FinishReason::Length => "length",
+            FinishReason::Repetition => "repetition",
         }
     }
 }
@@ -68,8 +115,9 @@ pub struct Session<'m> {
     pub(super) model: &'m Model,
     opts: SessionOptions,
     pub(super) seq: SequenceState,
-    scratch: Scratch,
-    sampler: Sampler,
+    /// Activation buffers, which the sessions of a batch share (they run one at a time).
+    pub(super) scratch: Rc<Scratch>,
+    pub(super) sampler: Sampler,
     pub(super) pos: usize,
     /// Two host-mappable slots the generation loop reads sampled tokens back through, one
     /// step behind the GPU.
@@ -81,10 +129,32 @@ pub struct Session<'m> {
     pub(super) history: Vec<u32>,
     /// Conv-state snapshots at chunk boundaries and turn ends, for prefix reuse.
     pub(super) checkpoints: ConvCheckpoints,
+    /// What feeding a token into a full context does.
+    pub(super) overflow: ContextOverflow,
+    /// Positions up to which the state is that of the history fed from the start: all of
+    /// them (`usize::MAX`) until a context shift, then the kept ones. Prefix reuse and conv
+    /// checkpoints reach no further.
+    pub(super) exact_until: usize,
+    /// Context shifts made so far.
+    pub(super) shifts: usize,
 }
 
 impl<'m> Session<'m> {
     pub fn new(ctx: &'m GpuContext, model: &'m Model, opts: SessionOptions) -> Result<Self> {
+        Self::with_scratch(ctx, model, opts, |seq| {
+            let kv_pages = (seq.max_pages(), seq.page_positions);
+            Scratch::new(ctx, &model.config, opts.chunk, kv_pages).map(Rc::new)
+        })
+    }
+
+    /// A session whose activation buffers `scratch` gives, for the session's sequence state
+    /// (a batch hands all its sessions the same).
+    pub(super) fn with_scratch(
+        ctx: &'m GpuContext,
+        model: &'m Model,
+        opts: SessionOptions,
+        scratch: impl FnOnce(&SequenceState) -> Result<Rc<Scratch>>,
+    ) -> Result<Self> {
         let cfg = &model.config;
         if opts.max_context == 0 || opts.chunk == 0 {
             return Err(Error::Input(
@@ -98,10 +168,9 @@ impl<'m> Session<'m> {
             )));
         }
         let seq = SequenceState::new(ctx, cfg, &model.weights, opts.kv, opts.max_context)?;
-        let kv_pages = (seq.max_pages(), seq.page_positions);
-        let scratch = Scratch::new(ctx, cfg, opts.chunk, kv_pages)?;
+        let scratch = scratch(&seq)?;
         let opts = SessionOptions {
-            chunk: scratch.chunk,
+            chunk: scratch.chunk.min(opts.chunk),
             ..opts
         };
         let mut s = Session {
@@ -116,6 +185,9 @@ impl<'m> Session<'m> {
             host: HostTime::default(),
             history: Vec::new(),
             checkpoints: ConvCheckpoints::default(),
+            overflow: ContextOverflow::Error,
+            exact_until: usize::MAX,
+            shifts: 0,
             readback: ["token readback 0", "token readback 1"].map(|label| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(label),
@@ -134,7 +206,13 @@ impl<'m> Session<'m> {
         self.pos = 0;
         self.history.clear();
         self.checkpoints.clear();
+        self.exact_until = usize::MAX;
         self.seq.clear(self.ctx);
+    }
+
+    /// The model the session runs.
+    pub fn model(&self) -> &'m Model {
+        self.model
     }
 
     /// The tokens the sequence holds so far (prompts and the generated tokens fed back), in
@@ -148,7 +226,8 @@ impl<'m> Session<'m> {
     /// the history — the KV cache up to there, the conv states from the latest checkpoint at
     /// or before it (taken at chunk boundaries and turn ends) — and returns how many tokens
     /// of `prompt` are in place; feed the rest (`prefill` or `generate` of `&prompt[n..]`).
-    /// At least the last token of `prompt` is always left to feed, for its logits.
+    /// At least the last token of `prompt` is always left to feed, for its logits. After a
+    /// context shift only the kept tokens can be reused.
     pub fn reuse_prefix(&mut self, prompt: &[u32]) -> Result<usize> {
         let shared = self
             .history
@@ -156,7 +235,8 @@ impl<'m> Session<'m> {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(1));
+            .min(prompt.len().saturating_sub(1))
+            .min(self.exact_until);
         if shared == self.history.len() {
             return Ok(shared);
         }
@@ -167,6 +247,7 @@ impl<'m> Session<'m> {
         self.checkpoints.restore(self.ctx, &self.seq, at);
         self.history.truncate(at);
         self.pos = at;
+        self.exact_until = usize::MAX;
         Ok(at)
     }
 
@@ -197,14 +278,10 @@ impl<'m> Session<'m> {
         self.opts
     }
 
-    fn check(&self, tokens: &[u32]) -> Result<()> {
-        let v = self.model.config.vocab as u32;
-        if let Some(t) = tokens.iter().find(|&&t| t >= v) {
-            return Err(Error::Input(format!(
-                "token id {t} is outside the vocabulary (size {v})"
-            )));
-        }
-        if self.pos + tokens.len() > self.opts.max_context {
+    pub(super) fn check(&self, tokens: &[u32]) -> Result<()> {
+        self.check_ids(tokens)?;
+        let fits = self.pos + tokens.len() <= self.opts.max_context;
+        if !fits && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
                 "{} tokens at position {} exceed the context of {} tokens; pass a larger --ctx or a shorter prompt",
                 tokens.len(),
@@ -215,10 +292,41 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
+    /// Every token id of `tokens` lies in the vocabulary.
+    pub(super) fn check_ids(&self, tokens: &[u32]) -> Result<()> {
+        let v = self.model.config.vocab as u32;
+        match tokens.iter().find(|&&t| t >= v) {
+            Some(t) => Err(Error::Input(format!(
+                "token id {t} is outside the vocabulary (size {v})"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// How many of the next `want` tokens to feed now (at most a chunk): those that fit in
+    /// the context, after a context shift when it is full (the history must hold every
+    /// token fed so far).
+    fn room(&mut self, want: usize) -> Result<usize> {
+        if self.pos == self.opts.max_context {
+            match self.overflow {
+                ContextOverflow::Shift { keep } => self.shift_context(keep),
+                ContextOverflow::Error => {
+                    return Err(Error::Input(format!(
+                        "the context of {} tokens is full; pass a larger --ctx or --context-overflow shift",
+                        self.opts.max_context
+                    )))
+                }
+            }
+        }
+        Ok(want
+            .min(self.opts.chunk)
+            .min(self.opts.max_context - self.pos))
+    }
+
     /// Runs one chunk (≤ chunk size) through the model; with a logits mode it also computes
     /// logits and samples on the GPU. `snapshot` keeps a conv checkpoint after it (`Some`:
     /// whether it ends a turn).
-    fn run_chunk(
+    pub(super) fn run_chunk(
         &mut self,
         tokens: &[u32],
         mode: Option<LogitsMode>,
@@ -270,8 +378,8 @@ impl<'m> Session<'m> {
         let mut copies: Vec<BufferCopy> = feed
             .map(|slot| vec![copy(&self.scratch.tokens), copy(&self.readback[slot])])
             .unwrap_or_default();
-        if let Some(turn_end) = snapshot {
-            let after = self.pos + len;
+        let after = self.pos + len;
+        if let Some(turn_end) = snapshot.filter(|_| after <= self.exact_until) {
             let seq = &self.seq;
             copies.extend(self.checkpoints.snapshot(self.ctx, seq, after, turn_end)?);
         }
@@ -353,10 +461,12 @@ impl<'m> Session<'m> {
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
         let v = self.model.config.vocab;
         let mut out = Vec::new();
-        let chunks: Vec<&[u32]> = tokens.chunks(self.opts.chunk).collect();
-        for (i, c) in chunks.iter().enumerate() {
+        let mut rest = tokens;
+        while !rest.is_empty() {
+            let (c, r) = rest.split_at(self.room(rest.len())?);
+            rest = r;
             // A conv checkpoint after every chunk; the last one ends the turn.
-            let last = i + 1 == chunks.len();
+            let last = rest.is_empty();
             if mode == LogitsMode::All || last {
                 self.run_chunk(c, Some(mode), Some(last))?;
                 let rows = if mode == LogitsMode::All { c.len() } else { 1 };
@@ -373,6 +483,7 @@ impl<'m> Session<'m> {
         self.check(&[token])?;
         self.sampler
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
+        self.room(1)?;
         self.run_chunk(&[token], Some(LogitsMode::Last), None)?;
         self.ctx
             .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
@@ -396,11 +507,8 @@ impl<'m> Session<'m> {
     }
 
     /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling`;
-    /// stops at an EOS token unless `ignore_eos`. Routing and sampling stay on the GPU, each
-    /// drawn token feeds the next step on the GPU, and the host reads token ids back one step
-    /// late. A stop at EOS thus leaves the EOS token fed into the sequence (as a chat's next
-    /// turn needs it). The presence and frequency penalties count this call's tokens; the
-    /// repetition penalty's window reaches back into the prompt and earlier calls.
+    /// stops at an EOS token unless `ignore_eos` ([`Self::generate_stream`], collecting the
+    /// tokens).
     pub fn generate_with(
         &mut self,
         prompt: &[u32],
@@ -408,64 +516,169 @@ impl<'m> Session<'m> {
         ignore_eos: bool,
         sampling: &SamplingParams,
     ) -> Result<Vec<u32>> {
-        sampling.check()?;
+        let mut out = Vec::with_capacity(max_tokens.min(self.opts.max_context));
+        self.generate_stream(prompt, max_tokens, ignore_eos, sampling, &mut |t| {
+            out.push(t);
+            Flow::Continue
+        })?;
+        Ok(out)
+    }
+
+    /// Generation of up to `max_tokens` after `prompt`, each token drawn with `sampling` and
+    /// handed to `on_token` as soon as it is read back ([`Self::generate_stream_with`] with
+    /// no bias, DRY or loop guard).
+    pub fn generate_stream(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        ignore_eos: bool,
+        sampling: &SamplingParams,
+        on_token: &mut dyn FnMut(u32) -> Flow,
+    ) -> Result<FinishReason> {
+        let opts = GenerateOptions {
+            max_tokens,
+            ignore_eos,
+            sampling: *sampling,
+            ..GenerateOptions::default()
+        };
+        self.generate_stream_with(prompt, &opts, on_token)
+    }
+
+    /// Generation of up to `opts.max_tokens` after `prompt`, each token drawn as `opts`
+    /// says and handed to `on_token` as soon as it is read back (a final EOS token too);
+    /// `on_token` may end the generation (a stop string, a closed stream). Stops at an EOS
+    /// token unless `opts.ignore_eos`, where the loop guard finds it stuck, and says why it
+    /// stopped. Routing and sampling stay on the GPU, each drawn token feeds the next step
+    /// on the GPU, and the host reads token ids back one step late — except with DRY, whose
+    /// penalties need each token before the next step is submitted. A stop before
+    /// `max_tokens` leaves the last token fed into the sequence (as a chat's next turn needs
+    /// it). The presence and frequency penalties count this call's tokens; the repetition
+    /// penalty's window and DRY reach back into the prompt and earlier calls.
+    pub fn generate_stream_with(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> Flow,
+    ) -> Result<FinishReason> {
+        opts.check(self.model.config.vocab)?;
+        let max_tokens = opts.max_tokens;
         if prompt.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
         self.check(prompt)?;
         let needs = (self.pos + prompt.len()).saturating_add(max_tokens.saturating_sub(1));
-        if needs > self.opts.max_context {
+        if needs > self.opts.max_context && self.overflow == ContextOverflow::Error {
             return Err(Error::Input(format!(
-                "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx",
+                "prompt of {} tokens plus {max_tokens} new tokens exceeds the context of {}; pass a larger --ctx or --context-overflow shift",
                 prompt.len(),
                 self.opts.max_context
             )));
         }
-        let mut out = Vec::with_capacity(max_tokens.min(self.opts.max_context));
         if max_tokens == 0 {
-            return Ok(out);
+            return Ok(FinishReason::Length);
         }
         self.sampler
-            .prepare(self.ctx, sampling, &self.history, prompt);
-        let chunks: Vec<&[u32]> = prompt.chunks(self.opts.chunk).collect();
-        let (last, head) = chunks.split_last().expect("a non-empty prompt");
-        for c in head {
-            self.run_chunk(c, None, Some(false))?;
+            .prepare(self.ctx, &opts.sampling, &self.history, prompt);
+        let mut last = prompt;
+        loop {
+            let n = self.room(last.len())?;
+            if n == last.len() {
+                break;
+            }
+            self.run_chunk(&last[..n], None, Some(false))?;
+            last = &last[n..];
         }
+        let sync = opts.dry.is_some();
+        let mut bias_history: Vec<u32> = self.history.iter().chain(prompt).copied().collect();
+        self.sampler
+            .set_bias(self.ctx, &opts.bias_after(&bias_history));
         self.ctx
             .write(&self.scratch.tokens, 0, bytemuck::cast_slice(last));
         // Token i is sampled by submission i and read back while submission i + 1 (fed
-        // token i on the GPU) already runs, so the GPU never waits for the host. A conv
-        // checkpoint at the end of the prompt, where the answer starts.
+        // token i on the GPU) already runs, so the GPU never waits for the host (with DRY,
+        // submission i + 1 waits for token i's penalties). A conv checkpoint at the end of
+        // the prompt, where the answer starts.
         let first = self.submit_chunk(last.len(), Some(LogitsMode::Last), Some(0), Some(true))?;
         self.history.extend_from_slice(last);
         let mut pending = (0, first);
         let mut submitted = 1;
+        let mut generated = Vec::new();
+        let mut watch = opts.loop_guard.map(LoopWatch::new);
+        // Generated tokens before `generated[synced]` are in the history already.
+        let mut synced = 0;
         let eos = self.model.config.eos.clone();
+        // Submits the step that feeds the last drawn token (shifting a full context first,
+        // once the history holds every token fed so far).
+        let mut submit_next = |s: &mut Self,
+                               generated: &[u32],
+                               synced: &mut usize|
+         -> Result<Option<(usize, wgpu::SubmissionIndex)>> {
+            if submitted >= max_tokens {
+                return Ok(None);
+            }
+            let slot = submitted % 2;
+            submitted += 1;
+            if s.pos == s.opts.max_context {
+                *synced += s.sync_history(&generated[*synced..]);
+                s.room(1)?;
+            }
+            let step = s.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
+            Ok(Some((slot, step)))
+        };
         loop {
-            let ahead = if submitted < max_tokens {
-                let slot = submitted % 2;
-                submitted += 1;
-                let step = self.submit_chunk(1, Some(LogitsMode::Last), Some(slot), None)?;
-                Some((slot, step))
+            let mut ahead = if sync {
+                None
+            } else {
+                submit_next(self, &generated, &mut synced)?
+            };
+            let t = self.read_slot(pending.0, pending.1)?;
+            generated.push(t);
+            let flow = on_token(t);
+            let stuck = watch.as_mut().is_some_and(|w| w.push(t));
+            let reason = if !opts.ignore_eos && eos.contains(&t) {
+                Some(FinishReason::Eos)
+            } else if flow == Flow::Stop {
+                Some(FinishReason::Stopped)
+            } else if stuck {
+                Some(FinishReason::Repetition)
+            } else if generated.len() >= max_tokens {
+                Some(FinishReason::Length)
             } else {
                 None
             };
-            let t = self.read_slot(pending.0, pending.1)?;
-            out.push(t);
-            if out.len() >= max_tokens || (!ignore_eos && eos.contains(&t)) {
-                self.end_turn(&out)?;
-                return Ok(out);
+            if sync {
+                if reason.is_none() {
+                    bias_history.push(t);
+                    self.sampler
+                        .set_bias(self.ctx, &opts.bias_after(&bias_history));
+                }
+                // As without DRY, a token before max_tokens is fed even when it ends the
+                // generation.
+                ahead = submit_next(self, &generated, &mut synced)?;
+            }
+            if let Some(reason) = reason {
+                self.end_turn(&generated[synced..])?;
+                return Ok(reason);
             }
             pending = ahead.expect("a step is in flight while tokens are owed");
         }
     }
 
-    /// After a generation: the generated tokens that were fed back (those before the last
-    /// submitted step's) join the history, and a conv checkpoint marks the turn's end.
-    fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
+    /// Adds to the history the first of `generated` (tokens not in it yet) that were fed
+    /// back; returns how many.
+    fn sync_history(&mut self, generated: &[u32]) -> usize {
         let fed = self.pos - self.history.len();
         self.history.extend_from_slice(&generated[..fed]);
+        fed
+    }
+
+    /// After a generation: the generated tokens that were fed back (those before the last
+    /// submitted step's) join the history, and a conv checkpoint marks the turn's end.
+    pub(super) fn end_turn(&mut self, generated: &[u32]) -> Result<()> {
+        self.sync_history(generated);
+        if self.pos > self.exact_until {
+            return Ok(());
+        }
         let copies = self
             .checkpoints
             .snapshot(self.ctx, &self.seq, self.pos, true)?;

@@ -3,9 +3,12 @@
 //!
 //! Layout (little-endian): `WMOESESS`, version u32, model fingerprint u64, KV type code u32
 //! (`kv_code`), bytes per position and layer u64, attention layers u32, conv snapshot bytes u64,
-//! positions u64, the history (u32 each), each attention layer's K then V for every position,
-//! the conv states, the checkpoint count u32 and each checkpoint (position u64, turn end u8,
-//! snapshot); then the FNV-1a hash of everything before it (u64). Written to a temporary file
+//! positions u64, the positions that follow from the history (u64; all of them, u64::MAX,
+//! unless a context shift discarded tokens; version 2), the history (u32 each), each
+//! attention layer's K then V for every position, the conv states, the checkpoint count u32
+//! and each checkpoint (position u64, turn end u8, snapshot), the note's length u64 and its
+//! UTF-8 bytes (version 2; a chat's messages); then
+//! the FNV-1a hash of everything before it (u64). Written to a temporary file
 //! beside the target and renamed into place.
 
 use std::fs::File;
@@ -21,7 +24,10 @@ use crate::kernels::KvType;
 use crate::model::fingerprint::Fnv;
 
 const MAGIC: &[u8; 8] = b"WMOESESS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+
+/// A note longer than this is refused when read (a damaged length).
+const MAX_NOTE: u64 = 1 << 30;
 
 /// A writer that hashes what it writes.
 struct Hashed<W> {
@@ -102,10 +108,29 @@ fn header(s: &Session) -> [u64; 5] {
     ]
 }
 
+/// A session file's note: length, then UTF-8 bytes.
+fn read_note(r: &mut Checked<BufReader<File>>) -> Result<String> {
+    let len = r.u64()?;
+    if len > MAX_NOTE {
+        return Err(Error::file(
+            &r.path,
+            format!("holds a note of {len} bytes: damaged"),
+        ));
+    }
+    String::from_utf8(r.take(len as usize)?)
+        .map_err(|_| Error::file(&r.path, "holds a note that is not UTF-8: damaged"))
+}
+
 impl Session<'_> {
     /// Saves the sequence (history, KV cache, conv states and checkpoints) to `path`,
     /// through a temporary file beside it that is renamed into place.
     pub fn save_session(&self, path: &Path) -> Result<()> {
+        self.save_session_with_note(path, "")
+    }
+
+    /// [`Self::save_session`] with a note of the application's stored beside the sequence
+    /// (a chat's messages), given back by [`Self::load_session_with_note`].
+    pub fn save_session_with_note(&self, path: &Path, note: &str) -> Result<()> {
         let name = path
             .file_name()
             .ok_or_else(|| Error::file(path, "is not a file path"))?;
@@ -114,7 +139,7 @@ impl Session<'_> {
             name.to_string_lossy(),
             std::process::id()
         ));
-        let written = self.write_session(&tmp);
+        let written = self.write_session(&tmp, note);
         let done = written.and_then(|_| {
             std::fs::rename(&tmp, path)
                 .map_err(|e| Error::file(path, format!("cannot write the session ({e})")))
@@ -125,7 +150,7 @@ impl Session<'_> {
         done
     }
 
-    fn write_session(&self, path: &Path) -> Result<()> {
+    fn write_session(&self, path: &Path, note: &str) -> Result<()> {
         let io = |e: std::io::Error| Error::file(path, format!("cannot write the session ({e})"));
         let file = File::create(path).map_err(io)?;
         let mut w = Hashed {
@@ -141,6 +166,8 @@ impl Session<'_> {
         w.put(&(layers as u32).to_le_bytes()).map_err(io)?;
         w.put(&conv.to_le_bytes()).map_err(io)?;
         w.put(&(self.pos as u64).to_le_bytes()).map_err(io)?;
+        let exact = u64::try_from(self.exact_until).unwrap_or(u64::MAX);
+        w.put(&exact.to_le_bytes()).map_err(io)?;
         w.put(bytemuck::cast_slice(&self.history)).map_err(io)?;
         let page = self.seq.page_positions;
         for (k, v) in kv_pages(&self.seq) {
@@ -169,6 +196,8 @@ impl Session<'_> {
             w.put(&[turn_end as u8]).map_err(io)?;
             w.put(&self.ctx.read_bytes(buffer, 0, conv)?).map_err(io)?;
         }
+        w.put(&(note.len() as u64).to_le_bytes()).map_err(io)?;
+        w.put(note.as_bytes()).map_err(io)?;
         let sum = w.hash.finish();
         w.inner.write_all(&sum.to_le_bytes()).map_err(io)?;
         w.inner.flush().map_err(io)?;
@@ -179,6 +208,12 @@ impl Session<'_> {
     /// context that holds it; the session's own sequence is replaced. A file of another
     /// model, format version or KV type, or a damaged one, is refused with a clear error.
     pub fn load_session(&mut self, path: &Path) -> Result<()> {
+        self.load_session_with_note(path).map(|_| ())
+    }
+
+    /// [`Self::load_session`], returning the note saved with it (empty for none, and for a
+    /// file of format version 1, which has none).
+    pub fn load_session_with_note(&mut self, path: &Path) -> Result<String> {
         let file = File::open(path).map_err(|e| Error::file(path, format!("cannot open ({e})")))?;
         let mut r = Checked {
             inner: BufReader::new(file),
@@ -190,9 +225,9 @@ impl Session<'_> {
             return Err(bad("is not a wmoe session file".into()));
         }
         let version = r.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(bad(format!(
-                "is a session file of format version {version}; this wmoe reads version {VERSION}"
+                "is a session file of format version {version}; this wmoe reads versions 1 and {VERSION}"
             )));
         }
         let want = header(self);
@@ -225,10 +260,22 @@ impl Session<'_> {
                 self.options().max_context
             )));
         }
-        if let Err(e) = self.read_state(&mut r, pos) {
-            self.reset();
-            return Err(e);
-        }
+        // Version 1 files predate context shifts: every position follows from the tokens.
+        let exact = match version {
+            1 => usize::MAX,
+            _ => usize::try_from(r.u64()?).unwrap_or(usize::MAX),
+        };
+        let note = self.read_state(&mut r, pos).and_then(|()| match version {
+            1 => Ok(String::new()),
+            _ => read_note(&mut r),
+        });
+        let note = match note {
+            Ok(note) => note,
+            Err(e) => {
+                self.reset();
+                return Err(e);
+            }
+        };
         let sum = r.hash.finish();
         let mut stored = [0u8; 8];
         r.inner
@@ -238,7 +285,8 @@ impl Session<'_> {
             self.reset();
             return Err(bad("is damaged (checksum mismatch)".into()));
         }
-        Ok(())
+        self.exact_until = exact;
+        Ok(note)
     }
 
     /// Reads the history, KV pages, conv states and checkpoints of `pos` positions.
