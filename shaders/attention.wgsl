@@ -1,4 +1,4 @@
-// Causal GQA attention over one page of the KV cache (f16 pairs, or f32 with KV_F32), one
+// Causal GQA attention over one page of the KV cache (any type of kv_cache.wgsl), one
 // workgroup per (query head, token): online softmax over blocks of WG keys; query t of the
 // chunk sees cache positions 0..pos0+t, of which this page holds [page_start, page_end).
 // SPLIT (split-KV, and every page of a cache held in several): workgroup z takes the page's
@@ -59,30 +59,9 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-// u32 word holding element d of kv head h at cache position pos (held by this page).
-fn kv_word(pos: u32, h: u32, d: u32) -> u32 {
-    let row = (pos - p.page_start) * p.kv_words;
-#ifdef KV_F32
-    return row + h * p.head_dim + d;
-#else
-    return row + (h * p.head_dim + d) / 2u;
-#endif
-}
-
-fn k_elem(pos: u32, h: u32, d: u32) -> f32 {
-#ifdef KV_F32
-    return bitcast<f32>(k_cache[kv_word(pos, h, d)]);
-#else
-    return unpack2x16float(k_cache[kv_word(pos, h, d)])[d & 1u];
-#endif
-}
-
-fn v_elem(pos: u32, h: u32, d: u32) -> f32 {
-#ifdef KV_F32
-    return bitcast<f32>(v_cache[kv_word(pos, h, d)]);
-#else
-    return unpack2x16float(v_cache[kv_word(pos, h, d)])[d & 1u];
-#endif
+// First word of cache position pos's row (held by this page).
+fn kv_row(pos: u32) -> u32 {
+    return (pos - p.page_start) * p.kv_words;
 }
 
 @compute @workgroup_size(WG)
@@ -111,7 +90,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         if (j < n_keys) {
             var dot = 0.0;
             for (var d = 0u; d < hd; d++) {
-                dot += qs[d] * k_elem(j, kv_head, d);
+                dot += qs[d] * k_elem(kv_row(j), kv_head, d, hd);
             }
             s = dot * p.scale;
         }
@@ -130,7 +109,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (d < hd) {
                 var a = acc[i] * alpha;
                 for (var jj = 0u; jj < valid; jj++) {
-                    a += probs[jj] * v_elem(kb + jj, kv_head, d);
+                    a += probs[jj] * v_elem(kv_row(kb + jj), kv_head, d, hd);
                 }
                 acc[i] = a;
             }

@@ -1,6 +1,7 @@
 // Attention input prep for a chunk: RMSNorm each q and k head (shared [head_dim] weights),
 // NeoX RoPE with host-computed cos/sin, q out as f32, k and v written into one page of the KV
-// cache (f16 pairs packed in u32, or f32 with KV_F32). Workgroup x is head first_head + x;
+// cache in its type (shaders/kv_cache.wgsl: f16, KV_F32, or KV_Q8_0 blocks quantized by
+// q8_0_quantize). Workgroup x is head first_head + x;
 // k and v of tokens whose position this page does not hold are left to another dispatch.
 struct Params {
     tokens: u32,
@@ -8,7 +9,7 @@ struct Params {
     n_kv: u32,
     head_dim: u32,
     pos0: u32,       // cache position of the chunk's first token
-    kv_words: u32,   // u32 words per cache position (n_kv · head_dim / 2)
+    kv_words: u32,   // u32 words per cache position
     eps: f32,
     first_head: u32, // 0: q, k and v heads; n_heads: k and v heads only
     page_start: u32, // first cache position this page holds
@@ -86,12 +87,43 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let kv_head = select(head - p.n_heads, head - p.n_heads - p.n_kv, is_v);
+    let dst = (pos - p.page_start) * p.kv_words + kv_head * kv_head_words(hd);
+#ifdef KV_Q8_0
+    // One thread per pair of 32-value blocks: both scales in one word, then their quants.
+    for (var pair = lid; pair * 64u < hd; pair += WG) {
+        var words: array<u32, 17>;
+        var scales = vec2<f32>(0.0);
+        for (var b = 0u; b < 2u; b++) {
+            let first = pair * 64u + b * 32u;
+            if (first < hd) {
+                var x: array<f32, 32>;
+                for (var i = 0u; i < 32u; i++) {
+                    x[i] = 0.0;
+                    if (first + i < hd) {
+                        x[i] = ys[first + i];
+                    }
+                }
+                let block = q8_0_quantize(x);
+                scales[b] = block.scale;
+                for (var w = 0u; w < 8u; w++) {
+                    words[1u + 8u * b + w] = block.quants[w];
+                }
+            }
+        }
+        words[0] = pack2x16float(scales);
+        for (var w = 0u; w < 17u; w++) {
+            if (is_v) {
+                v_cache[dst + pair * 17u + w] = words[w];
+            } else {
+                k_cache[dst + pair * 17u + w] = words[w];
+            }
+        }
+    }
+#else
 #ifdef KV_F32
-    let dst = (pos - p.page_start) * p.kv_words + kv_head * hd;
     for (var j = lid; j < hd; j += WG) {
         let word = bitcast<u32>(ys[j]);
 #else
-    let dst = (pos - p.page_start) * p.kv_words + kv_head * half;
     for (var j = lid; j < half; j += WG) {
         let word = pack2x16float(vec2<f32>(ys[2u * j], ys[2u * j + 1u]));
 #endif
@@ -101,4 +133,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             k_cache[dst + j] = word;
         }
     }
+#endif
 }

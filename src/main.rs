@@ -45,7 +45,8 @@ struct ModelArgs {
     /// Prefill chunk size in tokens.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
-    /// KV cache type: f16, f32, or auto (f32 while the whole f32 cache stays ≤ 256 MiB).
+    /// KV cache type: f16, f32, q8_0 (llama.cpp's 32-value blocks with an f16 scale), or auto
+    /// (f32 while the whole f32 cache stays ≤ 256 MiB, else f16).
     #[arg(long, value_enum, default_value = "auto")]
     kv_type: KvArg,
     /// Quantize f32/f16/bf16 matrices while loading (already quantized ones are kept): q8_0, q4_0, q4_1, q5_0, q4_k, q5_k, q6_k, q4_k_m, q4_k_s.
@@ -65,6 +66,8 @@ enum KvArg {
     Auto,
     F16,
     F32,
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 impl ModelArgs {
@@ -74,6 +77,7 @@ impl ModelArgs {
         let kv = match self.kv_type {
             KvArg::F16 => KvType::F16,
             KvArg::F32 => KvType::F32,
+            KvArg::Q8_0 => KvType::Q8_0,
             KvArg::Auto => m.auto_kv_type(ctx, max_context),
         };
         SessionOptions {
@@ -863,6 +867,7 @@ fn serve(a: ServeArgs) -> wmoe::Result<()> {
         KvArg::Auto => None,
         KvArg::F16 => Some(KvType::F16),
         KvArg::F32 => Some(KvType::F32),
+        KvArg::Q8_0 => Some(KvType::Q8_0),
     };
     let engine = wmoe::serve::EngineOptions {
         device: device(&a.device),

@@ -88,7 +88,8 @@ fn prefix_reuse_matches_an_uninterrupted_run() {
 }
 
 /// A saved session resumes in a new session with the logits and tokens of an uninterrupted
-/// run; a damaged, truncated, other-model or other-KV-type file is refused with a clear error.
+/// run (an f32 and a q8_0 cache); a damaged, truncated, other-model or other-KV-type file is
+/// refused with a clear error.
 #[test]
 fn saved_sessions_resume_and_refuse_what_is_not_theirs() {
     let Some(ctx) = testing::context() else {
@@ -155,6 +156,24 @@ fn saved_sessions_resume_and_refuse_what_is_not_theirs() {
     };
     let mut other_kv = Session::new(ctx, &model, f16).unwrap();
     assert!(refused(&bytes, &mut other_kv).contains("--kv-type"));
+    let q8 = SessionOptions {
+        kv: KvType::Q8_0,
+        ..f16
+    };
+    let mut q8_session = Session::new(ctx, &model, q8).unwrap();
+    let msg = refused(&bytes, &mut q8_session);
+    assert!(msg.contains("f32") && msg.contains("q8_0"), "{msg}");
+    // A q8_0 cache saves and resumes as well.
+    q8_session.generate(&first, 5, true).unwrap();
+    let q8_file = dir.join("q8.bin");
+    q8_session.save_session(&q8_file).unwrap();
+    let mut q8_resumed = Session::new(ctx, &model, q8).unwrap();
+    q8_resumed.load_session(&q8_file).unwrap();
+    let next = tokens(7, 8, vocab);
+    let want = q8_session.prefill(&next, LogitsMode::Last).unwrap();
+    let got = q8_resumed.prefill(&next, LogitsMode::Last).unwrap();
+    let d = rel_max_diff(&got, &want);
+    assert!(d < 1e-6, "resumed q8_0 session: {d}");
     let dense_dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/dense-bf16");
     let dense = Model::load(ctx, &dense_dir, false).unwrap();

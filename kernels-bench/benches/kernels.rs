@@ -353,6 +353,7 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
                 cache: &cache,
                 out: &ob,
                 partials: split.then_some(&pb),
+                tiles: ctx.profile().attention_tiles(1),
             };
             bench_at(
                 c,

@@ -13,7 +13,7 @@ pub use crate::quant::{WeightFormat, ALL_FORMATS};
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use params::UniformLayout;
-pub use profile::{DeviceProfile, MatvecFamily, PrefillProduct, Switches};
+pub use profile::{AttentionTiles, DeviceProfile, MatvecFamily, PrefillProduct, Switches};
 pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars, Submitted};
 pub use shader::{preprocess, Defines};
 pub use weights::{

@@ -18,6 +18,9 @@ pub struct Switches {
     /// `WMOE_NO_FUSION=1`: decode without the folded norm, the fused router and the
     /// combining expert down projection.
     pub no_fusion: bool,
+    /// `WMOE_NO_TILED_ATTENTION=1`: attention one workgroup per query head and token, keys
+    /// across its threads, in prefill and decode alike.
+    pub no_tiled_attention: bool,
     /// `WMOE_PROFILE=1`: GPU timestamps around every dispatch (where the device has them).
     pub profile: bool,
     /// `WMOE_MAX_BINDING=BYTES`: caps the storage-binding size below the device's limit
@@ -34,6 +37,7 @@ impl Switches {
             no_tiles: on("WMOE_NO_TILES"),
             no_subgroups: on("WMOE_NO_SUBGROUPS"),
             no_fusion: on("WMOE_NO_FUSION"),
+            no_tiled_attention: on("WMOE_NO_TILED_ATTENTION"),
             profile: on("WMOE_PROFILE"),
             max_binding: std::env::var("WMOE_MAX_BINDING")
                 .ok()
@@ -62,6 +66,14 @@ pub enum PrefillProduct {
     TiledMatmul,
 }
 
+/// Tile shape of the tiled attention kernel (src/kernels/attention_tiled.rs): query rows per
+/// workgroup (one thread each) and keys per K/V tile in workgroup memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionTiles {
+    pub rows: u32,
+    pub keys: u32,
+}
+
 /// Every per-device choice, fixed when the device is opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceProfile {
@@ -79,6 +91,11 @@ pub struct DeviceProfile {
     pub fusion: bool,
     /// Every dispatch is timed with GPU timestamps.
     pub timestamps: bool,
+    /// Attention tiles of prefill chunks; `None`: one workgroup per query head and token.
+    pub prefill_attention: Option<AttentionTiles>,
+    /// Attention tiles of decode steps (split-KV over the keys); `None`: one workgroup per
+    /// query head and key split, keys across its threads.
+    pub decode_attention: Option<AttentionTiles>,
     /// The KV cache stays f32 (`--kv-type auto`) while the whole f32 cache fits in this
     /// many bytes; f16 beyond.
     pub kv_f32_budget: u64,
@@ -111,7 +128,20 @@ impl DeviceProfile {
             fusion: !switches.no_fusion,
             timestamps: switches.profile
                 && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            prefill_attention: (!switches.no_tiled_attention)
+                .then_some(AttentionTiles { rows: 64, keys: 32 }),
+            decode_attention: (cpu_device && !switches.no_tiled_attention)
+                .then_some(AttentionTiles { rows: 8, keys: 32 }),
             kv_f32_budget: 256 << 20,
+        }
+    }
+
+    /// The attention tiles of a step of `tokens` tokens per sequence.
+    pub fn attention_tiles(&self, tokens: u32) -> Option<AttentionTiles> {
+        if tokens > 1 {
+            self.prefill_attention
+        } else {
+            self.decode_attention
         }
     }
 
@@ -149,9 +179,16 @@ impl std::fmt::Display for DeviceProfile {
             PrefillProduct::BatchedMatvec => "batched matvec",
             PrefillProduct::TiledMatmul => "tiled matmul",
         };
+        let tiles = |t: Option<AttentionTiles>| {
+            t.map_or("per head".to_string(), |t| {
+                format!("{}x{} tiles", t.rows, t.keys)
+            })
+        };
         write!(
             f,
-            "matvec {matvec}, prefill {prefill}, row tiles {}, wide q6_K {}, subgroups {}, fusion {}, timestamps {}",
+            "matvec {matvec}, prefill {prefill}, attention prefill {} decode {}, row tiles {}, wide q6_K {}, subgroups {}, fusion {}, timestamps {}",
+            tiles(self.prefill_attention),
+            tiles(self.decode_attention),
             on(self.row_tiles),
             on(self.wide_q6k),
             on(self.subgroups),
@@ -188,5 +225,14 @@ mod tests {
         assert!(!gpu.tiles(WeightFormat::Q4_0));
         assert_eq!(cpu.gpu_format(WeightFormat::Q6K), WeightFormat::Q6KWide);
         assert!(cpu.tiles(WeightFormat::Q4K) && !cpu.tiles(WeightFormat::Q8_0));
+        assert!(cpu.attention_tiles(1).is_some() && gpu.attention_tiles(1).is_none());
+        assert!(cpu.attention_tiles(2).is_some() && gpu.attention_tiles(2).is_some());
+        let per_head = Switches {
+            no_tiled_attention: true,
+            ..Default::default()
+        };
+        let cpu_per_head = DeviceProfile::new(wgpu::DeviceType::Cpu, f, &per_head);
+        assert!(cpu_per_head.attention_tiles(1).is_none());
+        assert!(cpu_per_head.attention_tiles(2).is_none());
     }
 }

@@ -1,14 +1,18 @@
 //! Causal GQA attention of a chunk's queries over the KV cache pages (online softmax). A cache
 //! in several pages takes one dispatch per page, each writing partial results; a single
 //! query over a long context also splits each page's keys across workgroups (split-KV
-//! decode); `attention_merge` joins the partials.
+//! decode); `attention_merge` joins the partials. Each dispatch is this kernel (one
+//! workgroup per query head and token) or, where the caller passes tiles, `attention_tiled`.
 
 use std::ops::RangeInclusive;
 
-use super::{attention_merge, Heads, KvPages};
-use crate::gpu::{Binding, Recorder, StepVars};
+use super::{attention_merge, attention_tiled, Heads, KvPages};
+use crate::gpu::{AttentionTiles, Binding, Recorder, StepVars};
 
-pub const SOURCE: &str = include_str!("../../shaders/attention.wgsl");
+pub const SOURCE: &str = concat!(
+    include_str!("../../shaders/kv_cache.wgsl"),
+    include_str!("../../shaders/attention.wgsl")
+);
 
 crate::params! {
     pub(crate) struct Params {
@@ -57,6 +61,9 @@ pub struct Args<'a> {
     /// Partials (≥ `partials_len` floats): needed where the keys span several pages; with
     /// them a single query also splits its keys (split-KV decode).
     pub partials: Option<&'a Binding>,
+    /// The tiled kernel's tiles (`DeviceProfile::attention_tiles`); `None`, or a head size
+    /// it does not cover: this kernel.
+    pub tiles: Option<AttentionTiles>,
 }
 
 /// Threads per workgroup (the shader's `WG`): keys per block, split sizes round to it.
@@ -125,12 +132,24 @@ fn plan(rec: &mut Recorder, a: &Args, tokens: u32) -> (Vec<PageWork>, u32) {
 /// where `partials` are given, then the merge of the partials.
 pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
     let (work, total) = plan(rec, a, tokens);
-    let defines = heads
-        .kv
-        .defines()
-        .uint("WG", WG)
-        .flag_if(total > 1, "SPLIT");
-    let pipeline = rec.ctx().pipeline("attention", SOURCE, &defines);
+    let tiles = a
+        .tiles
+        .filter(|_| attention_tiled::supports(heads.head_dim));
+    let pipeline = match tiles {
+        Some(tiles) => {
+            let defines = attention_tiled::defines(tiles, heads, total > 1);
+            let source = attention_tiled::SOURCE;
+            rec.ctx().pipeline("attention_tiled", source, &defines)
+        }
+        None => {
+            let defines = heads
+                .kv
+                .defines()
+                .uint("WG", WG)
+                .flag_if(total > 1, "SPLIT");
+            rec.ctx().pipeline("attention", SOURCE, &defines)
+        }
+    };
     let target = match a.partials {
         Some(parts) if total > 1 => parts,
         _ => a.out,
@@ -155,7 +174,10 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
         };
         let (k, v) = (&a.cache.k[w.page as usize], &a.cache.v[w.page as usize]);
         let b = [a.q.clone(), k.clone(), v.clone(), target.clone()];
-        let grid = [heads.n_heads, tokens, w.splits];
+        let grid = match tiles {
+            Some(tiles) => attention_tiled::grid(tiles, heads, tokens, w.splits),
+            None => [heads.n_heads, tokens, w.splits],
+        };
         rec.dispatch_positioned("attention", &pipeline, params, &b, grid);
     }
     if total > 1 {
@@ -210,19 +232,14 @@ mod tests {
         }
     }
 
-    /// Packs f32 values as the cache stores them.
-    fn pack(x: &[f32], kv: KvType) -> Vec<u32> {
-        match kv {
-            KvType::F16 => x
-                .chunks(2)
-                .map(|p| {
-                    half::f16::from_f32(p[0]).to_bits() as u32
-                        | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
-                })
-                .collect(),
-            KvType::F32 => x.iter().map(|v| v.to_bits()).collect(),
-        }
-    }
+    /// The kernels every test runs: this one, and the tiled one with the profiles' tiles and
+    /// tiles that divide nothing evenly.
+    const KERNELS: [Option<AttentionTiles>; 4] = [
+        None,
+        Some(AttentionTiles { rows: 64, keys: 32 }),
+        Some(AttentionTiles { rows: 8, keys: 32 }),
+        Some(AttentionTiles { rows: 12, keys: 7 }),
+    ];
 
     /// Attention over a cache in pages of 96 positions: prefill chunks within one page,
     /// across a boundary and over several pages, and decode steps in the first, a middle and
@@ -231,7 +248,7 @@ mod tests {
     fn paged_attention_matches_reference() {
         let Some(ctx) = context() else { return };
         let (page, n_pages) = (96u32, 8usize);
-        for kv in [KvType::F16, KvType::F32] {
+        for kv in [KvType::F16, KvType::F32, KvType::Q8_0] {
             let heads = Heads {
                 n_heads: 4,
                 n_kv: 2,
@@ -244,16 +261,15 @@ mod tests {
             let round = |v: Vec<f32>| -> Vec<f32> {
                 v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
             };
+            // The values as cached (f16 and f32 hold them exactly, q8_0 rounds them).
+            let cached = |x: Vec<f32>| kv.decode(&kv.encode(&round(x), 32), 32);
             let (k, v) = (
-                round(rng.normals(n_pos * kvw, 1.0)),
-                round(rng.normals(n_pos * kvw, 1.0)),
+                cached(rng.normals(n_pos * kvw, 1.0)),
+                cached(rng.normals(n_pos * kvw, 1.0)),
             );
             let page_of = |x: &[f32], i: usize| {
-                let words = pack(
-                    &x[i * page as usize * kvw..(i + 1) * page as usize * kvw],
-                    kv,
-                );
-                Binding::whole(&ctx.storage_with("kv page", &words))
+                let rows = &x[i * page as usize * kvw..(i + 1) * page as usize * kvw];
+                Binding::whole(&ctx.storage_with("kv page", &kv.encode(rows, 32)))
             };
             let kp: Vec<Binding> = (0..n_pages).map(|i| page_of(&k, i)).collect();
             let vp: Vec<Binding> = (0..n_pages).map(|i| page_of(&v, i)).collect();
@@ -263,14 +279,15 @@ mod tests {
                 page_positions: page,
             };
             let parts = Binding::whole(&poisoned(ctx, partials_len(heads, 40, (n_pages, page))));
-            for (t, pos0) in [
+            let cases = [
                 (5usize, 10usize),
                 (40, 80),
                 (40, 300),
                 (1, 50),
                 (1, 400),
                 (1, 767),
-            ] {
+            ];
+            for ((t, pos0), tiles) in cases.into_iter().flat_map(|c| KERNELS.map(|k| (c, k))) {
                 let q = rng.normals(t * 128, 1.0);
                 let (qb, out) = (ctx.storage_with("q", &q), poisoned(ctx, q.len()));
                 let (qx, o) = (Binding::whole(&qb), Binding::whole(&out));
@@ -279,6 +296,7 @@ mod tests {
                     cache: &cache,
                     out: &o,
                     partials: Some(&parts),
+                    tiles,
                 };
                 let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
                 record(&mut rec, heads, &args, t as u32);
@@ -288,7 +306,10 @@ mod tests {
                     let want =
                         reference(&q[ti * 128..(ti + 1) * 128], &k, &v, heads, pos0 + ti + 1);
                     let e = rel_err(&got[ti * 128..(ti + 1) * 128], &want);
-                    assert!(e < 1e-10, "{kv:?} t={t} pos0={pos0} query {ti}: err={e}");
+                    assert!(
+                        e < 1e-10,
+                        "{kv:?} {tiles:?} t={t} pos0={pos0} query {ti}: err={e}"
+                    );
                 }
             }
         }
@@ -315,6 +336,15 @@ mod tests {
             (6, 2, 24, 1, 70, KvType::F32),
             (2, 1, 256, 2, 3, KvType::F16),
             (4, 2, 32, 4, 100, KvType::F32),
+            // Chunks of more rows than a workgroup's, groups of 3 and 8, in part blocks.
+            (6, 2, 24, 70, 20, KvType::F16),
+            (8, 1, 128, 37, 90, KvType::F32),
+            // q8_0: a single query split, a chunk, heads of one and a half block pairs and of
+            // part of one block.
+            (8, 2, 64, 1, 1700, KvType::Q8_0),
+            (4, 1, 64, 37, 90, KvType::Q8_0),
+            (4, 2, 96, 5, 30, KvType::Q8_0),
+            (6, 2, 24, 9, 40, KvType::Q8_0),
             // One query over 257..9000 keys: split-KV (2, 7 and 32 splits, a short last split).
             (4, 2, 64, 1, 256, KvType::F16),
             (8, 2, 64, 1, 1700, KvType::F32),
@@ -332,16 +362,21 @@ mod tests {
             let round = |v: Vec<f32>| -> Vec<f32> {
                 v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
             };
-            let k = round(rng.normals(n_pos * kvw, 1.0));
-            let v = round(rng.normals(n_pos * kvw, 1.0));
+            let hdu = hd as usize;
+            let cached = |x: Vec<f32>| kv.decode(&kv.encode(&round(x), hdu), hdu);
+            let k = cached(rng.normals(n_pos * kvw, 1.0));
+            let v = cached(rng.normals(n_pos * kvw, 1.0));
             let q = rng.normals(t * (nh * hd) as usize, 1.0);
             let (qb, kb, vb) = (
                 ctx.storage_with("q", &q),
-                ctx.storage_with("k", &pack(&k, kv)),
-                ctx.storage_with("v", &pack(&v, kv)),
+                ctx.storage_with("k", &kv.encode(&k, hdu)),
+                ctx.storage_with("v", &kv.encode(&v, hdu)),
             );
-            let parts = poisoned(ctx, partials_len(heads, 8, (1, u32::MAX)));
-            for split in [false, true] {
+            let parts = poisoned(ctx, partials_len(heads, t, (1, u32::MAX)));
+            let variants = [false, true]
+                .into_iter()
+                .flat_map(|s| KERNELS.map(|k| (s, k)));
+            for (split, tiles) in variants {
                 let out = poisoned(ctx, q.len());
                 let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
                 let b = |x: &wgpu::Buffer| Binding::whole(x);
@@ -353,6 +388,7 @@ mod tests {
                     cache: &one_page(&kpg, &vpg),
                     out: &o,
                     partials: partials.as_ref(),
+                    tiles,
                 };
                 record(&mut rec, heads, &args, t as u32);
                 rec.submit();
@@ -363,7 +399,7 @@ mod tests {
                     let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
                     assert!(
                         e < 1e-10,
-                        "nh={nh} nkv={nkv} hd={hd} t={ti} split={split} err={e}"
+                        "nh={nh} nkv={nkv} hd={hd} t={ti} split={split} {tiles:?} err={e}"
                     );
                 }
             }
@@ -411,24 +447,27 @@ mod tests {
         let b = |x: &wgpu::Buffer| Binding::whole(x);
         let (qx, kx, vx, o, px) = (b(&bufs[2]), b(&bufs[0]), b(&bufs[1]), b(&out), b(&parts));
         let (kp, vp) = ([kx], [vx]);
-        let args = Args {
-            q: &qx,
-            cache: &one_page(&kp, &vp),
-            out: &o,
-            partials: Some(&px),
-        };
-        let mut rec = Recorder::at(ctx, StepVars { pos0: 600 });
-        record(&mut rec, heads, &args, 1);
-        let mut plan = rec.finish();
-        for pos0 in [600u32, 767, 512, 700] {
-            let vars = StepVars { pos0 };
-            assert!(plan.holds_for(&vars), "{pos0}");
-            plan.run(vars, &[]);
-            let got = ctx.read_f32(&out, 0, w).unwrap();
-            let want = reference(&q, &k, &v, heads, pos0 as usize + 1);
-            assert!(rel_err(&got, &want) < 1e-10, "pos0={pos0}");
+        for tiles in KERNELS {
+            let args = Args {
+                q: &qx,
+                cache: &one_page(&kp, &vp),
+                out: &o,
+                partials: Some(&px),
+                tiles,
+            };
+            let mut rec = Recorder::at(ctx, StepVars { pos0: 600 });
+            record(&mut rec, heads, &args, 1);
+            let mut plan = rec.finish();
+            for pos0 in [600u32, 767, 512, 700] {
+                let vars = StepVars { pos0 };
+                assert!(plan.holds_for(&vars), "{pos0}");
+                plan.run(vars, &[]);
+                let got = ctx.read_f32(&out, 0, w).unwrap();
+                let want = reference(&q, &k, &v, heads, pos0 as usize + 1);
+                assert!(rel_err(&got, &want) < 1e-10, "{tiles:?} pos0={pos0}");
+            }
+            assert!(!plan.holds_for(&StepVars { pos0: 768 }));
+            assert!(!plan.holds_for(&StepVars { pos0: 511 }));
         }
-        assert!(!plan.holds_for(&StepVars { pos0: 768 }));
-        assert!(!plan.holds_for(&StepVars { pos0: 511 }));
     }
 }

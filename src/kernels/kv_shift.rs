@@ -157,6 +157,7 @@ mod tests {
                     lo | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
                 })
                 .collect(),
+            KvType::Q8_0 => unreachable!("the shift kernel takes f16 and f32 caches"),
         }
     }
 
@@ -172,6 +173,7 @@ mod tests {
                     ]
                 })
                 .collect(),
+            KvType::Q8_0 => unreachable!("the shift kernel takes f16 and f32 caches"),
         }
     }
 

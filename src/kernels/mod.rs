@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod attention_merge;
+pub mod attention_tiled;
 pub mod copy;
 pub mod embedding;
 mod geometry;
@@ -154,20 +155,33 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         v.push((name, src.to_string(), Defines::new().uint("WG", wg)));
     }
     let wg = Defines::new().uint("WG", 64);
-    for (name, src) in [
-        ("attention", attention::SOURCE),
-        ("qk_norm_rope", qk_norm_rope::SOURCE),
-    ] {
-        v.push((name, src.to_string(), KvType::F32.defines().with(&wg)));
+    for kv in [KvType::F32, KvType::Q8_0] {
+        for (name, src) in [
+            ("attention", attention::SOURCE),
+            ("qk_norm_rope", qk_norm_rope::SOURCE),
+        ] {
+            v.push((name, src.to_string(), kv.defines().with(&wg)));
+        }
     }
     v.push((
         "moe_router",
         moe_router::SOURCE.to_string(),
         wg.clone().flag("FUSED"),
     ));
-    for kv in [KvType::F16, KvType::F32] {
+    for kv in [KvType::F16, KvType::F32, KvType::Q8_0] {
         let d = kv.defines().with(&wg).flag("SPLIT");
         v.push(("attention", attention::SOURCE.to_string(), d));
+        for (split, head_dim) in [(false, 64), (true, 96), (true, 256)] {
+            let heads = Heads {
+                n_heads: 8,
+                n_kv: 2,
+                head_dim,
+                kv,
+            };
+            let tiles = crate::gpu::AttentionTiles { rows: 64, keys: 32 };
+            let d = attention_tiled::defines(tiles, heads, split);
+            v.push(("attention_tiled", attention_tiled::SOURCE.to_string(), d));
+        }
         let d = kv.defines().with(&wg).flag("ROTATE");
         v.push(("kv_shift", kv_shift::SOURCE.to_string(), d));
     }
@@ -210,6 +224,7 @@ mod tests {
         let kernels = [
             ("attention", layout::<attention::Params>()),
             ("attention_merge", layout::<attention_merge::Params>()),
+            ("attention_tiled", layout::<attention::Params>()),
             ("copy", layout::<copy::Params>()),
             ("kv_shift", layout::<kv_shift::Params>()),
             ("embedding", layout::<embedding::Params>()),

@@ -4,7 +4,10 @@
 use super::{Heads, KvPages};
 use crate::gpu::{Binding, Recorder, StepVars};
 
-pub const SOURCE: &str = include_str!("../../shaders/qk_norm_rope.wgsl");
+pub const SOURCE: &str = concat!(
+    include_str!("../../shaders/kv_cache.wgsl"),
+    include_str!("../../shaders/qk_norm_rope.wgsl")
+);
 
 /// Largest head dimension the shader's workgroup arrays hold.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -157,6 +160,10 @@ mod tests {
             (2, 1, 64, 2, 9, KvType::F32, 4096),
             (4, 2, 16, 6, 5, KvType::F16, 4),
             (2, 1, 32, 9, 3, KvType::F32, 4),
+            (4, 2, 64, 6, 5, KvType::Q8_0, 4),
+            (2, 2, 96, 3, 7, KvType::Q8_0, 4096),
+            (2, 1, 32, 2, 0, KvType::Q8_0, 4096),
+            (3, 1, 24, 2, 9, KvType::Q8_0, 4096),
         ] {
             let heads = Heads {
                 n_heads: nh,
@@ -222,19 +229,6 @@ mod tests {
                 let first = ((pos % page) * half_words) as u64;
                 ctx.read_u32(&pages[pos / page], first, half_words).unwrap()
             };
-            let unpack = |w: &[u32]| -> Vec<f32> {
-                if kv == KvType::F32 {
-                    return w.iter().map(|x| f32::from_bits(*x)).collect();
-                }
-                w.iter()
-                    .flat_map(|x| {
-                        [
-                            half::f16::from_bits(*x as u16).to_f32(),
-                            half::f16::from_bits((*x >> 16) as u16).to_f32(),
-                        ]
-                    })
-                    .collect()
-            };
             let half = (hd / 2) as usize;
             for ti in 0..t {
                 let (q, k, v) = reference(
@@ -247,9 +241,19 @@ mod tests {
                 );
                 let qg = &q_got[ti * q.len()..(ti + 1) * q.len()];
                 assert!(rel_err(qg, &q) < 1e-11, "q hd={hd}");
-                let kg = unpack(&words(&kc, ti));
-                let vg = unpack(&words(&vc, ti));
-                let bound = if kv == KvType::F32 { 1e-11 } else { 1e-6 };
+                let kg = kv.decode(&words(&kc, ti), hd as usize);
+                let vg = kv.decode(&words(&vc, ti), hd as usize);
+                // Against the reference rounded to the cache type (q8_0: a quant may round
+                // the other way where x / d lands near a half).
+                let (k, v) = (
+                    kv.decode(&kv.encode(&k, hd as usize), hd as usize),
+                    kv.decode(&kv.encode(&v, hd as usize), hd as usize),
+                );
+                let bound = match kv {
+                    KvType::F32 => 1e-11,
+                    KvType::F16 => 1e-6,
+                    KvType::Q8_0 => 1e-5,
+                };
                 assert!(
                     rel_err(&kg, &k) < bound,
                     "k hd={hd} err={}",

@@ -8,6 +8,7 @@ use super::state::LayerState;
 use super::Session;
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
+use crate::kernels::KvType;
 use crate::kernels::{kv_shift, seen_shift, Heads};
 
 /// What a session does when a token must be fed into a full context.
@@ -31,6 +32,14 @@ impl Session<'_> {
                     "--keep {keep} leaves nothing to discard in a context of {ctx} tokens; keep at most {} tokens",
                     ctx.saturating_sub(2)
                 )));
+            }
+            // The shift kernel moves f16 and f32 elements; a q8_0 block would have to be
+            // requantized after the rotation.
+            if self.seq.kv == KvType::Q8_0 {
+                return Err(Error::Input(
+                    "--context-overflow shift needs an f16 or f32 KV cache; pass --kv-type f16"
+                        .into(),
+                ));
             }
         }
         self.overflow = overflow;

@@ -184,6 +184,7 @@ pub(super) fn attention_core(
         cache: &view.seq.pages(k, v),
         out: &out,
         partials: Some(&parts),
+        tiles: rec.ctx().profile().attention_tiles(t),
     };
     attention::record(rec, heads, &args, t);
 }

@@ -1,8 +1,8 @@
 //! Saved sessions: a sequence's KV cache, conv states and conv checkpoints with its token
 //! history, in one versioned, checksummed file that names the model it belongs to.
 //!
-//! Layout (little-endian): `WMOESESS`, version u32, model fingerprint u64, KV element bytes
-//! u32, bytes per position and layer u64, attention layers u32, conv snapshot bytes u64,
+//! Layout (little-endian): `WMOESESS`, version u32, model fingerprint u64, KV type code u32
+//! (`kv_code`), bytes per position and layer u64, attention layers u32, conv snapshot bytes u64,
 //! positions u64, the positions that follow from the history (u64; all of them, u64::MAX,
 //! unless a context shift discarded tokens; version 2), the history (u32 each), each
 //! attention layer's K then V for every position, the conv states, the checkpoint count u32
@@ -20,6 +20,7 @@ use super::state::{LayerState, SequenceState};
 use super::Session;
 use crate::error::{Error, Result};
 use crate::gpu::Binding;
+use crate::kernels::KvType;
 use crate::model::fingerprint::Fnv;
 
 const MAGIC: &[u8; 8] = b"WMOESESS";
@@ -85,12 +86,22 @@ fn kv_pages(seq: &SequenceState) -> Vec<(&[Binding], &[Binding])> {
         .collect()
 }
 
+/// The KV type's code in a session file: the element bytes for f16 and f32 (as the first
+/// files recorded them), 8 for q8_0.
+fn kv_code(kv: KvType) -> u64 {
+    match kv {
+        KvType::F16 => 2,
+        KvType::F32 => 4,
+        KvType::Q8_0 => 8,
+    }
+}
+
 /// The shape fields every session file starts with (after magic and version).
 fn header(s: &Session) -> [u64; 5] {
     let seq = &s.seq;
     [
         s.model.fingerprint,
-        seq.kv.bytes() as u64,
+        kv_code(seq.kv),
         seq.position_bytes,
         kv_pages(seq).len() as u64,
         ConvCheckpoints::snapshot_bytes(seq),
@@ -233,9 +244,13 @@ impl Session<'_> {
             ));
         }
         if got[1..] != want[1..] {
+            let saved = [KvType::F16, KvType::F32, KvType::Q8_0]
+                .into_iter()
+                .find(|kv| kv_code(*kv) == got[1])
+                .map_or("unknown type", KvType::name);
             return Err(bad(format!(
-                "holds a KV cache of {}-byte elements; start the session with the --kv-type it was saved with",
-                got[1]
+                "holds a KV cache of {saved} (this session's: {}); start the session with the --kv-type it was saved with",
+                self.seq.kv.name()
             )));
         }
         let pos = r.u64()? as usize;

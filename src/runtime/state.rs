@@ -52,7 +52,7 @@ impl SequenceState {
         kv: KvType,
         max_context: usize,
     ) -> Result<Self> {
-        let position_bytes = (cfg.n_kv_heads * cfg.head_dim * kv.bytes()) as u64;
+        let position_bytes = (4 * cfg.n_kv_heads * kv.head_words(cfg.head_dim)) as u64;
         let page_positions = page_positions(position_bytes, ctx.max_binding())?;
         let conv_bytes = (4 * (cfg.conv_taps - 1) * cfg.hidden) as u64;
         let layers = weights
