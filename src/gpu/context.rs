@@ -409,4 +409,37 @@ impl GpuContext {
         let bytes = self.read_bytes(buf, first * 4, n as u64 * 4)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
+
+    /// The first `n` u32 values of the host-mappable `buf` (MAP_READ), once submission
+    /// `done` has finished; later submissions keep the GPU busy meanwhile (sampled tokens
+    /// read back one step late).
+    pub fn read_mapped_u32(
+        &self,
+        buf: &wgpu::Buffer,
+        n: usize,
+        done: wgpu::SubmissionIndex,
+    ) -> Result<Vec<u32>> {
+        let bytes = 4 * n as u64;
+        let (tx, rx) = std::sync::mpsc::channel();
+        buf.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(done),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("token readback callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("token readback failed: {e}")))?;
+        let words = {
+            let data = buf
+                .get_mapped_range(..bytes)
+                .map_err(|e| Error::Gpu(format!("token readback mapping failed: {e}")))?;
+            bytemuck::pod_collect_to_vec(&data)
+        };
+        buf.unmap();
+        Ok(words)
+    }
 }

@@ -335,7 +335,9 @@ impl<'m> Batch<'m> {
         };
         let done = entry.1.run_batch(&vars, &copies);
         self.plans.push(entry);
-        let drawn = self.read_drawn(active.len(), done.index)?;
+        let drawn = self
+            .ctx
+            .read_mapped_u32(&self.readback, active.len(), done.index)?;
         let mut out = Vec::with_capacity(active.len());
         for (&i, t) in active.iter().zip(drawn) {
             let s = &mut self.slots[i];
@@ -345,33 +347,6 @@ impl<'m> Batch<'m> {
             out.push((i, t));
         }
         Ok(out)
-    }
-
-    /// The first `n` drawn tokens, once submission `done` has finished.
-    fn read_drawn(&self, n: usize, done: wgpu::SubmissionIndex) -> Result<Vec<u32>> {
-        let buf = &self.readback;
-        let (tx, rx) = std::sync::mpsc::channel();
-        buf.map_async(wgpu::MapMode::Read, ..4 * n as u64, move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(done),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("token readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("token readback failed: {e}")))?;
-        let tokens = {
-            let data = buf
-                .get_mapped_range(..4 * n as u64)
-                .map_err(|e| Error::Gpu(format!("token readback mapping failed: {e}")))?;
-            bytemuck::pod_collect_to_vec(&data)
-        };
-        buf.unmap();
-        Ok(tokens)
     }
 }
 

@@ -425,29 +425,8 @@ impl<'m> Session<'m> {
     /// The token in readback slot `slot`, once submission `done` has finished (later
     /// submissions keep the GPU busy meanwhile).
     fn read_slot(&self, slot: usize, done: wgpu::SubmissionIndex) -> Result<u32> {
-        let buf = &self.readback[slot];
-        let (tx, rx) = std::sync::mpsc::channel();
-        buf.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.ctx
-            .device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(done),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("token readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("token readback failed: {e}")))?;
-        let token = {
-            let data = buf
-                .get_mapped_range(..)
-                .map_err(|e| Error::Gpu(format!("token readback mapping failed: {e}")))?;
-            u32::from_le_bytes([data[0], data[1], data[2], data[3]])
-        };
-        buf.unmap();
-        Ok(token)
+        let token = self.ctx.read_mapped_u32(&self.readback[slot], 1, done)?;
+        Ok(token[0])
     }
 
     /// Feeds `tokens` through the batched prefill path in chunks. With `LogitsMode::All` it
