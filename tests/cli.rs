@@ -716,6 +716,21 @@ fn sizes_from_the_command_line_are_checked() {
     );
     assert_error_line(
         &[
+            "bench",
+            "--parallel",
+            "1,0",
+            "-p",
+            "0",
+            "-n",
+            "2",
+            "-r",
+            "1",
+        ],
+        &[],
+        "error: invalid input: the numbers of parallel sequences must be at least 1",
+    );
+    assert_error_line(
+        &[
             "generate",
             "--ctx",
             "4096",
