@@ -146,37 +146,6 @@ mod tests {
         assert!(e < 1e-8, "err={e}");
     }
 
-    /// Packs f32 values into cache words (f16 pairs or f32 bits).
-    fn pack(values: &[f32], kv: KvType) -> Vec<u32> {
-        match kv {
-            KvType::F32 => values.iter().map(|v| v.to_bits()).collect(),
-            KvType::F16 => values
-                .chunks_exact(2)
-                .map(|p| {
-                    let lo = half::f16::from_f32(p[0]).to_bits() as u32;
-                    lo | (half::f16::from_f32(p[1]).to_bits() as u32) << 16
-                })
-                .collect(),
-            KvType::Q8_0 => unreachable!("the shift kernel takes f16 and f32 caches"),
-        }
-    }
-
-    fn unpack(words: &[u32], kv: KvType) -> Vec<f32> {
-        match kv {
-            KvType::F32 => words.iter().map(|w| f32::from_bits(*w)).collect(),
-            KvType::F16 => words
-                .iter()
-                .flat_map(|w| {
-                    [
-                        half::f16::from_bits(*w as u16).to_f32(),
-                        half::f16::from_bits((*w >> 16) as u16).to_f32(),
-                    ]
-                })
-                .collect(),
-            KvType::Q8_0 => unreachable!("the shift kernel takes f16 and f32 caches"),
-        }
-    }
-
     #[test]
     fn kv_shift_matches_reference() {
         let Some(ctx) = context() else { return };
@@ -209,14 +178,17 @@ mod tests {
             };
             let row = (n_kv * hd) as usize;
             let mut rng = Rng::new(from as u64 * 7 + hd as u64);
-            let round = |v: Vec<f32>| unpack(&pack(&v, kv), kv);
+            let hd_len = hd as usize;
+            let pack = |x: &[f32]| kv.encode(x, hd_len);
+            let unpack = |w: &[u32]| kv.decode(w, hd_len);
+            let round = |v: Vec<f32>| unpack(&pack(&v));
             let (k, v) = (
                 round(rng.normals(pages * page * row, 1.0)),
                 round(rng.normals(pages * page * row, 1.0)),
             );
             let page_words = page * heads.kv_words() as usize;
             let upload = |data: &[f32]| -> Vec<wgpu::Buffer> {
-                pack(data, kv)
+                pack(data)
                     .chunks(page_words)
                     .map(|w| ctx.storage_with("cache page", w))
                     .collect()
@@ -241,7 +213,7 @@ mod tests {
                     .iter()
                     .flat_map(|b| ctx.read_u32(b, 0, page_words).unwrap())
                     .collect();
-                unpack(&words, kv)
+                unpack(&words)
             };
             let moved = (from, to, count);
             let want_k = reference(&k, heads, Some(&rot), moved);
