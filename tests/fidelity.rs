@@ -1,6 +1,7 @@
 //! Whole-model fidelity against HF transformers: every fixture under assets/models carries
-//! transformers' logits at every prompt position (prefill), per-step decode logits and a
-//! 24-token greedy continuation, all computed in f32 from the saved checkpoint.
+//! transformers' logits at every prompt position (prefill), per-step decode logits (the demo
+//! model: its prefill logits stand for both) and a 24-token greedy continuation, all computed
+//! in f32 from the saved checkpoint (the demo: its q8_0 weights dequantized).
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +32,12 @@ fn read_reference(dir: &Path) -> Reference {
     Reference {
         prompt: i32s("prompt_tokens"),
         prefill: f32s("prefill_logits"),
-        decode: f32s("decode_logits"),
+        // The demo's reference stores one set: transformers' decode through its cache equals
+        // its prefill there to 1e-6 (checked by tools/train_demo.py when it wrote the file).
+        decode: match st.tensor("decode_logits") {
+            Ok(_) => f32s("decode_logits"),
+            Err(_) => f32s("prefill_logits"),
+        },
         greedy: i32s("greedy_tokens"),
     }
 }
@@ -172,24 +178,19 @@ fn the_bundled_model_matches_the_demo_reference() {
     decode_and_greedy(ctx, &model, &r, "bundled", "");
 }
 
-/// The same comparison on a device whose bindings are capped at 32 KiB (64 KiB for the demo
-/// model, whose expert row groups are 48 KiB): embedding, LM head and expert stacks are split
-/// into many pages, expert windows dispatch once per page, and the chunk shrinks to fit the
-/// scratch rows.
+/// The same comparison on a device whose bindings are capped at 32 KiB: embedding, LM head and
+/// expert stacks are split into many pages, expert windows dispatch once per page, and the
+/// chunk shrinks to fit the scratch rows.
 #[test]
 fn paged_weights_give_the_same_logits() {
     if testing::context().is_none() {
         return;
     }
-    let capped = |kib: u64| {
-        let mut opts = wmoe::DeviceOptions::from_env();
-        opts.switches.max_binding = Some(kib << 10);
-        wmoe::GpuContext::new(&opts).unwrap()
-    };
-    let (ctx32, ctx64) = (capped(32), capped(64));
+    let mut opts = wmoe::DeviceOptions::from_env();
+    opts.switches.max_binding = Some(32 << 10);
+    let ctx = &wmoe::GpuContext::new(&opts).unwrap();
     for dir in fixtures() {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let ctx = if name == "demo" { &ctx64 } else { &ctx32 };
         let r = read_reference(&dir);
         let model = Model::load(ctx, &dir, false).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
