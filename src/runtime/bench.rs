@@ -303,9 +303,8 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
     })
 }
 
-/// One test: `reps` + 1 runs of `test` (the first a warm-up), each after a reset and the
-/// untimed prefill of `context` (the depth); with the host time of the timed runs' decode
-/// steps.
+/// One test: `reps` + 1 runs of `test` (the first a warm-up), each from `context` (the
+/// depth) in place, untimed; with the host time of the timed runs' decode steps.
 fn repeat(
     s: &mut Session,
     spec: &BenchSpec,
@@ -315,10 +314,7 @@ fn repeat(
     let mut samples = Vec::new();
     let mut host = HostTime::default();
     for rep in 0..=spec.reps {
-        s.reset();
-        if !context.is_empty() {
-            s.prefill(context, LogitsMode::Last)?;
-        }
+        at_depth(s, context)?;
         let before = s.host_time();
         let t = Instant::now();
         test(s)?;
@@ -337,6 +333,26 @@ fn repeat(
         samples,
     };
     Ok((row, host))
+}
+
+/// Puts the session at the end of `context` (a depth): the KV cache and the conv states of
+/// the previous test's context when the session holds it (prefix reuse, restored from the
+/// conv checkpoint taken where its prefill ended, as llama-bench restores a saved depth
+/// state), else a reset and the context's prefill. Deep tests then prefill their depth once
+/// per depth, not once per run. Says whether the context was reused.
+fn at_depth(s: &mut Session, context: &[u32]) -> Result<bool> {
+    if context.is_empty() {
+        s.reset();
+        return Ok(false);
+    }
+    // One more token after the context, so that the whole context counts as reusable.
+    let probe: Vec<u32> = context.iter().copied().chain([0]).collect();
+    if s.history().starts_with(context) && s.reuse_prefix(&probe)? == context.len() {
+        return Ok(true);
+    }
+    s.reset();
+    s.prefill(context, LogitsMode::Last)?;
+    Ok(false)
 }
 
 /// The tg test of `parallel` sequences generating together, each after `context` (its
@@ -437,4 +453,43 @@ fn joining_ttft(batch: &mut Batch, spec: &BenchSpec, vocab: usize) -> Result<Bus
         idle_s: idle / spec.reps as f64,
         busy_s: busy / spec.reps as f64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::context;
+
+    /// A second run at the same depth starts from the context in place (restored, not
+    /// prefilled again) and computes what the first did: the same logits, bit for bit.
+    #[test]
+    fn runs_at_a_depth_reuse_its_context() {
+        let Some(ctx) = context() else { return };
+        let model = Model::load_bundled(ctx, None, false).unwrap();
+        let opts = SessionOptions {
+            max_context: 256,
+            chunk: 16,
+            ..SessionOptions::default()
+        };
+        let mut s = Session::new(ctx, &model, opts).unwrap();
+        let depth = tokens(40, model.config.vocab, 7);
+        let test = |s: &mut Session| {
+            let first = s.prefill(&[5, 6, 7], LogitsMode::Last).unwrap();
+            (first, s.decode(9).unwrap())
+        };
+        assert!(
+            !at_depth(&mut s, &depth).unwrap(),
+            "a fresh session prefills"
+        );
+        let a = test(&mut s);
+        assert!(at_depth(&mut s, &depth).unwrap(), "the depth is reused");
+        assert_eq!(s.position(), depth.len());
+        assert_eq!(test(&mut s), a);
+        assert!(
+            !at_depth(&mut s, &depth[..39]).unwrap(),
+            "another context prefills"
+        );
+        assert!(!at_depth(&mut s, &[]).unwrap());
+        assert_eq!(s.position(), 0);
+    }
 }
