@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,11 @@ impl Browser {
             );
             return None;
         };
-        let profile = std::env::temp_dir().join(format!("wmoe-chat-page-{}", std::process::id()));
+        // A fresh profile per browser (tests run in parallel): empty storage, no lock shared.
+        static LAUNCHED: AtomicUsize = AtomicUsize::new(0);
+        let n = LAUNCHED.fetch_add(1, Ordering::Relaxed);
+        let profile =
+            std::env::temp_dir().join(format!("wmoe-chat-page-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
         let (their_commands, commands) = std::io::pipe().unwrap();

@@ -1,17 +1,22 @@
-//! The chat page at `/`, driven in headless Chromium against `wmoe serve` (the binary, on the
+//! The chat page at `/`, driven in headless Chromium. Against `wmoe serve` (the binary, on the
 //! bundled model, one slot, no queue, an API key): the key entered, a message sent and its
 //! streamed answer shown, a long generation stopped mid-stream (its slot freed at once), a new
-//! conversation started, and everything still there after a reload.
+//! conversation started, and everything still there after a reload. Against a server whose
+//! engine plays a fixed text (the bundled model never writes reasoning or tool calls): the
+//! reasoning folded apart, the tool call shown, the settings in the request.
 
 mod browser;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 use browser::Browser;
 use serde_json::{json, Value as Json};
+use wmoe::serve::{App, Engine, Event, Limits, ModelText};
+use wmoe::{ChatTemplate, FinishReason, ModelFiles};
 
 const KEY: &str = "page-test-key";
 const WAIT: Duration = Duration::from_secs(60);
@@ -245,4 +250,180 @@ fn the_chat_page_streams_stops_and_keeps_conversations() {
     let errors = b.errors();
     assert!(errors.is_empty(), "errors in the page: {errors:?}");
     eprintln!("chat page test took {:.1?}", t0.elapsed());
+}
+
+/// What a scripted job was asked: its prompt as text, temperature, top_p, max_tokens.
+struct Asked {
+    prompt: String,
+    temperature: f32,
+    top_p: f32,
+    max_tokens: usize,
+}
+
+/// An in-process server (no API key) whose engine answers every request with the tokens of
+/// `script`, a token every 10 ms, then EOS; each job's request goes to the receiver.
+fn scripted_server(script: &str) -> (SocketAddr, Receiver<Asked>, tokio::runtime::Runtime) {
+    let text = || {
+        ModelText::new(
+            &ModelFiles::bundled().unwrap(),
+            ChatTemplate::bundled().unwrap(),
+        )
+        .unwrap()
+    };
+    let t = text();
+    let mut tokens = t
+        .tokenizer
+        .encode(script, false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    tokens.push(t.eos[0]);
+    let (asked, jobs_seen) = channel();
+    let engine = Engine::with_worker(1, 4, move |jobs, _stats| {
+        for job in jobs {
+            let _ = asked.send(Asked {
+                prompt: t.tokenizer.decode(&job.prompt, false).unwrap(),
+                temperature: job.sampling.temperature,
+                top_p: job.sampling.top_p,
+                max_tokens: job.max_tokens,
+            });
+            job.send(Event::Started { cached_tokens: 0 });
+            let mut reason = FinishReason::Eos;
+            for &tok in &tokens {
+                std::thread::sleep(Duration::from_millis(10));
+                if !job.send(Event::Token(tok)) {
+                    reason = FinishReason::Stopped;
+                    break;
+                }
+            }
+            job.send(Event::Finished(reason));
+        }
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = Limits {
+        context: 4096,
+        max_body_bytes: 1 << 20,
+        max_tokens: 1000,
+        max_connections: 16,
+        api_key: None,
+    };
+    let app = App {
+        text: text(),
+        engine,
+        limits,
+    };
+    rt.spawn(wmoe::serve::serve(listener, app, std::future::pending()));
+    (addr, jobs_seen, rt)
+}
+
+/// The last answer's reasoning and tool calls as the page shows them.
+const ANSWER_PARTS: &str = r##"(() => {
+  const all = [...document.querySelectorAll("#messages .msg.assistant")];
+  const a = all[all.length - 1];
+  const r = a.querySelector(".reasoning");
+  return {
+    reasoning_shown: !r.hidden,
+    reasoning_open: r.open,
+    summary: r.querySelector("summary").textContent,
+    reasoning: a.querySelector(".reasoning-text").textContent,
+    content: a.querySelector(".content").textContent,
+    calls: [...a.querySelectorAll(".tool-call")].map((c) => ({
+      name: c.querySelector(".tool-name").textContent,
+      args: c.querySelector(".tool-args").textContent,
+    })),
+  };
+})()"##;
+
+#[test]
+fn reasoning_tool_calls_and_settings_reach_the_page_and_the_server() {
+    let Some(mut b) = Browser::launch() else {
+        return;
+    };
+    let (addr, asked, _rt) = scripted_server(
+        "<think>The user wants the weather.</think>\nLet me check.\n<|tool_call_start|>[get_weather(city=\"Paris\", days=2)]<|tool_call_end|>",
+    );
+    b.goto(&format!("http://{addr}/"));
+    b.wait_for("the model's name", WAIT, STATE, |v| v["model"] != "");
+    b.click("#settings summary");
+
+    // Tools that are not JSON: said, nothing sent, the message kept in the box.
+    b.type_into("#tools", "[{");
+    send(&mut b, "Weather in Paris?");
+    let s = b.wait_for("the tools error", WAIT, STATE, |v| {
+        text(v, "status").contains("Tools are not valid JSON")
+    });
+    assert_eq!(s["messages"], 0, "{s}");
+    assert_eq!(
+        b.eval("document.querySelector('#prompt').value"),
+        "Weather in Paris?"
+    );
+
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}}}}]);
+    b.type_into("#tools", &tools.to_string());
+    b.type_into("#system-prompt", "You answer in one line.");
+    b.type_into("#temperature", "0.5");
+    b.type_into("#top-p", "0.9");
+    b.type_into("#max-tokens", "100");
+    b.type_into("#prompt", "");
+    send(&mut b, "Weather in Paris?");
+    let s = b.wait_for("the answer with a tool call", WAIT, STATE, |v| {
+        idle(v) && text(v, "meta").contains("finish:")
+    });
+    assert!(text(&s, "meta").starts_with("finish: tool_calls"), "{s}");
+    let parts = b.eval(ANSWER_PARTS);
+    assert_eq!(parts["reasoning_shown"], true, "{parts}");
+    assert_eq!(parts["reasoning_open"], false, "folded: {parts}");
+    assert_eq!(parts["summary"], "Reasoning", "{parts}");
+    assert_eq!(parts["reasoning"], "The user wants the weather.", "{parts}");
+    assert_eq!(parts["content"], "Let me check.", "{parts}");
+    let calls = parts["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{parts}");
+    assert_eq!(calls[0]["name"], "Tool call: get_weather", "{parts}");
+    let args: Json = serde_json::from_str(calls[0]["args"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Paris", "days": 2}), "{parts}");
+    b.click("#messages .msg.assistant .reasoning summary");
+    assert_eq!(b.eval(ANSWER_PARTS)["reasoning_open"], true, "unfolds");
+
+    // The settings reached the server: the system prompt and tools in the prompt, sampling.
+    let first = asked.recv_timeout(WAIT).unwrap();
+    for part in [
+        "You answer in one line.",
+        "get_weather",
+        "Weather in Paris?",
+    ] {
+        assert!(first.prompt.contains(part), "{part} in {}", first.prompt);
+    }
+    assert_eq!(
+        (first.temperature, first.top_p, first.max_tokens),
+        (0.5, 0.9, 100)
+    );
+
+    // The conversation as kept in the browser's storage: the answer with its parts.
+    let kept = b.eval("JSON.parse(localStorage.getItem('wmoe.chat.conversations'))[0].messages[1]");
+    assert_eq!(kept["reasoning"], "The user wants the weather.", "{kept}");
+    assert_eq!(
+        kept["tool_calls"][0]["function"]["name"], "get_weather",
+        "{kept}"
+    );
+
+    // The next turn sends the conversation so far.
+    send(&mut b, "Thanks");
+    b.wait_for("the second answer", WAIT, STATE, |v| {
+        idle(v) && v["messages"] == 4 && text(v, "meta").contains("finish:")
+    });
+    let second = asked.recv_timeout(WAIT).unwrap();
+    for part in ["Weather in Paris?", "Let me check.", "Thanks"] {
+        assert!(second.prompt.contains(part), "{part} in {}", second.prompt);
+    }
+    let errors = b.errors();
+    assert!(errors.is_empty(), "errors in the page: {errors:?}");
 }
