@@ -40,8 +40,12 @@ function load(key, fallback) {
 }
 
 function save() {
-  localStorage.setItem(KEYS.conversations, JSON.stringify(conversations));
-  localStorage.setItem(KEYS.current, currentId ?? "");
+  try {
+    localStorage.setItem(KEYS.conversations, JSON.stringify(conversations));
+    localStorage.setItem(KEYS.current, currentId ?? "");
+  } catch (e) {
+    setStatus(`Cannot keep the conversations in this browser: ${e.message}`);
+  }
 }
 
 function current() {
@@ -367,7 +371,11 @@ async function send(text) {
     if (!answer.finish) answer.finish = "stop";
   } catch (e) {
     if (e.name === "AbortError") answer.finish = "stopped";
-    else answer.error = e.message;
+    else {
+      answer.error = e.message;
+      // Close the connection, so the server ends the generation.
+      running.controller.abort();
+    }
   } finally {
     running = null;
     setBusy(false);
@@ -395,6 +403,9 @@ function init() {
   initSettings();
   $("new-chat").addEventListener("click", newConversation);
   $("stop").addEventListener("click", () => running?.controller.abort());
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && running) running.controller.abort();
+  });
   $("composer").addEventListener("submit", async (e) => {
     e.preventDefault();
     const prompt = $("prompt");
