@@ -145,7 +145,7 @@ enum Command {
     Template(TemplateArgs),
     /// Read generated text on stdin, print the OpenAI assistant message it is (JSON, no GPU).
     Parse(ParseArgs),
-    /// Serve the OpenAI API (chat completions, completions, models) over HTTP.
+    /// Serve the OpenAI API (chat completions, completions, models) and a chat page at / over HTTP.
     Serve(ServeArgs),
 }
 
