@@ -145,7 +145,7 @@ enum Command {
     Template(TemplateArgs),
     /// Read generated text on stdin, print the OpenAI assistant message it is (JSON, no GPU).
     Parse(ParseArgs),
-    /// Serve the OpenAI API (chat completions, completions, models) over HTTP.
+    /// Serve the OpenAI API (chat completions, completions, models) and a chat page at / over HTTP.
     Serve(ServeArgs),
 }
 
@@ -168,7 +168,7 @@ struct ServeArgs {
     /// Requests that may wait beyond the slots; more are refused with 503 and Retry-After.
     #[arg(long, default_value_t = 16)]
     queue: usize,
-    /// Require `Authorization: Bearer KEY` on every route but /health.
+    /// Require `Authorization: Bearer KEY` on every route but /health and the chat page.
     #[arg(long)]
     api_key: Option<String>,
     /// Largest request body in bytes.

@@ -652,7 +652,7 @@ fn malformed_requests_get_openai_errors() {
         assert_eq!(e["param"].as_str(), param, "{e}");
         assert_eq!(e["code"].as_str(), code, "{e}");
     }
-    // The API key: required everywhere but /health, compared whole.
+    // The API key: required everywhere but /health and the chat page's files, compared whole.
     for extra in [
         &[][..],
         &["Authorization: Bearer sekri"],
@@ -670,6 +670,22 @@ fn malformed_requests_get_openai_errors() {
         assert_eq!(http(a, "GET", "/v1/models", "", extra).status, 401);
     }
     assert_eq!(http(a, "GET", "/health", "", &[]).json()["status"], "ok");
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/app.js", "text/javascript"),
+        ("/style.css", "text/css"),
+    ] {
+        let r = http(a, "GET", path, "", &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(
+            r.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+        assert!(r.header("content-security-policy").is_some(), "{path}");
+    }
+    assert!(http(a, "GET", "/", "", &[])
+        .body
+        .contains("<script src=\"/app.js\""));
     let models = http(a, "GET", "/v1/models", "", &[auth]).json();
     assert_eq!(models["data"][0]["id"], wmoe::BUNDLED_MODEL.name);
     assert_eq!(http(a, "GET", "/nowhere", "", &[auth]).status, 404);

@@ -22,6 +22,7 @@ use super::engine::{Busy, Engine, Event};
 use super::openai::{self, sse, ApiError, Envelope, SSE_DONE};
 use super::pipeline::Pipeline;
 use super::request::{fresh_seed, Generation, ToolChoice};
+use super::ui;
 use crate::chat::{AssistantMessage, ChatRequest, ChatTemplate, OutputParser, ParseEvent};
 use crate::error::Error;
 use crate::kernels::sample::SamplingParams;
@@ -96,20 +97,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(ui::routes())
         .fallback(|| async {
-            ApiError::invalid("no such route; see /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics", None)
+            ApiError::invalid("no such route; see / (the chat page), /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics", None)
                 .with_code(StatusCode::NOT_FOUND, "not_found")
         })
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
 }
 
-/// The API key check (every route but `/health`), then the request; `/v1` outcomes counted.
+/// The API key check (every route but `/health` and the chat page's files), then the request; `/v1` outcomes counted.
 async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if let Some(key) = &app.limits.api_key {
         let given = bearer(req.headers()).unwrap_or_default();
-        if path != "/health" && !same_key(given.as_bytes(), key.as_bytes()) {
+        let open = path == "/health" || ui::is_asset(&path);
+        if !open && !same_key(given.as_bytes(), key.as_bytes()) {
             return ApiError::invalid("missing or wrong API key: send 'Authorization: Bearer KEY' with the server's --api-key", None)
                 .with_code(StatusCode::UNAUTHORIZED, "invalid_api_key")
                 .into_response();

@@ -4,7 +4,8 @@
 //! tokens in, token events out); everything else is the HTTP side, per request: the chat
 //! template, tokenization, detokenization and stop strings (`text`, `pipeline`), the
 //! reasoning and tool-call parser, OpenAI's response and stream shapes (`openai`), request
-//! checks (`request`), limits and the API key (`http`, `listener`), and `/metrics`.
+//! checks (`request`), limits and the API key (`http`, `listener`), `/metrics`, and the chat
+//! page at `/` (`ui`).
 
 pub mod engine;
 mod http;
@@ -13,6 +14,7 @@ mod metrics;
 mod openai;
 mod pipeline;
 mod request;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,7 +65,7 @@ pub fn run(
             .local_addr()
             .map_err(|e| Error::Input(format!("no local address: {e}")))?;
         eprintln!(
-            "wmoe serve: {} on http://{addr}/v1 ({} slot(s), context {})",
+            "wmoe serve: {} on http://{addr}/v1 ({} slot(s), context {}); chat page: http://{addr}/",
             text.name,
             engine.slots(),
             limits.context
