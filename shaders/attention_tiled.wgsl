@@ -8,6 +8,9 @@
 // SPLIT (a cache in several pages, or a split-KV decode step): workgroup z takes the page's
 // keys [page_start + z·split_keys, + split_keys) only and writes its rows' unnormalised
 // outputs, running max and sum as split split0 + z of splits_total for attention_merge.
+// KWAYS > 1 (fewer rows than threads, as in decode: one token × a GQA group): the workgroup
+// holds WG / KWAYS rows, thread way·ROWS + r takes row r's keys j ≡ way (mod KWAYS) of each
+// tile, and the ways' softmax states are merged through workgroup memory at the end.
 struct Params {
     tokens: u32,
     n_heads: u32,
@@ -31,6 +34,7 @@ struct Params {
 
 const NEG = -3.0e38;
 const HD4 = HD / 4u;
+const ROWS = WG / KWAYS;
 
 var<workgroup> ks: array<vec4<f32>, BK * HD4>;
 var<workgroup> vs: array<vec4<f32>, BK * HD4>;
@@ -40,9 +44,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let kv_head = wid.x;
     let group = p.n_heads / p.n_kv;
     let rows = p.tokens * group;
-    let first_row = wid.y * WG;
-    let row = min(first_row + lid, rows - 1u);
-    let in_chunk = first_row + lid < rows;
+    let way = lid / ROWS;
+    let first_row = wid.y * ROWS;
+    let row = min(first_row + lid % ROWS, rows - 1u);
+    let in_chunk = first_row + lid % ROWS < rows;
     let t = row / group;
     let head = kv_head * group + row % group;
     let q_base = t * p.n_heads * HD + head * HD;
@@ -51,7 +56,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_end = min(k0 + p.split_keys, p.page_end);
     // Keys this row sees, and those any row of the workgroup sees.
     let my_end = min(p.pos0 + t + 1u, k_end);
-    let last_t = (min(first_row + WG, rows) - 1u) / group;
+    let last_t = (min(first_row + ROWS, rows) - 1u) / group;
     let wg_end = min(p.pos0 + last_t + 1u, k_end);
 
     var qr: array<vec4<f32>, HD4>;
@@ -85,7 +90,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let n = select(0u, min(BK, my_end - kb), my_end > kb);
         if (n > 0u) {
             var mt = m;
-            for (var j = 0u; j < BK; j++) {
+            for (var j = way; j < BK; j += KWAYS) {
                 var dot4 = vec4<f32>(0.0);
                 for (var i = 0u; i < HD4; i++) {
                     dot4 += qr[i] * ks[j * HD4 + i];
@@ -99,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < HD4; i++) {
                 o[i] *= alpha;
             }
-            for (var j = 0u; j < BK; j++) {
+            for (var j = way; j < BK; j += KWAYS) {
                 let pj = select(0.0, exp(s[j] - mt), j < n);
                 l += pj;
                 for (var i = 0u; i < HD4; i++) {
@@ -109,7 +114,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             m = mt;
         }
     }
-    if (!in_chunk) {
+#ifdef WAYS
+    // Way 0 of each row takes in the other ways' states (tiles reused as the exchange).
+    for (var w = 1u; w < KWAYS; w++) {
+        workgroupBarrier();
+        if (way == w) {
+            for (var i = 0u; i < HD4; i++) {
+                ks[(lid % ROWS) * HD4 + i] = o[i];
+            }
+            vs[lid % ROWS] = vec4<f32>(m, l, 0.0, 0.0);
+        }
+        workgroupBarrier();
+        if (way == 0u) {
+            let other = vs[lid];
+            let mt = max(m, other.x);
+            let a = exp(m - mt);
+            let b = exp(other.x - mt);
+            l = l * a + other.y * b;
+            for (var i = 0u; i < HD4; i++) {
+                o[i] = o[i] * a + ks[lid * HD4 + i] * b;
+            }
+            m = mt;
+        }
+    }
+#endif
+    if (!in_chunk || way != 0u) {
         return;
     }
 #ifdef SPLIT

@@ -137,7 +137,7 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
         .filter(|_| attention_tiled::supports(heads.head_dim));
     let pipeline = match tiles {
         Some(tiles) => {
-            let defines = attention_tiled::defines(tiles, heads, total > 1);
+            let defines = attention_tiled::defines(tiles, heads, tokens, total > 1);
             let source = attention_tiled::SOURCE;
             rec.ctx().pipeline("attention_tiled", source, &defines)
         }

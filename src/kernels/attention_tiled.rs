@@ -26,12 +26,30 @@ fn tile_keys(tiles: AttentionTiles, head_dim: u32) -> u32 {
     tiles.keys.min(TILE_BYTES / (8 * head_dim)).max(1)
 }
 
-/// The shader defines of a variant (`split`: it writes partials).
-pub fn defines(tiles: AttentionTiles, heads: Heads, split: bool) -> Defines {
+/// Threads per query row: 2 where the rows of `tokens` tokens fill at most half of the
+/// workgroup (decode: one token × the GQA group), so that the idle threads take half of each
+/// tile's keys; else 1. (The ways' states are exchanged through the tiles, which hold a
+/// row per key.)
+fn key_ways(tiles: AttentionTiles, heads: Heads, tokens: u32) -> u32 {
+    let rows = tokens * (heads.n_heads / heads.n_kv);
+    let half = tiles.rows / 2;
+    if rows <= half && half * 2 == tiles.rows && half <= tile_keys(tiles, heads.head_dim) {
+        2
+    } else {
+        1
+    }
+}
+
+/// The shader defines of a variant for chunks of `tokens` tokens (`split`: it writes
+/// partials).
+pub fn defines(tiles: AttentionTiles, heads: Heads, tokens: u32, split: bool) -> Defines {
+    let ways = key_ways(tiles, heads, tokens);
     heads
         .kv
         .defines()
         .uint("WG", tiles.rows)
+        .uint("KWAYS", ways)
+        .flag_if(ways > 1, "WAYS")
         .uint("BK", tile_keys(tiles, heads.head_dim))
         .uint("HD", heads.head_dim)
         .flag_if(split, "SPLIT")
@@ -40,5 +58,6 @@ pub fn defines(tiles: AttentionTiles, heads: Heads, split: bool) -> Defines {
 /// Workgroups of one page's dispatch: kv heads × row blocks × key splits.
 pub fn grid(tiles: AttentionTiles, heads: Heads, tokens: u32, splits: u32) -> [u32; 3] {
     let rows = tokens * (heads.n_heads / heads.n_kv);
-    [heads.n_kv, rows.div_ceil(tiles.rows), splits]
+    let per_group = tiles.rows / key_ways(tiles, heads, tokens);
+    [heads.n_kv, rows.div_ceil(per_group), splits]
 }

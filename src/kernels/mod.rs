@@ -178,9 +178,12 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 head_dim,
                 kv,
             };
-            let tiles = crate::gpu::AttentionTiles { rows: 64, keys: 32 };
-            let d = attention_tiled::defines(tiles, heads, split);
-            v.push(("attention_tiled", attention_tiled::SOURCE.to_string(), d));
+            // Prefill tiles (one thread per row), and decode tiles (two per row).
+            for (rows, tokens) in [(64, 16), (8, 1)] {
+                let tiles = crate::gpu::AttentionTiles { rows, keys: 32 };
+                let d = attention_tiled::defines(tiles, heads, tokens, split);
+                v.push(("attention_tiled", attention_tiled::SOURCE.to_string(), d));
+            }
         }
         let d = kv.defines().with(&wg).flag("ROTATE");
         v.push(("kv_shift", kv_shift::SOURCE.to_string(), d));
