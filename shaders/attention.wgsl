@@ -4,27 +4,6 @@
 // SPLIT (split-KV, and every page of a cache held in several): workgroup z takes the page's
 // keys [page_start + z·split_keys, + split_keys) only and writes its unnormalised output,
 // running max and sum as split split0 + z of splits_total for attention_merge.
-struct Params {
-    tokens: u32,
-    n_heads: u32,
-    n_kv: u32,
-    head_dim: u32,
-    pos0: u32,
-    kv_words: u32,
-    scale: f32,
-    split_keys: u32,   // keys per workgroup z (SPLIT), else ≥ any page
-    page_start: u32,   // first cache position this page holds
-    page_end: u32,     // one past its last
-    split0: u32,       // SPLIT: this dispatch's first split among all of the query's
-    splits_total: u32, // SPLIT: splits of the query over every page
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;        // [T, n_heads · hd]
-@group(0) @binding(2) var<storage, read> k_cache: array<u32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<u32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>; // [T, n_heads · hd]
-
 const NEG = -3.0e38;
 
 var<workgroup> qs: array<f32, 256>;

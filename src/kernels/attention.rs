@@ -11,6 +11,7 @@ use crate::gpu::{AttentionTiles, Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = concat!(
     include_str!("../../shaders/kv_cache.wgsl"),
+    include_str!("../../shaders/attention_params.wgsl"),
     include_str!("../../shaders/attention.wgsl")
 );
 

@@ -9,6 +9,7 @@ use crate::gpu::{AttentionTiles, Defines};
 
 pub const SOURCE: &str = concat!(
     include_str!("../../shaders/kv_cache.wgsl"),
+    include_str!("../../shaders/attention_params.wgsl"),
     include_str!("../../shaders/attention_tiled.wgsl")
 );
 
