@@ -166,6 +166,7 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
+    memory_budget: Option<u64>,
     profile: DeviceProfile,
     timings: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
@@ -233,6 +234,7 @@ impl GpuContext {
             limits,
             features,
             binding_cap: opts.switches.max_binding,
+            memory_budget: opts.switches.gpu_memory,
             timings: profile.timestamps.then(|| Mutex::new(Default::default())),
             profile,
             pipelines: Mutex::new(HashMap::new()),
@@ -246,6 +248,38 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
             .min(1 << 30)
             .min(self.binding_cap.unwrap_or(u64::MAX))
+    }
+
+    /// Refuses a plan of `needed` bytes of GPU memory for `what` when, beside `in_use` bytes
+    /// already planned (say so in `beside`), it exceeds the memory budget
+    /// (`WMOE_GPU_MEMORY`); `hint` gets the bytes still free and says what to change.
+    pub fn check_fits(
+        &self,
+        what: &str,
+        needed: u64,
+        (in_use, beside): (u64, &str),
+        hint: impl FnOnce(u64) -> String,
+    ) -> Result<()> {
+        let Some(budget) = self.memory_budget else {
+            return Ok(());
+        };
+        let free = budget.saturating_sub(in_use);
+        if needed <= free {
+            return Ok(());
+        }
+        let offers = match in_use {
+            0 => format!("it offers {} (WMOE_GPU_MEMORY)", mib(free)),
+            _ => format!(
+                "it offers {} (WMOE_GPU_MEMORY) beside the {} of {beside}",
+                mib(free),
+                mib(in_use)
+            ),
+        };
+        Err(Error::MissingCapability {
+            adapter: self.info.name.clone(),
+            what: format!("{} of GPU memory for {what}", mib(needed)),
+            hint: format!("{offers}; {}", hint(free)),
+        })
     }
 
     /// Every per-device choice kernels and the runtime make.
@@ -442,4 +476,9 @@ impl GpuContext {
         buf.unmap();
         Ok(words)
     }
+}
+
+/// `bytes` in MiB, for messages.
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
