@@ -34,6 +34,7 @@ fn limits(api_key: Option<&str>) -> Limits {
         max_body_bytes: 64 << 10,
         max_tokens: 400,
         max_connections: 16,
+        idle_timeout: Duration::from_secs(10),
         api_key: api_key.map(String::from),
     }
 }
@@ -788,6 +789,84 @@ fn connections_beyond_the_limit_wait_for_one_to_close() {
         "{:?}",
         String::from_utf8_lossy(&buf[..n])
     );
+}
+
+/// Reads from `s` until the server closes it (or 10 s pass): how long that took.
+fn closed_after(s: &mut TcpStream, start: Instant) -> Duration {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn connections_that_send_no_request_are_dropped_after_the_idle_timeout() {
+    let t = text();
+    // Every job waits 1.5 s, three idle timeouts, before its one token.
+    let token = t.tokenizer.encode("Hi", false).unwrap().get_ids()[0];
+    let worker = move |jobs: Receiver<Job>, _| {
+        for job in jobs {
+            job.send(Event::Started { cached_tokens: 0 });
+            std::thread::sleep(Duration::from_millis(1500));
+            job.send(Event::Token(token));
+            job.send(Event::Finished(FinishReason::Eos));
+        }
+    };
+    let server = start(
+        Engine::with_worker(1, 1, worker),
+        t,
+        Limits {
+            max_connections: 2,
+            idle_timeout: Duration::from_millis(500),
+            ..limits(None)
+        },
+    );
+    let a = server.addr;
+    // Connects and sends nothing.
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(a).unwrap();
+    let waited = closed_after(&mut silent, start);
+    assert!(
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&waited),
+        "a silent connection was closed after {waited:?}"
+    );
+    // Sends its head a byte every 100 ms (slowloris): dropped at the same deadline.
+    let start = Instant::now();
+    let mut slow = TcpStream::connect(a).unwrap();
+    let head = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for b in head {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waited = closed_after(&mut slow, start);
+    assert!(
+        waited < Duration::from_secs(3),
+        "a slow head was served or kept for {waited:?}"
+    );
+    // A keep-alive connection left idle after its answer is closed too.
+    let mut kept = TcpStream::connect(a).unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let waited = closed_after(&mut kept, start);
+    assert!(
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&waited),
+        "an idle keep-alive connection was closed after {waited:?}"
+    );
+    // An answer that takes longer than the idle timeout is not cut: the timer runs only
+    // while a request head is awaited.
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        &json!({"messages": [user("Hi")]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[test]

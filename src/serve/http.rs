@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -77,6 +77,9 @@ pub struct Limits {
     pub max_tokens: usize,
     /// Open connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// How long a connection may take to send a request's head, or stay idle between
+    /// requests, before it is dropped.
+    pub idle_timeout: Duration,
     /// Required as `Authorization: Bearer KEY` on every route but `/health`.
     pub api_key: Option<String>,
 }

@@ -4,7 +4,8 @@
 //! tokens in, token events out); everything else is the HTTP side, per request: the chat
 //! template, tokenization, detokenization and stop strings (`text`, `pipeline`), the
 //! reasoning and tool-call parser, OpenAI's response and stream shapes (`openai`), request
-//! checks (`request`), limits and the API key (`http`, `listener`), and `/metrics`.
+//! checks (`request`), limits and the API key (`http`), the accept loop with its connection limit and idle
+//! timeout (`listener`), and `/metrics`.
 
 pub mod engine;
 mod http;
@@ -32,11 +33,9 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = app.limits.max_connections;
+    let (max, idle) = (app.limits.max_connections, app.limits.idle_timeout);
     let router = http::router(Arc::new(app));
-    axum::serve(listener::LimitedListener::new(listener, max), router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener::serve(listener, router, max, idle, shutdown).await
 }
 
 /// `wmoe serve`: reads the model files (`open`) and loads the model on the engine thread, listens on `host:port`, says where on
