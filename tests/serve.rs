@@ -631,6 +631,20 @@ fn malformed_requests_get_openai_errors() {
             Some("stream"),
             None,
         ),
+        // Messages the chat template cannot render (found by the serve_request fuzz target:
+        // a 500 before): an assistant turn of tool calls only, a role that is no string.
+        (
+            json!({"messages": [user("a"), {"role": "assistant", "tool_calls": []}]}).to_string(),
+            400,
+            Some("messages"),
+            None,
+        ),
+        (
+            json!({"messages": [{"role": 5, "content": "a"}]}).to_string(),
+            400,
+            Some("messages"),
+            None,
+        ),
         (
             json!({"messages": [user(&"x".repeat(70_000))]}).to_string(),
             413,
@@ -678,7 +692,7 @@ fn malformed_requests_get_openai_errors() {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(
         metric_with(a, auth, "wmoe_requests_total{outcome=\"client_error\"}"),
-        11.0
+        13.0
     );
 }
 

@@ -4,8 +4,8 @@
 //! tokens in, token events out); everything else is the HTTP side, per request: the chat
 //! template, tokenization, detokenization and stop strings (`text`, `pipeline`), the
 //! reasoning and tool-call parser, OpenAI's response and stream shapes (`openai`), request
-//! checks (`request`), limits and the API key (`http`), the accept loop with its connection limit and idle
-//! timeout (`listener`), and `/metrics`.
+//! checks (`request`), limits and the API key (`http`), the accept loop with its connection
+//! limit and idle timeout (`listener`), and `/metrics`.
 
 pub mod engine;
 mod http;
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use engine::{Busy, Engine, EngineOptions, Event, Job};
-pub use http::{App, Limits, ModelText};
+pub use http::{check_request, App, Limits, ModelText};
 pub use metrics::Stats;
 
 use crate::chat::ChatTemplate;
