@@ -883,6 +883,70 @@ fn connections_that_send_no_request_are_dropped_after_the_idle_timeout() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// The events of a job until its end (`Finished` or `Error`), tokens collected.
+fn job_events(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, Event) {
+    let mut tokens = Vec::new();
+    loop {
+        match rx
+            .blocking_recv()
+            .expect("the engine ended the job without a word")
+        {
+            Event::Started { .. } => {}
+            Event::Token(t) => tokens.push(t),
+            end => return (tokens, end),
+        }
+    }
+}
+
+#[test]
+fn a_lost_device_fails_the_running_job_and_the_engine_carries_on_on_a_new_one() {
+    if testing::context().is_none() {
+        return;
+    }
+    let opts = EngineOptions {
+        device: DeviceOptions::from_env(),
+        quant: None,
+        slots: 2,
+        queue: 4,
+        context: 512,
+        chunk: 16,
+        kv: None,
+    };
+    let (engine, ()) = Engine::start(ModelFiles::bundled, |_| Ok(()), opts).unwrap();
+    let greedy = wmoe::SamplingParams::greedy();
+    let submit = |prompt: &[u32], max_tokens: usize| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .submit(prompt.to_vec(), greedy, max_tokens, true, tx)
+            .unwrap();
+        rx
+    };
+    let before = job_events(&mut submit(&[1, 5, 9], 6));
+    assert_eq!(before.1, Event::Finished(FinishReason::Length));
+    // A long job; the device is destroyed once it has generated.
+    let mut long = submit(&[1, 2, 3], 400);
+    assert!(matches!(long.blocking_recv(), Some(Event::Started { .. })));
+    assert!(matches!(long.blocking_recv(), Some(Event::Token(_))));
+    engine.destroy_device();
+    let (_, end) = job_events(&mut long);
+    match end {
+        Event::Error(msg) => assert!(msg.contains("GPU device was lost"), "{msg}"),
+        other => panic!("the running job ended with {other:?}"),
+    }
+    // The next jobs run on a new device, as they did on the first.
+    for _ in 0..2 {
+        assert_eq!(job_events(&mut submit(&[1, 5, 9], 6)), before);
+    }
+    let stats = &engine.stats;
+    assert_eq!(
+        stats
+            .device_losses
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(stats.prometheus(0).contains("wmoe_device_losses_total 1"));
+}
+
 #[test]
 fn the_cli_serves_until_sigterm() {
     if testing::context().is_none() {

@@ -2,7 +2,8 @@
 //! the pipeline cache and buffer helpers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::profile::{DeviceProfile, Switches};
 use super::shader::{preprocess, Defines};
@@ -167,6 +168,8 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
     memory_budget: Option<u64>,
+    /// Set once the device is lost (a driver reset, a removed GPU, [`Self::destroy`]).
+    lost: Arc<AtomicBool>,
     profile: DeviceProfile,
     timings: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
@@ -227,6 +230,17 @@ impl GpuContext {
         }))
         .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
         let profile = DeviceProfile::new(info.device_type, features, &opts.switches);
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
+        // wgpu's default: an error no scope caught is a bug, fatal. On a lost device every
+        // call fails that way, and the failure is reported where the work's result is awaited.
+        let flag = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            if !flag.load(Ordering::SeqCst) {
+                panic!("wgpu error: {e}");
+            }
+        }));
         Ok(GpuContext {
             device,
             queue,
@@ -235,6 +249,7 @@ impl GpuContext {
             features,
             binding_cap: opts.switches.max_binding,
             memory_budget: opts.switches.gpu_memory,
+            lost,
             timings: profile.timestamps.then(|| Mutex::new(Default::default())),
             profile,
             pipelines: Mutex::new(HashMap::new()),
@@ -280,6 +295,19 @@ impl GpuContext {
             what: format!("{} of GPU memory for {what}", mib(needed)),
             hint: format!("{offers}; {}", hint(free)),
         })
+    }
+
+    /// Whether the device is lost: nothing run on it any more gives a result, and a new
+    /// context must be opened.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would: what a test of
+    /// recovering from a lost device starts from.
+    pub fn destroy(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.device.destroy();
     }
 
     /// Every per-device choice kernels and the runtime make.

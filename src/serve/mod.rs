@@ -38,10 +38,11 @@ pub async fn serve(
     listener::serve(listener, router, max, idle, shutdown).await
 }
 
-/// `wmoe serve`: reads the model files (`open`) and loads the model on the engine thread, listens on `host:port`, says where on
+/// `wmoe serve`: reads the model files (`open`) and loads the model on the engine thread
+/// (again from `open` should the device be lost), listens on `host:port`, says where on
 /// stderr, and serves until SIGINT or SIGTERM.
 pub fn run(
-    open: impl FnOnce() -> Result<ModelFiles> + Send + 'static,
+    open: impl Fn() -> Result<ModelFiles> + Send + 'static,
     template: ChatTemplate,
     engine: EngineOptions,
     limits: Limits,
