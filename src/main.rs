@@ -180,6 +180,10 @@ struct ServeArgs {
     /// Connections served at once; more wait to be accepted.
     #[arg(long, default_value_t = 64)]
     max_connections: usize,
+    /// Seconds a connection may take to send a request's headers, or stay idle between
+    /// requests, before it is dropped (a client that connects and sends nothing).
+    #[arg(long, default_value_t = 10.0)]
+    idle_timeout: f64,
 }
 
 #[derive(Args)]
@@ -883,6 +887,15 @@ fn serve(a: ServeArgs) -> wmoe::Result<()> {
         max_body_bytes: a.max_body_bytes,
         max_tokens: a.max_tokens,
         max_connections: a.max_connections,
+        idle_timeout: std::time::Duration::try_from_secs_f64(a.idle_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                wmoe::Error::Input(format!(
+                    "--idle-timeout is {}; it must be a number of seconds above 0",
+                    a.idle_timeout
+                ))
+            })?,
         api_key: a.api_key.clone(),
     };
     let model = a.model.clone();

@@ -69,6 +69,53 @@ fn write_seed_corpus() {
         &std::fs::read(index).unwrap(),
     );
     seed_safetensors(&|name, bytes| seed("safetensors", name, bytes));
+    seed_chat(&seed);
+}
+
+/// Chat requests (the template fixtures' and a few the server reads), completion requests
+/// and generated texts with reasoning and tool calls.
+fn seed_chat(seed: &dyn Fn(&str, &str, &[u8])) {
+    use serde_json::{json, Value as Json};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/chat/template-fixtures.json");
+    let fixtures: Json = serde_json::from_slice(&std::fs::read(fixtures).unwrap()).unwrap();
+    for (i, case) in fixtures["cases"].as_array().unwrap().iter().enumerate() {
+        let body = serde_json::to_vec(&case["request"]).unwrap();
+        seed("chat_template", &format!("seed-fixture-{i:02}.json"), &body);
+        seed("serve_request", &format!("seed-fixture-{i:02}.json"), &body);
+    }
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let user = json!([{"role": "user", "content": "Weather in Paris?"}]);
+    let requests = [
+        json!({"messages": user, "stream": true, "stream_options": {"include_usage": true},
+            "max_tokens": 8, "temperature": 0.7, "top_p": 0.9, "top_k": 40, "seed": 3,
+            "stop": ["\n", "END"], "presence_penalty": 0.5, "n": 1}),
+        json!({"messages": user, "tools": tools, "tool_choice": "required"}),
+        json!({"messages": user, "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}),
+        json!({"messages": user, "tools": tools, "tool_choice": "none",
+            "response_format": {"type": "text"}, "max_completion_tokens": 4}),
+        json!({"prompt": "Once upon a time", "max_tokens": 5, "echo": false}),
+        json!({"prompt": [1, 2, 3], "stream": true, "ignore_eos": true}),
+        json!({"prompt": ["The end"], "logprobs": false, "best_of": 1}),
+    ];
+    for (i, r) in requests.iter().enumerate() {
+        seed(
+            "serve_request",
+            &format!("seed-request-{i}.json"),
+            &serde_json::to_vec(r).unwrap(),
+        );
+    }
+    let texts = [
+        "Hello there.",
+        "<think>The user wants weather.</think>\n\nLet me check.<|tool_call_start|>[get_weather(city='Zürich', days=[1, 2]), web.search(q=\"it's\", n=None)]<|tool_call_end|>",
+        "Checking.\n<|tool_call_start|>[f(a=1.5e3, b={'k': (1, True)}, c=-0x1F)]<|tool_call_end|>\nDone.",
+        "<|tool_call_start|>[broken(a=]<|tool_call_end|> and <think>open",
+        "reasoning first</think>answer",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        seed("tool_calls", &format!("seed-text-{i}.txt"), t.as_bytes());
+    }
 }
 
 /// A small safetensors file of a float, a bf16 and a q8_0 (wmoe.quant) tensor.

@@ -34,6 +34,7 @@ fn limits(api_key: Option<&str>) -> Limits {
         max_body_bytes: 64 << 10,
         max_tokens: 400,
         max_connections: 16,
+        idle_timeout: Duration::from_secs(10),
         api_key: api_key.map(String::from),
     }
 }
@@ -630,6 +631,20 @@ fn malformed_requests_get_openai_errors() {
             Some("stream"),
             None,
         ),
+        // Messages the chat template cannot render (found by the serve_request fuzz target:
+        // a 500 before): an assistant turn of tool calls only, a role that is no string.
+        (
+            json!({"messages": [user("a"), {"role": "assistant", "tool_calls": []}]}).to_string(),
+            400,
+            Some("messages"),
+            None,
+        ),
+        (
+            json!({"messages": [{"role": 5, "content": "a"}]}).to_string(),
+            400,
+            Some("messages"),
+            None,
+        ),
         (
             json!({"messages": [user(&"x".repeat(70_000))]}).to_string(),
             413,
@@ -693,7 +708,7 @@ fn malformed_requests_get_openai_errors() {
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(
         metric_with(a, auth, "wmoe_requests_total{outcome=\"client_error\"}"),
-        11.0
+        13.0
     );
 }
 
@@ -804,6 +819,148 @@ fn connections_beyond_the_limit_wait_for_one_to_close() {
         "{:?}",
         String::from_utf8_lossy(&buf[..n])
     );
+}
+
+/// Reads from `s` until the server closes it (or 10 s pass): how long that took.
+fn closed_after(s: &mut TcpStream, start: Instant) -> Duration {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn connections_that_send_no_request_are_dropped_after_the_idle_timeout() {
+    let t = text();
+    // Every job waits 1.5 s, three idle timeouts, before its one token.
+    let token = t.tokenizer.encode("Hi", false).unwrap().get_ids()[0];
+    let worker = move |jobs: Receiver<Job>, _| {
+        for job in jobs {
+            job.send(Event::Started { cached_tokens: 0 });
+            std::thread::sleep(Duration::from_millis(1500));
+            job.send(Event::Token(token));
+            job.send(Event::Finished(FinishReason::Eos));
+        }
+    };
+    let server = start(
+        Engine::with_worker(1, 1, worker),
+        t,
+        Limits {
+            max_connections: 2,
+            idle_timeout: Duration::from_millis(500),
+            ..limits(None)
+        },
+    );
+    let a = server.addr;
+    // Connects and sends nothing.
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(a).unwrap();
+    let waited = closed_after(&mut silent, start);
+    assert!(
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&waited),
+        "a silent connection was closed after {waited:?}"
+    );
+    // Sends its head a byte every 100 ms (slowloris): dropped at the same deadline.
+    let start = Instant::now();
+    let mut slow = TcpStream::connect(a).unwrap();
+    let head = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for b in head {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waited = closed_after(&mut slow, start);
+    assert!(
+        waited < Duration::from_secs(3),
+        "a slow head was served or kept for {waited:?}"
+    );
+    // A keep-alive connection left idle after its answer is closed too.
+    let mut kept = TcpStream::connect(a).unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let waited = closed_after(&mut kept, start);
+    assert!(
+        (Duration::from_millis(400)..Duration::from_secs(3)).contains(&waited),
+        "an idle keep-alive connection was closed after {waited:?}"
+    );
+    // An answer that takes longer than the idle timeout is not cut: the timer runs only
+    // while a request head is awaited.
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        &json!({"messages": [user("Hi")]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The events of a job until its end (`Finished` or `Error`), tokens collected.
+fn job_events(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> (Vec<u32>, Event) {
+    let mut tokens = Vec::new();
+    loop {
+        match rx
+            .blocking_recv()
+            .expect("the engine ended the job without a word")
+        {
+            Event::Started { .. } => {}
+            Event::Token(t) => tokens.push(t),
+            end => return (tokens, end),
+        }
+    }
+}
+
+#[test]
+fn a_lost_device_fails_the_running_job_and_the_engine_carries_on_on_a_new_one() {
+    if testing::context().is_none() {
+        return;
+    }
+    let opts = EngineOptions {
+        device: DeviceOptions::from_env(),
+        quant: None,
+        slots: 2,
+        queue: 4,
+        context: 512,
+        chunk: 16,
+        kv: None,
+    };
+    let (engine, ()) = Engine::start(ModelFiles::bundled, |_| Ok(()), opts).unwrap();
+    let greedy = wmoe::SamplingParams::greedy();
+    let submit = |prompt: &[u32], max_tokens: usize| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .submit(prompt.to_vec(), greedy, max_tokens, true, tx)
+            .unwrap();
+        rx
+    };
+    let before = job_events(&mut submit(&[1, 5, 9], 6));
+    assert_eq!(before.1, Event::Finished(FinishReason::Length));
+    // A long job; the device is destroyed once it has generated.
+    let mut long = submit(&[1, 2, 3], 400);
+    assert!(matches!(long.blocking_recv(), Some(Event::Started { .. })));
+    assert!(matches!(long.blocking_recv(), Some(Event::Token(_))));
+    engine.destroy_device();
+    let (_, end) = job_events(&mut long);
+    match end {
+        Event::Error(msg) => assert!(msg.contains("GPU device was lost"), "{msg}"),
+        other => panic!("the running job ended with {other:?}"),
+    }
+    // The next jobs run on a new device, as they did on the first.
+    for _ in 0..2 {
+        assert_eq!(job_events(&mut submit(&[1, 5, 9], 6)), before);
+    }
+    let stats = &engine.stats;
+    assert_eq!(
+        stats
+            .device_losses
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(stats.prometheus(0).contains("wmoe_device_losses_total 1"));
 }
 
 #[test]

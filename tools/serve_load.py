@@ -1,15 +1,17 @@
 """Load on a running `wmoe serve` (stdlib only): N client threads for S seconds, each
 streaming chat completions, a fraction hanging up mid-stream, and malformed requests mixed
-in. Prints the count of each outcome, any 5xx for a well-formed request, and the server's
-resident memory (from /proc, by --pid) after warm-up and at the end.
+in, and now and then a connection that sends nothing (which the server must close after its
+--idle-timeout). Prints the count of each outcome, any 5xx for a well-formed request, and the
+server's resident memory (from /proc, by --pid) after warm-up and at the end.
 
-    python3 tools/serve_load.py --url http://127.0.0.1:8080 --pid PID [--clients 8] [--seconds 600]
+    python3 tools/serve_load.py --url http://127.0.0.1:8080 --pid PID [--clients 8] [--seconds 600] [--idle-timeout 10]
 """
 
 import argparse
 import http.client
 import json
 import random
+import socket
 import threading
 import time
 import urllib.parse
@@ -20,6 +22,7 @@ ap.add_argument("--url", required=True)
 ap.add_argument("--pid", type=int, required=True)
 ap.add_argument("--clients", type=int, default=8)
 ap.add_argument("--seconds", type=float, default=600)
+ap.add_argument("--idle-timeout", type=float, default=10, help="the server's --idle-timeout")
 args = ap.parse_args()
 u = urllib.parse.urlparse(args.url)
 counts = Counter()
@@ -42,9 +45,27 @@ MALFORMED = ['{"messages": [', '[1]', '{"messages": "x"}', '{"messages": [{"role
              '{"messages": [{"role": "user", "content": "a"}], "temperature": "hot"}']
 
 
+def silent_connection():
+    """Connects, sends nothing, and notes whether the server closed it within its idle timeout
+    (plus 5 s of slack for a loaded machine)."""
+    s = socket.create_connection((u.hostname, u.port))
+    s.settimeout(args.idle_timeout + 5)
+    try:
+        note("silent closed" if s.recv(1) == b"" else "silent answered")
+    except socket.timeout:
+        note("silent kept open (!)")
+    except OSError:
+        note("silent closed")
+    finally:
+        s.close()
+
+
 def client(seed):
     rng = random.Random(seed)
     while time.time() < stop_at:
+        if rng.random() < 0.02:
+            silent_connection()
+            continue
         c = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
         try:
             if rng.random() < 0.15:

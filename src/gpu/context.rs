@@ -2,7 +2,8 @@
 //! the pipeline cache and buffer helpers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::profile::{DeviceProfile, Switches};
 use super::shader::{preprocess, Defines};
@@ -166,6 +167,9 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
     binding_cap: Option<u64>,
+    memory_budget: Option<u64>,
+    /// Set once the device is lost (a driver reset, a removed GPU, [`Self::destroy`]).
+    lost: Arc<AtomicBool>,
     profile: DeviceProfile,
     timings: Option<Mutex<std::collections::BTreeMap<String, (u64, f64)>>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
@@ -226,6 +230,17 @@ impl GpuContext {
         }))
         .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
         let profile = DeviceProfile::new(info.device_type, features, &opts.switches);
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
+        // wgpu's default: an error no scope caught is a bug, fatal. On a lost device every
+        // call fails that way, and the failure is reported where the work's result is awaited.
+        let flag = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |e| {
+            if !flag.load(Ordering::SeqCst) {
+                panic!("wgpu error: {e}");
+            }
+        }));
         Ok(GpuContext {
             device,
             queue,
@@ -233,6 +248,8 @@ impl GpuContext {
             limits,
             features,
             binding_cap: opts.switches.max_binding,
+            memory_budget: opts.switches.gpu_memory,
+            lost,
             timings: profile.timestamps.then(|| Mutex::new(Default::default())),
             profile,
             pipelines: Mutex::new(HashMap::new()),
@@ -246,6 +263,51 @@ impl GpuContext {
             .min(self.limits.max_buffer_size)
             .min(1 << 30)
             .min(self.binding_cap.unwrap_or(u64::MAX))
+    }
+
+    /// Refuses a plan of `needed` bytes of GPU memory for `what` when, beside `in_use` bytes
+    /// already planned (say so in `beside`), it exceeds the memory budget
+    /// (`WMOE_GPU_MEMORY`); `hint` gets the bytes still free and says what to change.
+    pub fn check_fits(
+        &self,
+        what: &str,
+        needed: u64,
+        (in_use, beside): (u64, &str),
+        hint: impl FnOnce(u64) -> String,
+    ) -> Result<()> {
+        let Some(budget) = self.memory_budget else {
+            return Ok(());
+        };
+        let free = budget.saturating_sub(in_use);
+        if needed <= free {
+            return Ok(());
+        }
+        let offers = match in_use {
+            0 => format!("it offers {} (WMOE_GPU_MEMORY)", mib(free)),
+            _ => format!(
+                "it offers {} (WMOE_GPU_MEMORY) beside the {} of {beside}",
+                mib(free),
+                mib(in_use)
+            ),
+        };
+        Err(Error::MissingCapability {
+            adapter: self.info.name.clone(),
+            what: format!("{} of GPU memory for {what}", mib(needed)),
+            hint: format!("{offers}; {}", hint(free)),
+        })
+    }
+
+    /// Whether the device is lost: nothing run on it any more gives a result, and a new
+    /// context must be opened.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Destroys the device, as a driver reset or a removed GPU would: what a test of
+    /// recovering from a lost device starts from.
+    pub fn destroy(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.device.destroy();
     }
 
     /// Every per-device choice kernels and the runtime make.
@@ -442,4 +504,9 @@ impl GpuContext {
         buf.unmap();
         Ok(words)
     }
+}
+
+/// `bytes` in MiB, for messages.
+pub(crate) fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }

@@ -10,6 +10,7 @@ mod shader;
 mod weights;
 
 pub use crate::quant::{WeightFormat, ALL_FORMATS};
+pub(crate) use context::mib;
 pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use params::UniformLayout;

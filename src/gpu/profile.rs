@@ -26,6 +26,11 @@ pub struct Switches {
     /// `WMOE_MAX_BINDING=BYTES`: caps the storage-binding size below the device's limit
     /// (tests use it to force weight paging on small models).
     pub max_binding: Option<u64>,
+    /// `WMOE_GPU_MEMORY=BYTES`: the GPU memory wmoe may plan to use. The adapter reports no
+    /// memory size, so without it only a failed allocation says the device is full; with
+    /// it, weights and KV caches planned beyond it are refused before anything is allocated
+    /// (tests use it to stand for a small device).
+    pub gpu_memory: Option<u64>,
 }
 
 impl Switches {
@@ -40,6 +45,9 @@ impl Switches {
             no_tiled_attention: on("WMOE_NO_TILED_ATTENTION"),
             profile: on("WMOE_PROFILE"),
             max_binding: std::env::var("WMOE_MAX_BINDING")
+                .ok()
+                .and_then(|s| s.parse().ok()),
+            gpu_memory: std::env::var("WMOE_GPU_MEMORY")
                 .ok()
                 .and_then(|s| s.parse().ok()),
         }

@@ -13,7 +13,7 @@ use super::forward::{
 use super::moe;
 use super::sampling::Sampler;
 use super::scratch::Scratch;
-use super::state::{LayerState, SequenceState};
+use super::state::{check_kv_fits, LayerState, SequenceState};
 use super::step::{LogitsMode, StepView};
 use super::{Model, Session, SessionOptions};
 use crate::error::{Error, Result};
@@ -71,6 +71,8 @@ impl<'m> Batch<'m> {
         if parallel == 0 {
             return Err(Error::Input("a batch needs at least one slot".into()));
         }
+        let weights = (&model.config, &model.weights);
+        check_kv_fits(ctx, weights, opts.kv, opts.max_context, parallel)?;
         let mut shared: Option<Rc<Scratch>> = None;
         let mut slots = Vec::with_capacity(parallel);
         for _ in 0..parallel {

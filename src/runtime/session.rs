@@ -11,7 +11,7 @@ use super::generation::GenerateOptions;
 use super::loop_guard::LoopWatch;
 use super::sampling::Sampler;
 use super::scratch::Scratch;
-use super::state::SequenceState;
+use super::state::{check_kv_fits, SequenceState};
 use super::step::{LogitsMode, StepShape, StepView};
 use super::Model;
 use crate::error::{Error, Result};
@@ -141,6 +141,8 @@ pub struct Session<'m> {
 
 impl<'m> Session<'m> {
     pub fn new(ctx: &'m GpuContext, model: &'m Model, opts: SessionOptions) -> Result<Self> {
+        let weights = (&model.config, &model.weights);
+        check_kv_fits(ctx, weights, opts.kv, opts.max_context, 1)?;
         Self::with_scratch(ctx, model, opts, |seq| {
             let kv_pages = (seq.max_pages(), seq.page_positions);
             Scratch::new(ctx, &model.config, opts.chunk, kv_pages).map(Rc::new)

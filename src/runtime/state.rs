@@ -43,6 +43,43 @@ pub(crate) fn page_positions(position_bytes: u64, max_binding: u64) -> Result<us
     Ok(if p >= 64 { p / 64 * 64 } else { p })
 }
 
+/// Bytes one position takes in one attention layer's K (or V) cache.
+fn position_bytes(cfg: &Config, kv: KvType) -> u64 {
+    (4 * cfg.n_kv_heads * kv.head_words(cfg.head_dim)) as u64
+}
+
+/// Refuses the KV caches of `slots` sequences of `max_context` positions when, beside the
+/// `weights`, they would exceed the device's memory budget; the error names the largest
+/// context that fits.
+pub(crate) fn check_kv_fits(
+    ctx: &GpuContext,
+    (cfg, weights): (&Config, &ModelWeights),
+    kv: KvType,
+    max_context: usize,
+    slots: usize,
+) -> Result<()> {
+    let layers = cfg.attention.iter().filter(|a| **a).count() as u64;
+    let per_position = 2 * layers * position_bytes(cfg, kv) * slots as u64;
+    let what = format!(
+        "the {} KV cache of {slots} sequence(s) of {max_context} positions",
+        kv.name()
+    );
+    let needed = per_position.saturating_mul(max_context as u64);
+    let in_use = (weights.gpu_bytes(), "the weights");
+    ctx.check_fits(&what, needed, in_use, |free| {
+        let others = match (slots > 1, kv == KvType::Q8_0) {
+            (true, false) => ", a smaller --parallel or --kv-type q8_0",
+            (true, true) => " or a smaller --parallel",
+            (false, false) => " or --kv-type q8_0",
+            (false, true) => "",
+        };
+        match free / per_position.max(1) {
+            0 => "not one position fits: load the model with a smaller --quant".into(),
+            n => format!("use --ctx {n} or less{others}"),
+        }
+    })
+}
+
 impl SequenceState {
     /// The state of an empty sequence: conv states allocated, no KV page yet.
     pub fn new(
@@ -52,7 +89,7 @@ impl SequenceState {
         kv: KvType,
         max_context: usize,
     ) -> Result<Self> {
-        let position_bytes = (4 * cfg.n_kv_heads * kv.head_words(cfg.head_dim)) as u64;
+        let position_bytes = position_bytes(cfg, kv);
         let page_positions = page_positions(position_bytes, ctx.max_binding())?;
         let conv_bytes = (4 * (cfg.conv_taps - 1) * cfg.hidden) as u64;
         let layers = weights

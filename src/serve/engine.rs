@@ -12,10 +12,12 @@
 //! the job queue ([`Engine::with_worker`]); [`Engine::start`] runs the GPU worker: a
 //! [`Batch`] of `slots` sequences decoded together (continuous batching), a job admitted to
 //! the free slot that holds the longest prefix of its prompt (so a conversation's next turn
-//! prefills only its new tokens; see `pick_slot`), in arrival order.
+//! prefills only its new tokens; see `pick_slot`), in arrival order. A lost device ends the
+//! running jobs with an error; the engine opens a new device, uploads the model again and
+//! serves the waiting and later jobs there.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
@@ -103,15 +105,18 @@ pub struct Engine {
     capacity: usize,
     slots: usize,
     pub stats: Arc<Stats>,
+    /// Asks the GPU worker to destroy its device at its next step ([`Self::destroy_device`]).
+    device_fault: Arc<AtomicBool>,
 }
 
 impl Engine {
     /// The GPU engine. On the engine thread (model files stay on it): `open` reads and
     /// checks the model files, `describe` takes what the HTTP side needs from them, then the
     /// device is opened and the model uploaded. Returns once the model is on the GPU, with
-    /// `describe`'s result, or with the error that stopped it.
+    /// `describe`'s result, or with the error that stopped it. When the device is lost, the
+    /// engine opens a new one and uploads the model again, from `open`.
     pub fn start<R: Send + 'static>(
-        open: impl FnOnce() -> Result<ModelFiles> + Send + 'static,
+        open: impl Fn() -> Result<ModelFiles> + Send + 'static,
         describe: impl FnOnce(&ModelFiles) -> Result<R> + Send + 'static,
         opts: EngineOptions,
     ) -> Result<(Engine, R)> {
@@ -120,17 +125,29 @@ impl Engine {
         }
         let (ready_tx, ready_rx) = mpsc::channel();
         let o = opts.clone();
-        let engine = Self::with_worker(opts.slots, opts.queue, move |jobs, stats| {
+        let fault = Arc::new(AtomicBool::new(false));
+        let f = fault.clone();
+        let mut engine = Self::with_worker(opts.slots, opts.queue, move |jobs, stats| {
             let files = open().and_then(|f| Ok((describe(&f)?, f)));
             match files {
-                Ok((described, files)) => gpu_worker(files, &o, jobs, stats, |r| {
-                    let _ = ready_tx.send(r.map(|()| described));
-                }),
+                Ok((described, files)) => {
+                    let worker = Worker {
+                        open,
+                        opts: &o,
+                        jobs: &jobs,
+                        stats: &stats,
+                        fault: &f,
+                    };
+                    worker.run(files, |r| {
+                        let _ = ready_tx.send(r.map(|()| described));
+                    })
+                }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                 }
             }
         });
+        engine.device_fault = fault;
         match ready_rx.recv() {
             Ok(Ok(described)) => Ok((engine, described)),
             Ok(Err(e)) => Err(e),
@@ -158,7 +175,15 @@ impl Engine {
             capacity: slots + queue,
             slots,
             stats,
+            device_fault: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Destroys the GPU engine's device at its next step, as a driver reset or a removed GPU
+    /// would (a test hook: the engine must fail the running jobs and carry on on a new
+    /// device). An engine of [`Self::with_worker`] has no device; this does nothing there.
+    pub fn destroy_device(&self) {
+        self.device_fault.store(true, Ordering::SeqCst);
     }
 
     /// Queues a job, or refuses it when `slots + queue` jobs are already admitted.
@@ -208,43 +233,101 @@ impl Engine {
 /// The GPU engine thread: device, model and a [`Batch`] of `slots` sequences; then jobs
 /// until the queue closes, continuously batched: jobs join free slots between steps (their
 /// prompts prefilled a chunk per step, [`Batch::tick`]), every running job draws a token per
-/// step, and finished or abandoned ones leave at once.
-fn gpu_worker(
-    files: ModelFiles,
-    opts: &EngineOptions,
-    jobs: mpsc::Receiver<Job>,
-    stats: Arc<Stats>,
-    ready: impl FnOnce(Result<()>),
-) {
-    let loaded = (|| {
+/// step, and finished or abandoned ones leave at once. A lost device ends the running jobs
+/// with an error; the waiting ones wait for a new device, the model uploaded again.
+struct Worker<'w, F> {
+    open: F,
+    opts: &'w EngineOptions,
+    jobs: &'w mpsc::Receiver<Job>,
+    stats: &'w Stats,
+    fault: &'w AtomicBool,
+}
+
+/// Why a device's scheduler stopped.
+enum Ended {
+    /// The queue closed: the server is shutting down.
+    Closed,
+    /// The device was lost.
+    Lost,
+}
+
+impl<F: Fn() -> Result<ModelFiles>> Worker<'_, F> {
+    /// Serves jobs on devices opened one after another (`files` uploaded to the first, read
+    /// again with `open` for the next); `ready` hears how the first one went.
+    fn run(self, files: ModelFiles, ready: impl FnOnce(Result<()>)) {
+        let mut waiting = VecDeque::new();
+        let mut ready = Some(ready);
+        let mut files = Some(files);
+        loop {
+            let device = match files.take() {
+                Some(f) => Ok(f),
+                None => (self.open)(),
+            }
+            .and_then(|f| self.serve_device(f, &mut waiting, &mut ready));
+            match (device, ready.take()) {
+                (Ok(Ended::Closed), _) => return,
+                (Ok(Ended::Lost), _) => {
+                    self.stats.device_losses.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("wmoe serve: the GPU device was lost; opening it again");
+                }
+                (Err(e), Some(ready)) => return ready(Err(e)),
+                (Err(e), None) => {
+                    // No device for now: what waits fails; the next job tries again.
+                    eprintln!("wmoe serve: cannot open the GPU device again: {e}");
+                    let msg = format!("the GPU device was lost and cannot be opened again: {e}");
+                    for job in waiting.drain(..) {
+                        self.stats.failed.fetch_add(1, Ordering::SeqCst);
+                        job.send(Event::Error(msg.clone()));
+                    }
+                    match self.jobs.recv() {
+                        Ok(job) => waiting.push_back(job),
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens a device, uploads `files`, and serves `waiting` and the queue's jobs on it until
+    /// the queue closes or the device is lost (`waiting` then holds the jobs still waiting).
+    fn serve_device(
+        &self,
+        files: ModelFiles,
+        waiting: &mut VecDeque<Job>,
+        ready: &mut Option<impl FnOnce(Result<()>)>,
+    ) -> Result<Ended> {
+        let opts = self.opts;
         let ctx = GpuContext::new(&opts.device)?;
         let model = Model::upload(&ctx, files, opts.quant, false)?;
-        Ok((ctx, model))
-    })();
-    let (ctx, model) = match loaded {
-        Ok(v) => v,
-        Err(e) => {
-            ready(Err(e));
-            return;
+        let session_opts = SessionOptions {
+            max_context: opts.context,
+            chunk: opts.chunk,
+            kv: opts
+                .kv
+                .unwrap_or_else(|| model.auto_kv_type(&ctx, opts.context)),
+        };
+        let batch = Batch::new(&ctx, &model, session_opts, opts.slots)?;
+        if let Some(ready) = ready.take() {
+            ready(Ok(()));
         }
-    };
-    let session_opts = SessionOptions {
-        max_context: opts.context,
-        chunk: opts.chunk,
-        kv: opts
-            .kv
-            .unwrap_or_else(|| model.auto_kv_type(&ctx, opts.context)),
-    };
-    let batch = match Batch::new(&ctx, &model, session_opts, opts.slots) {
-        Ok(b) => b,
-        Err(e) => {
-            ready(Err(e));
-            return;
-        }
-    };
-    ready(Ok(()));
-    let eos = model.config.eos.clone();
-    Scheduler::new(batch, &stats, eos).run(&jobs);
+        let eos = model.config.eos.clone();
+        let mut scheduler = Scheduler::new(batch, self.stats, eos);
+        scheduler.waiting = std::mem::take(waiting);
+        let ended = scheduler.run(self.jobs, &ctx, self.fault);
+        *waiting = scheduler.waiting;
+        Ok(ended)
+    }
+}
+
+/// What a job on a lost device is told.
+const LOST: &str = "the GPU device was lost (the server is opening it again); retry the request";
+
+/// What a job that failed with `e` is told: that the device was lost, when it was.
+fn failure(ctx: &GpuContext, e: &Error) -> String {
+    match ctx.is_lost() {
+        true => LOST.into(),
+        false => e.to_string(),
+    }
 }
 
 /// A job in a slot: where its generation stands.
@@ -281,21 +364,31 @@ impl<'b, 'm> Scheduler<'b, 'm> {
         }
     }
 
-    /// Serves jobs until the queue closes and the running ones are done.
-    fn run(mut self, jobs: &mpsc::Receiver<Job>) {
+    /// Serves jobs until the queue closes and the running ones are done, or until `ctx`'s
+    /// device is lost (`fault` set destroys it first: the test hook).
+    fn run(&mut self, jobs: &mpsc::Receiver<Job>, ctx: &GpuContext, fault: &AtomicBool) -> Ended {
         loop {
             let idle = self.running.iter().all(Option::is_none) && self.waiting.is_empty();
             if idle {
                 match jobs.recv() {
                     Ok(job) => self.waiting.push_back(job),
-                    Err(_) => return,
+                    Err(_) => return Ended::Closed,
                 }
             }
             self.waiting.extend(jobs.try_iter());
             self.waiting.retain(|job| !job.abandoned());
             self.drop_abandoned();
-            self.admit();
-            self.tick();
+            if fault.swap(false, Ordering::SeqCst) {
+                ctx.destroy();
+            }
+            self.admit(ctx);
+            self.tick(ctx);
+            if ctx.is_lost() {
+                for slot in 0..self.running.len() {
+                    self.end(slot, Err(LOST.into()));
+                }
+                return Ended::Lost;
+            }
             self.stats
                 .kv_bytes
                 .store(self.batch.kv_bytes(), Ordering::SeqCst);
@@ -315,7 +408,7 @@ impl<'b, 'm> Scheduler<'b, 'm> {
     }
 
     /// Waiting jobs into free slots, in arrival order.
-    fn admit(&mut self) {
+    fn admit(&mut self, ctx: &GpuContext) {
         while !self.waiting.is_empty() {
             let free: Vec<usize> = (0..self.running.len())
                 .filter(|&i| self.running[i].is_none())
@@ -346,7 +439,7 @@ impl<'b, 'm> Scheduler<'b, 'm> {
                 }
                 Err(e) => {
                     self.stats.failed.fetch_add(1, Ordering::SeqCst);
-                    job.send(Event::Error(e.to_string()));
+                    job.send(Event::Error(failure(ctx, &e)));
                 }
             }
         }
@@ -354,14 +447,13 @@ impl<'b, 'm> Scheduler<'b, 'm> {
 
     /// One tick of the batch; its tokens to their jobs. A failed tick fails every running job
     /// and starts their slots afresh (a slot may hold half a step).
-    fn tick(&mut self) {
+    fn tick(&mut self, ctx: &GpuContext) {
         let drawn = match self.batch.tick() {
             Ok(drawn) => drawn,
             Err(e) => {
+                let msg = failure(ctx, &e);
                 for slot in 0..self.running.len() {
-                    if self.running[slot].is_some() {
-                        self.end(slot, Err(e.to_string()));
-                    }
+                    self.end(slot, Err(msg.clone()));
                 }
                 return;
             }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -78,6 +78,9 @@ pub struct Limits {
     pub max_tokens: usize,
     /// Open connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// How long a connection may take to send a request's head, or stay idle between
+    /// requests, before it is dropped.
+    pub idle_timeout: Duration,
     /// Required as `Authorization: Bearer KEY` on every route but `/health`.
     pub api_key: Option<String>,
 }
@@ -200,7 +203,12 @@ async fn read_json(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large())?;
-    match serde_json::from_slice::<Json>(&bytes) {
+    json_object(&bytes)
+}
+
+/// A request body as a JSON object.
+fn json_object(bytes: &[u8]) -> Result<Map<String, Json>, ApiError> {
+    match serde_json::from_slice::<Json>(bytes) {
         Ok(Json::Object(o)) => Ok(o),
         Ok(_) => Err(ApiError::invalid(
             "the request body must be a JSON object",
@@ -249,6 +257,21 @@ async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What a request body sent to `/v1/chat/completions` (`chat`) or `/v1/completions` comes
+/// to before the engine, through the routes' own steps (JSON, fields, template, tokens,
+/// limits): the prompt's length in tokens, or the status and message it is answered with.
+/// The fuzz target `serve_request` drives it.
+pub fn check_request(app: &App, chat: bool, body: &[u8]) -> Result<usize, (StatusCode, String)> {
+    let body = json_object(body).map_err(|e| (e.status, e.message))?;
+    let prepared = match chat {
+        true => prepare_chat(app, &body),
+        false => prepare_completion(app, &body),
+    };
+    prepared
+        .map(|p| p.prompt.len())
+        .map_err(|e| (e.status, e.message))
+}
+
 fn input_error(e: Error, param: Option<&str>) -> ApiError {
     match e {
         Error::Input(msg) => ApiError::invalid(msg, param),
@@ -262,11 +285,12 @@ fn prepare_chat(app: &App, body: &Map<String, Json>) -> Result<Prepared, ApiErro
     let for_prompt = choice.tools_for_prompt(body);
     let request = ChatRequest::from_json(&Json::Object(for_prompt))
         .map_err(|e| input_error(e, Some("messages")))?;
-    let mut text = app
-        .text
-        .template
-        .render(&request)
-        .map_err(|e| input_error(e, Some("messages")))?;
+    let mut text = app.text.template.render(&request).map_err(|e| match e {
+        // A template that cannot render these messages (a shape it does not expect)
+        // refuses the request, as vLLM does: the server is fine.
+        Error::File { .. } => ApiError::invalid(e.to_string(), Some("messages")),
+        e => input_error(e, Some("messages")),
+    })?;
     let preamble = choice
         .forced_prefix()
         .map(|p| match app.text.opens_reasoning {

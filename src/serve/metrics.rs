@@ -28,6 +28,8 @@ pub struct Stats {
     pub decode_tokens: AtomicU64,
     /// KV cache bytes allocated over all slots.
     pub kv_bytes: AtomicU64,
+    /// Times the GPU device was lost (and opened again).
+    pub device_losses: AtomicU64,
 }
 
 impl Stats {
@@ -144,6 +146,12 @@ impl Stats {
             "gauge",
             "Sequences the engine holds (--parallel).",
             &[("", self.slots as f64)],
+        );
+        metric(
+            "device_losses_total",
+            "counter",
+            "Times the GPU device was lost and the model uploaded to a new one.",
+            &[("", get(&self.device_losses) as f64)],
         );
         metric(
             "kv_cache_bytes",

@@ -4,8 +4,8 @@
 //! tokens in, token events out); everything else is the HTTP side, per request: the chat
 //! template, tokenization, detokenization and stop strings (`text`, `pipeline`), the
 //! reasoning and tool-call parser, OpenAI's response and stream shapes (`openai`), request
-//! checks (`request`), limits and the API key (`http`, `listener`), `/metrics`, and the chat
-//! page at `/` (`ui`).
+//! checks (`request`), limits and the API key (`http`), the accept loop with its connection
+//! limit and idle timeout (`listener`), `/metrics`, and the chat page at `/` (`ui`).
 
 pub mod engine;
 mod http;
@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use engine::{Busy, Engine, EngineOptions, Event, Job};
-pub use http::{App, Limits, ModelText};
+pub use http::{check_request, App, Limits, ModelText};
 pub use metrics::Stats;
 
 use crate::chat::ChatTemplate;
@@ -34,17 +34,16 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max = app.limits.max_connections;
+    let (max, idle) = (app.limits.max_connections, app.limits.idle_timeout);
     let router = http::router(Arc::new(app));
-    axum::serve(listener::LimitedListener::new(listener, max), router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener::serve(listener, router, max, idle, shutdown).await
 }
 
-/// `wmoe serve`: reads the model files (`open`) and loads the model on the engine thread, listens on `host:port`, says where on
+/// `wmoe serve`: reads the model files (`open`) and loads the model on the engine thread
+/// (again from `open` should the device be lost), listens on `host:port`, says where on
 /// stderr, and serves until SIGINT or SIGTERM.
 pub fn run(
-    open: impl FnOnce() -> Result<ModelFiles> + Send + 'static,
+    open: impl Fn() -> Result<ModelFiles> + Send + 'static,
     template: ChatTemplate,
     engine: EngineOptions,
     limits: Limits,

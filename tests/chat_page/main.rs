@@ -314,6 +314,7 @@ fn scripted_server(script: &str) -> (SocketAddr, Receiver<Asked>, tokio::runtime
         max_tokens: 1000,
         max_connections: 16,
         api_key: None,
+        idle_timeout: Duration::from_secs(10),
     };
     let app = App {
         text: text(),

@@ -7,7 +7,7 @@ mod views;
 use super::config::Config;
 use super::source::TensorSource;
 use crate::error::Result;
-use crate::gpu::{GpuContext, WeightFormat, WeightTensor};
+use crate::gpu::{mib, GpuContext, WeightFormat, WeightTensor};
 
 pub struct ConvWeights {
     pub in_proj: WeightTensor,
@@ -217,6 +217,16 @@ impl ModelWeights {
         progress: bool,
     ) -> Result<Self> {
         let views = views::read(ck, cfg)?;
+        let needed = upload::planned_bytes(ctx, &views, quant);
+        let formats = quant.map_or("in the checkpoint's formats".into(), |q| {
+            format!("as {}", q.name())
+        });
+        ctx.check_fits(
+            &format!("the model's weights ({formats})"),
+            needed,
+            (0, ""),
+            |free| smaller_quant(ctx, &views, needed, free),
+        )?;
         upload::upload(ctx, ck, views, quant, progress)
     }
 
@@ -224,5 +234,24 @@ impl ModelWeights {
     /// rows of whole blocks (what [`ModelWeights::load`] checks before uploading).
     pub fn check(ck: &dyn TensorSource, cfg: &Config) -> Result<()> {
         views::read(ck, cfg).map(|_| ())
+    }
+}
+
+/// What to do about weights of `needed` bytes in `free` bytes: the largest of q8_0, q4_k_m
+/// and q4_0 that fits, or, when none does, a device with more memory.
+fn smaller_quant(ctx: &GpuContext, views: &views::ModelViews, needed: u64, free: u64) -> String {
+    let plans = ["q8_0", "q4_k_m", "q4_0"].map(|name| {
+        let plan = QuantPlan::parse(name).expect("a known plan");
+        (name, upload::planned_bytes(ctx, views, Some(plan)))
+    });
+    match plans
+        .iter()
+        .find(|(_, bytes)| *bytes <= free && *bytes < needed)
+    {
+        Some((name, bytes)) => format!("load it with --quant {name} (about {})", mib(*bytes)),
+        None => format!(
+            "even --quant q4_0 needs about {}: use a device with more memory",
+            mib(plans[2].1)
+        ),
     }
 }

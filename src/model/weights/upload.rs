@@ -115,13 +115,7 @@ impl<'a> Loader<'a> {
         tiles: bool,
     ) -> Result<WeightTensor> {
         let (ctx, parts, cols) = (self.ctx, m.parts, m.cols);
-        let first = parts[0].format;
-        let common = if parts.iter().all(|p| p.format == first) {
-            first
-        } else {
-            WeightFormat::F32
-        };
-        let format = ctx.profile().gpu_format(target.unwrap_or(common));
+        let format = gpu_format(ctx, parts, target);
         let mut starts = Vec::with_capacity(parts.len());
         let mut rows = 0;
         for p in parts {
@@ -170,11 +164,7 @@ impl<'a> Loader<'a> {
     /// keep their format (no second rounding). The uploaded bytes are released from the
     /// mapping so host memory stays bounded.
     fn matrix(&self, m: Matrix, role: Role) -> Result<WeightTensor> {
-        let already = m.parts.iter().any(|p| p.format.is_quantized());
-        let target = self
-            .quant
-            .filter(|_| !already)
-            .and_then(|q| q.target(role, m.cols));
+        let target = plan_target(self.quant, m.parts, role, m.cols);
         let t = self.upload(&m, target, true);
         for p in m.parts {
             self.ck.release(p);
@@ -293,4 +283,106 @@ impl<'a> Loader<'a> {
             )?,
         })
     }
+}
+
+/// The format `quant` gives a matrix of `parts` in `role`; matrices already quantized in the
+/// file keep their format (no second rounding).
+fn plan_target(
+    quant: Option<QuantPlan>,
+    parts: &[TensorView],
+    role: Role,
+    cols: usize,
+) -> Option<WeightFormat> {
+    let already = parts.iter().any(|p| p.format.is_quantized());
+    quant
+        .filter(|_| !already)
+        .and_then(|q| q.target(role, cols))
+}
+
+/// The format a matrix of `parts` is uploaded in: `target`, or without one the parts' common
+/// format (f32 if they differ), as the device takes it.
+fn gpu_format(
+    ctx: &GpuContext,
+    parts: &[TensorView],
+    target: Option<WeightFormat>,
+) -> WeightFormat {
+    let first = parts[0].format;
+    let common = if parts.iter().all(|p| p.format == first) {
+        first
+    } else {
+        WeightFormat::F32
+    };
+    ctx.profile().gpu_format(target.unwrap_or(common))
+}
+
+/// Bytes of GPU memory uploading `views` under `quant` allocates: every matrix's rows in
+/// the format the loader picks, every f32 vector; the same walk as [`upload`].
+pub(super) fn planned_bytes(ctx: &GpuContext, views: &ModelViews, quant: Option<QuantPlan>) -> u64 {
+    let f32 = |v: &TensorView| 4 * v.numel().max(1) as u64;
+    let rows =
+        |parts: &[TensorView], cols: usize| parts.iter().map(|p| p.numel() / cols).sum::<usize>();
+    let matrix = |parts: &[TensorView], cols: usize, format: WeightFormat| {
+        (rows(parts, cols) * format.row_words(cols) * 4) as u64
+    };
+    let planned = |parts: &[TensorView], role: Role| {
+        let cols = parts[0].cols();
+        let target = plan_target(quant, parts, role, cols);
+        matrix(parts, cols, gpu_format(ctx, parts, target))
+    };
+    let mut total =
+        planned(std::slice::from_ref(&views.embed), Role::Embedding) + f32(&views.final_norm);
+    if let Some(w) = &views.lm_head {
+        total += planned(std::slice::from_ref(w), Role::LmHead);
+    }
+    for l in &views.layers {
+        total += f32(&l.operator_norm) + f32(&l.ffn_norm);
+        total += match &l.mixer {
+            MixerViews::Attn {
+                qkv,
+                q_norm,
+                k_norm,
+                out_proj,
+            } => {
+                planned(qkv, Role::AttnQkv)
+                    + f32(q_norm)
+                    + f32(k_norm)
+                    + planned(std::slice::from_ref(out_proj), Role::AttnOut)
+            }
+            MixerViews::Conv {
+                in_proj,
+                kernel,
+                out_proj,
+            } => {
+                planned(std::slice::from_ref(in_proj), Role::ConvIn)
+                    + f32(kernel)
+                    + planned(std::slice::from_ref(out_proj), Role::ConvOut)
+            }
+        };
+        total += match &l.ffn {
+            FfnViews::Dense { w13, w2 } => {
+                planned(w13, Role::FfnGateUp) + planned(std::slice::from_ref(w2), Role::FfnDown)
+            }
+            FfnViews::Moe {
+                gate,
+                bias,
+                gate_up,
+                down,
+            } => {
+                let gate = std::slice::from_ref(gate);
+                let router = matrix(
+                    gate,
+                    gate[0].cols(),
+                    gpu_format(ctx, gate, Some(WeightFormat::F32)),
+                );
+                let bias = bias
+                    .as_ref()
+                    .map_or(4 * gate[0].shape[0].max(1) as u64, f32);
+                router
+                    + bias
+                    + planned(gate_up, Role::ExpertGateUp)
+                    + planned(down, Role::ExpertDown)
+            }
+        };
+    }
+    total
 }
