@@ -35,14 +35,13 @@ fn weights_and_a_context_beyond_the_device_say_what_fits() {
     let Some(full) = testing::context() else {
         return;
     };
-    let whole = Model::load_bundled(full, None, false).unwrap();
+    // A bf16 checkpoint (the bundled demo is already q8_0: --quant keeps quantized matrices).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/tiny-moe");
+    let whole = Model::load(full, &dir, false).unwrap();
     let weights = whole.weights.gpu_bytes();
     // Half the weights' bytes: the model does not fit as it is.
     let ctx = capped(weights / 2);
-    let e = Model::load_bundled(&ctx, None, false)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = Model::load(&ctx, &dir, false).err().unwrap().to_string();
     for part in [
         "of GPU memory for the model's weights (in the checkpoint's formats)",
         "it offers",
@@ -53,7 +52,7 @@ fn weights_and_a_context_beyond_the_device_say_what_fits() {
     assert!(!e.contains('\n'), "{e}");
     // The suggested --quant loads on the same device.
     let quant = QuantPlan::parse(word_after(&e, "--quant ")).unwrap();
-    let model = Model::load_bundled(&ctx, Some(quant), false)
+    let model = Model::load_with(&ctx, &dir, Some(quant), false)
         .unwrap_or_else(|e| panic!("the suggested --quant {} fails: {e}", quant.name()));
     // The model's whole context does not fit beside it; the largest that does is named, and
     // it fits exactly: one position more does not.
