@@ -15,6 +15,7 @@ pub mod npy;
 pub mod output;
 pub mod quant;
 pub mod runtime;
+#[cfg(feature = "serve")]
 pub mod serve;
 
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 //! strftime(format)`), for the current time in UTC: no time-zone database here, and a
 //! server's clock is usually UTC anyway.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use web_time::{SystemTime, UNIX_EPOCH};
 
 const MONTHS: [&str; 12] = [
     "January",

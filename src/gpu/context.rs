@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::profile::{DeviceProfile, Switches};
 use super::shader::{preprocess, Defines};
+use super::wait::{block_on, out_of_memory_checked, read_mapped};
 use crate::error::{Error, Result};
 
 /// How to pick the adapter, and the switches its profile is built under. `None` fields
@@ -116,16 +117,20 @@ fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn enumerate(opts: &DeviceOptions) -> Result<Vec<wgpu::Adapter>> {
+async fn enumerate(opts: &DeviceOptions) -> Result<Vec<wgpu::Adapter>> {
     let backends = opts.backends()?;
-    Ok(pollster::block_on(
-        instance(backends).enumerate_adapters(backends),
-    ))
+    Ok(instance(backends).enumerate_adapters(backends).await)
 }
 
 /// Every adapter the chosen backends expose, in `--adapter` index order.
 pub fn list_adapters(opts: &DeviceOptions) -> Result<Vec<AdapterReport>> {
-    Ok(enumerate(opts)?
+    block_on(list_adapters_async(opts), "list_adapters_async")
+}
+
+/// [`list_adapters`], awaiting the adapters (the browser hands them out asynchronously).
+pub async fn list_adapters_async(opts: &DeviceOptions) -> Result<Vec<AdapterReport>> {
+    Ok(enumerate(opts)
+        .await?
         .iter()
         .enumerate()
         .map(|(index, a)| AdapterReport {
@@ -178,7 +183,13 @@ pub struct GpuContext {
 impl GpuContext {
     /// Opens the adapter `opts` selects (best discrete, integrated, virtual, then CPU device).
     pub fn new(opts: &DeviceOptions) -> Result<Self> {
-        let adapters = enumerate(opts)?;
+        block_on(Self::new_async(opts), "GpuContext::new_async")
+    }
+
+    /// [`Self::new`], awaiting the adapter and the device (the browser opens them
+    /// asynchronously).
+    pub async fn new_async(opts: &DeviceOptions) -> Result<Self> {
+        let adapters = enumerate(opts).await?;
         if adapters.is_empty() {
             return Err(Error::NoAdapter(format!(
                 "no adapter found for backend {}; install a Vulkan driver (on Linux without a GPU: \
@@ -220,15 +231,17 @@ impl GpuContext {
                     .into(),
             });
         }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("wmoe"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wmoe"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
         let profile = DeviceProfile::new(info.device_type, features, &opts.switches);
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
@@ -397,11 +410,9 @@ impl GpuContext {
     /// `storage` that reports running out of device memory as an error instead of a device
     /// error later.
     pub fn try_storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.storage(label, size);
-        match pollster::block_on(scope.pop()) {
-            None => Ok(buffer),
-            Some(e) => Err(Error::Gpu(format!(
+        match out_of_memory_checked(&self.device, || self.storage(label, size)) {
+            Ok(buffer) => Ok(buffer),
+            Err(e) => Err(Error::Gpu(format!(
                 "out of GPU memory allocating {} MiB for the {label} ({e}); use a shorter --ctx, \
                  a smaller --kv-type or weight format, or a GPU with more memory",
                 size >> 20
@@ -432,6 +443,16 @@ impl GpuContext {
 
     /// Copies `len` bytes at `offset` of `buf` back to the host (waits for the GPU).
     pub fn read_bytes(&self, buf: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+        block_on(self.read_bytes_async(buf, offset, len), "read_bytes_async")
+    }
+
+    /// [`Self::read_bytes`], awaiting the GPU.
+    pub async fn read_bytes_async(
+        &self,
+        buf: &wgpu::Buffer,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
         let size = len.next_multiple_of(4).max(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -441,34 +462,41 @@ impl GpuContext {
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buf, offset, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-        let data = staging
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("readback mapping failed: {e}")))?
-            .to_vec();
-        staging.unmap();
-        Ok(data[..len as usize].to_vec())
+        let done = self.queue.submit([enc.finish()]);
+        let mut data = read_mapped(&self.device, &staging, size, Some(done)).await?;
+        data.truncate(len as usize);
+        Ok(data)
     }
 
     /// Reads `n` f32 values starting at element `first`.
     pub fn read_f32(&self, buf: &wgpu::Buffer, first: u64, n: usize) -> Result<Vec<f32>> {
-        let bytes = self.read_bytes(buf, first * 4, n as u64 * 4)?;
+        block_on(self.read_f32_async(buf, first, n), "read_f32_async")
+    }
+
+    /// [`Self::read_f32`], awaiting the GPU.
+    pub async fn read_f32_async(
+        &self,
+        buf: &wgpu::Buffer,
+        first: u64,
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes_async(buf, first * 4, n as u64 * 4).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Reads `n` u32 values starting at element `first`.
     pub fn read_u32(&self, buf: &wgpu::Buffer, first: u64, n: usize) -> Result<Vec<u32>> {
-        let bytes = self.read_bytes(buf, first * 4, n as u64 * 4)?;
+        block_on(self.read_u32_async(buf, first, n), "read_u32_async")
+    }
+
+    /// [`Self::read_u32`], awaiting the GPU.
+    pub async fn read_u32_async(
+        &self,
+        buf: &wgpu::Buffer,
+        first: u64,
+        n: usize,
+    ) -> Result<Vec<u32>> {
+        let bytes = self.read_bytes_async(buf, first * 4, n as u64 * 4).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
@@ -481,28 +509,21 @@ impl GpuContext {
         n: usize,
         done: wgpu::SubmissionIndex,
     ) -> Result<Vec<u32>> {
-        let bytes = 4 * n as u64;
-        let (tx, rx) = std::sync::mpsc::channel();
-        buf.map_async(wgpu::MapMode::Read, ..bytes, move |r| {
-            let _ = tx.send(r);
-        });
-        self.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(done),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        rx.recv()
-            .map_err(|_| Error::Gpu("token readback callback never ran".into()))?
-            .map_err(|e| Error::Gpu(format!("token readback failed: {e}")))?;
-        let words = {
-            let data = buf
-                .get_mapped_range(..bytes)
-                .map_err(|e| Error::Gpu(format!("token readback mapping failed: {e}")))?;
-            bytemuck::pod_collect_to_vec(&data)
-        };
-        buf.unmap();
-        Ok(words)
+        block_on(
+            self.read_mapped_u32_async(buf, n, done),
+            "read_mapped_u32_async",
+        )
+    }
+
+    /// [`Self::read_mapped_u32`], awaiting the GPU.
+    pub async fn read_mapped_u32_async(
+        &self,
+        buf: &wgpu::Buffer,
+        n: usize,
+        done: wgpu::SubmissionIndex,
+    ) -> Result<Vec<u32>> {
+        let bytes = read_mapped(&self.device, buf, 4 * n as u64, Some(done)).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }
 

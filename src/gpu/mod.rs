@@ -7,18 +7,21 @@ mod params;
 mod profile;
 mod recorder;
 mod shader;
+mod wait;
 mod weights;
 
 pub use crate::quant::{WeightFormat, ALL_FORMATS};
 pub(crate) use context::mib;
-pub use context::{list_adapters, AdapterReport, DeviceOptions, GpuContext};
+pub use context::{list_adapters, list_adapters_async, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use params::UniformLayout;
 pub use profile::{AttentionTiles, DeviceProfile, MatvecFamily, PrefillProduct, Switches};
 pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars, Submitted};
 pub use shader::{preprocess, Defines};
+pub use wait::block_on;
 pub use weights::{
     max_tile_rows, upload_canonical, Paging, WeightPage, WeightTensor, MAX_TILE_ROWS,
 };
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod testing;

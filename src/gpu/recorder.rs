@@ -3,7 +3,7 @@
 //! at a later position rewrites only the parameters that depend on it, encodes and submits.
 
 use std::ops::RangeInclusive;
-use std::time::Instant;
+use web_time::Instant;
 
 use super::GpuContext;
 

@@ -7,6 +7,7 @@
 //! shared loaders in shaders/formats/common.wgsl address both layouts (`W_TILE_LOG2`);
 //! docs/PERF.md has the measurements, including the formats where tiles did not pay.
 
+use super::wait::out_of_memory_checked;
 use super::{Defines, GpuContext, WeightFormat};
 use crate::error::{Error, Result};
 
@@ -212,20 +213,21 @@ pub struct Paging {
 
 /// A page buffer holding `bytes`, or a clear error when the device is out of memory.
 fn page_buffer(ctx: &GpuContext, name: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-    let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(name),
-        size: bytes.len().max(4) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    if let Some(e) = pollster::block_on(scope.pop()) {
-        return Err(Error::Gpu(format!(
+    let buffer = out_of_memory_checked(&ctx.device, || {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes.len().max(4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
+    .map_err(|e| {
+        Error::Gpu(format!(
             "out of GPU memory allocating {} MiB for tensor '{name}' ({e}); use a smaller \
              weight format, a shorter context or a GPU with more memory",
             bytes.len() >> 20
-        )));
-    }
+        ))
+    })?;
     ctx.queue.write_buffer(&buffer, 0, bytes);
     // Flush the queue's staging copy and wait, so host memory stays at about one page.
     ctx.queue.submit([]);

@@ -104,6 +104,8 @@ impl Data {
             // SAFETY: the mapping is read-only and file-backed; MADV_DONTNEED only drops
             // cached pages, and later reads fault them back in from the unchanged file. No
             // reference into these pages is invalidated (their contents stay the same).
+            // Other systems keep the pages (memmap2 advises on Unix only).
+            #[cfg(unix)]
             let _ = unsafe {
                 map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, end - first)
             };

@@ -9,7 +9,7 @@ use crate::gpu::GpuContext;
 use crate::kernels::sample::SamplingParams;
 use crate::kernels::{moe_gather, moe_router, qk_norm_rope, shortconv, KvType};
 use crate::model::fingerprint::{fingerprint, Fnv};
-use crate::model::gguf::GgufSource;
+use crate::model::gguf::{GgufFile, GgufSource};
 use crate::model::gguf_tokenizer::tokenizer_from_gguf;
 use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan, TensorSource};
 
@@ -80,12 +80,53 @@ impl ModelFiles {
     pub fn bundled() -> Result<Self> {
         let b = &BUNDLED_MODEL;
         let dir = b.dir();
-        let file = |name: &str| b.require(name);
+        let ck = Checkpoint::from_static(
+            &dir.join("model.safetensors"),
+            b.require("model.safetensors")?,
+        )?;
+        let config = b.require("config.json")?;
+        Self::in_memory(&dir, config, ck, &|name| b.file(name))
+    }
+
+    /// Reads and checks a Hugging Face checkpoint whose files are held in memory (fetched or
+    /// dropped into a browser tab): `config.json`, a single `model.safetensors`, and the
+    /// optional `tokenizer.json` and `generation_config.json`. `dir` names the checkpoint in
+    /// errors and [`Model::dir`].
+    pub fn from_checkpoint_bytes(
+        dir: &Path,
+        config: &[u8],
+        model: Vec<u8>,
+        tokenizer: Option<&[u8]>,
+        generation: Option<&[u8]>,
+    ) -> Result<Self> {
+        let ck = Checkpoint::from_bytes(&dir.join("model.safetensors"), model)?;
+        Self::in_memory(dir, config, ck, &|name| match name {
+            "tokenizer.json" => tokenizer,
+            "generation_config.json" => generation,
+            _ => None,
+        })
+    }
+
+    /// Reads and checks an `lfm2` / `lfm2moe` GGUF file held in memory (its tokenizer from
+    /// its metadata); `path` names it in errors and [`Model::dir`].
+    pub fn from_gguf_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let src = GgufSource::new(GgufFile::from_bytes(path, bytes)?)?;
+        let config = Config::from_gguf(src.file())?;
+        let tokenizer = tokenizer_from_gguf(src.file())?;
+        Self::checked(path, (config, path), Box::new(src), tokenizer)
+    }
+
+    /// A checkpoint of `ck` whose other files `file` gives by name, from memory.
+    fn in_memory<'a>(
+        dir: &Path,
+        config: &[u8],
+        ck: Checkpoint,
+        file: &dyn Fn(&str) -> Option<&'a [u8]>,
+    ) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let config = Config::from_json(&json(file("config.json")?, &config_path)?, &config_path)?;
-        let ck =
-            Checkpoint::from_static(&dir.join("model.safetensors"), file("model.safetensors")?)?;
-        let tokenizer = match b.file("tokenizer.json") {
+        let config = Config::from_json(&json(config, &config_path)?, &config_path)?;
+        check_layer_tensors(&ck, &config, &config_path)?;
+        let tokenizer = match file("tokenizer.json") {
             None => None,
             Some(bytes) => Some(tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
                 Error::file(
@@ -94,9 +135,9 @@ impl ModelFiles {
                 )
             })?),
         };
-        let mut files = Self::checked(&dir, (config, &config_path), Box::new(ck), tokenizer)?;
+        let mut files = Self::checked(dir, (config, &config_path), Box::new(ck), tokenizer)?;
         let generation_path = dir.join("generation_config.json");
-        if let Some(bytes) = b.file("generation_config.json") {
+        if let Some(bytes) = file("generation_config.json") {
             files.generation =
                 generation_defaults(&json(bytes, &generation_path)?, &generation_path)?;
         }

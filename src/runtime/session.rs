@@ -2,7 +2,9 @@
 //! the steps it has planned, and the prefill / decode / generate entry points.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use web_time::Instant;
 
 use super::checkpoints::ConvCheckpoints;
 use super::context_shift::ContextOverflow;
@@ -15,7 +17,7 @@ use super::state::{check_kv_fits, SequenceState};
 use super::step::{LogitsMode, StepShape, StepView};
 use super::Model;
 use crate::error::{Error, Result};
-use crate::gpu::{BufferCopy, GpuContext, Plan, Recorder, StepVars};
+use crate::gpu::{block_on, BufferCopy, GpuContext, Plan, Recorder, StepVars};
 use crate::kernels::sample::SamplingParams;
 use crate::kernels::{qk_norm_rope, KvType};
 
@@ -426,14 +428,22 @@ impl<'m> Session<'m> {
 
     /// The token in readback slot `slot`, once submission `done` has finished (later
     /// submissions keep the GPU busy meanwhile).
-    fn read_slot(&self, slot: usize, done: wgpu::SubmissionIndex) -> Result<u32> {
-        let token = self.ctx.read_mapped_u32(&self.readback[slot], 1, done)?;
+    async fn read_slot(&self, slot: usize, done: wgpu::SubmissionIndex) -> Result<u32> {
+        let token = self
+            .ctx
+            .read_mapped_u32_async(&self.readback[slot], 1, done)
+            .await?;
         Ok(token[0])
     }
 
     /// Feeds `tokens` through the batched prefill path in chunks. With `LogitsMode::All` it
     /// returns `[len, vocab]` logits of every position, else the last position's `[vocab]`.
     pub fn prefill(&mut self, tokens: &[u32], mode: LogitsMode) -> Result<Vec<f32>> {
+        block_on(self.prefill_async(tokens, mode), "Session::prefill_async")
+    }
+
+    /// [`Self::prefill`], awaiting the logits.
+    pub async fn prefill_async(&mut self, tokens: &[u32], mode: LogitsMode) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::Input("empty prompt".into()));
         }
@@ -451,7 +461,11 @@ impl<'m> Session<'m> {
             if mode == LogitsMode::All || last {
                 self.run_chunk(c, Some(mode), Some(last))?;
                 let rows = if mode == LogitsMode::All { c.len() } else { 1 };
-                out.extend(self.ctx.read_f32(&self.scratch.logits, 0, rows * v)?);
+                out.extend(
+                    self.ctx
+                        .read_f32_async(&self.scratch.logits, 0, rows * v)
+                        .await?,
+                );
             } else {
                 self.run_chunk(c, None, Some(false))?;
             }
@@ -461,19 +475,33 @@ impl<'m> Session<'m> {
 
     /// One token through the single-token decode path; returns its `[vocab]` logits.
     pub fn decode(&mut self, token: u32) -> Result<Vec<f32>> {
+        block_on(self.decode_async(token), "Session::decode_async")
+    }
+
+    /// [`Self::decode`], awaiting the logits.
+    pub async fn decode_async(&mut self, token: u32) -> Result<Vec<f32>> {
         self.check(&[token])?;
         self.sampler
             .prepare(self.ctx, &SamplingParams::greedy(), &self.history, &[]);
         self.room(1)?;
         self.run_chunk(&[token], Some(LogitsMode::Last), None)?;
         self.ctx
-            .read_f32(&self.scratch.logits, 0, self.model.config.vocab)
+            .read_f32_async(&self.scratch.logits, 0, self.model.config.vocab)
+            .await
     }
 
     /// The token the GPU sampled after the last chunk or step (greedily after `prefill` and
     /// `decode`).
     pub fn sampled(&self) -> Result<u32> {
-        Ok(self.ctx.read_u32(&self.scratch.next_token, 0, 1)?[0])
+        block_on(self.sampled_async(), "Session::sampled_async")
+    }
+
+    /// [`Self::sampled`], awaiting the GPU.
+    pub async fn sampled_async(&self) -> Result<u32> {
+        Ok(self
+            .ctx
+            .read_u32_async(&self.scratch.next_token, 0, 1)
+            .await?[0])
     }
 
     /// Greedy generation of up to `max_tokens` after `prompt` ([`Self::generate_with`] with
@@ -536,6 +564,19 @@ impl<'m> Session<'m> {
     /// it). The presence and frequency penalties count this call's tokens; the repetition
     /// penalty's window and DRY reach back into the prompt and earlier calls.
     pub fn generate_stream_with(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> Flow,
+    ) -> Result<FinishReason> {
+        block_on(
+            self.generate_stream_async(prompt, opts, on_token),
+            "Session::generate_stream_async",
+        )
+    }
+
+    /// [`Self::generate_stream_with`], awaiting each token.
+    pub async fn generate_stream_async(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
@@ -612,7 +653,7 @@ impl<'m> Session<'m> {
             } else {
                 submit_next(self, &generated, &mut synced)?
             };
-            let t = self.read_slot(pending.0, pending.1)?;
+            let t = self.read_slot(pending.0, pending.1).await?;
             generated.push(t);
             let flow = on_token(t);
             let stuck = watch.as_mut().is_some_and(|w| w.push(t));

@@ -47,9 +47,16 @@ fn find_chromium() -> Option<PathBuf> {
 }
 
 impl Browser {
-    /// Starts Chromium and opens a blank page. `None` (the test skipped, said on stderr) when
-    /// no Chromium is installed, outside CI; under `CI=true` a missing Chromium fails.
+    /// Starts Chromium without a GPU and opens a blank page. `None` (the test skipped, said
+    /// on stderr) when no Chromium is installed, outside CI; under `CI=true` a missing
+    /// Chromium fails.
     pub fn launch() -> Option<Browser> {
+        Self::launch_with("the chat page test", &["--disable-gpu"])
+    }
+
+    /// [`Self::launch`] for the test `test` (named when skipped), with `gpu_args` saying how
+    /// Chromium treats the GPU.
+    pub fn launch_with(test: &str, gpu_args: &[&str]) -> Option<Browser> {
         let Some(bin) = find_chromium() else {
             assert!(
                 !in_ci(),
@@ -57,7 +64,7 @@ impl Browser {
             );
             let _ = writeln!(
                 std::io::stderr(),
-                "SKIPPED (no chromium on PATH; apt-get install chromium, or set CHROMIUM): the chat page test"
+                "SKIPPED (no chromium on PATH; apt-get install chromium, or set CHROMIUM): {test}"
             );
             return None;
         };
@@ -75,7 +82,6 @@ impl Browser {
             "--headless=new",
             // Root in CI: Chromium's sandbox refuses to run as root.
             "--no-sandbox",
-            "--disable-gpu",
             "--disable-dev-shm-usage",
             "--remote-debugging-pipe",
             "--no-first-run",
@@ -87,6 +93,7 @@ impl Browser {
             "--password-store=basic",
             "--window-size=1200,900",
         ])
+        .args(gpu_args)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("about:blank")
         .stdin(Stdio::null())
