@@ -111,7 +111,7 @@ pub fn quantize_checkpoint(src: &Path, plan: QuantPlan, out: &Path) -> Result<Qu
     if gguf {
         let name = src.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_else(|| "model".into());
-        write_gguf_checkpoint(out, &cfg, &name, Some(src), &outs, fill)?;
+        write_gguf_checkpoint(out, (&cfg, Some(plan)), &name, Some(src), &outs, fill)?;
         return Ok(report);
     }
     write_directory(out, |tmp| {

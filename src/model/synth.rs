@@ -274,7 +274,7 @@ pub fn synth(
     };
     if is_gguf(out) {
         let name = format!("wmoe synth seed {seed}");
-        write_gguf_checkpoint(out, &cfg, &name, None, &outs, fill)?;
+        write_gguf_checkpoint(out, (&cfg, plan), &name, None, &outs, fill)?;
     } else {
         write_directory(out, |tmp| {
             write_safetensors(&tmp.join("model.safetensors"), &outs, fill)?;

@@ -12,6 +12,7 @@ use std::path::Path;
 use super::checkpoint::QUANT_METADATA_KEY;
 use super::config::Config;
 use super::gguf::{gguf_metadata, gguf_tensors, write_gguf, HfTensor};
+use super::weights::QuantPlan;
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 use crate::output::Staging;
@@ -144,10 +145,10 @@ pub fn is_gguf(out: &Path) -> bool {
 /// converter lays out an LFM2 checkpoint of `cfg` (`model::gguf::export`), with the tokenizer
 /// of the checkpoint directory `dir` when it has one; `name` is `general.name`. The file is
 /// built in a fresh temporary next to `out` and renamed into place when complete; `out` must
-/// not exist. `fill` is [`write_safetensors`]'s.
+/// not exist. `plan` names the file type; `fill` is [`write_safetensors`]'s.
 pub fn write_gguf_checkpoint(
     out: &Path,
-    cfg: &Config,
+    (cfg, plan): (&Config, Option<QuantPlan>),
     name: &str,
     dir: Option<&Path>,
     tensors: &[OutTensor],
@@ -179,7 +180,7 @@ pub fn write_gguf_checkpoint(
         .collect();
     let layout = gguf_tensors(out, &hf)?;
     let quantized = tensors.iter().any(|t| t.format.is_quantized());
-    let metadata = gguf_metadata(cfg, name, dir, quantized)?;
+    let metadata = gguf_metadata(cfg, name, dir, quantized, plan)?;
     let staging = Staging::new(out)?;
     write_gguf(&staging.path().join("model.gguf"), &metadata, &layout, fill)?;
     staging.commit_file("model.gguf")

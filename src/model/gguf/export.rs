@@ -2,7 +2,8 @@
 //! `config::gguf`, `names` and `tokenizer`): `lfm2` / `lfm2moe` metadata, llama.cpp's tensor
 //! names and ggml dimensions (experts stacked, the conv kernel squeezed), and the tokenizer
 //! (byte-level BPE tokens, merges, token types, special ids, pre-tokenizer `lfm2`, chat
-//! template) when the checkpoint directory has a tokenizer.json.
+//! template) when the checkpoint directory has a tokenizer.json, else a placeholder
+//! vocabulary so that llama.cpp loads the file.
 
 use std::path::Path;
 
@@ -15,6 +16,7 @@ use super::GgufValue;
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 use crate::model::config::Config;
+use crate::model::weights::QuantPlan;
 
 /// llama.cpp's `LLAMA_EXPERT_GATING_FUNC_TYPE_SIGMOID`.
 const GATING_SIGMOID: u32 = 2;
@@ -117,13 +119,17 @@ pub fn gguf_tensors(path: &Path, tensors: &[HfTensor]) -> Result<Vec<GgufOutTens
 }
 
 /// The `lfm2` / `lfm2moe` metadata of `cfg` (llama.cpp's converter's keys and types), then
-/// the tokenizer's from the checkpoint directory `dir` when it has a tokenizer.json.
-/// `name` becomes `general.name`; `quantized` adds `general.quantization_version`.
+/// the tokenizer's from the checkpoint directory `dir` when it has a tokenizer.json, else a
+/// placeholder vocabulary (llama.cpp loads no file without one).
+/// `name` becomes `general.name`; `quantized` adds `general.quantization_version`; `plan`
+/// (the matrices' formats; bf16 without one) gives `general.file_type` where llama.cpp has
+/// a file type for it.
 pub fn gguf_metadata(
     cfg: &Config,
     name: &str,
     dir: Option<&Path>,
     quantized: bool,
+    plan: Option<QuantPlan>,
 ) -> Result<Vec<(String, GgufValue)>> {
     let arch = if cfg.moe.is_some() { "lfm2moe" } else { "lfm2" };
     let mut m: Vec<(String, GgufValue)> = Vec::new();
@@ -171,10 +177,16 @@ pub fn gguf_metadata(
     a("shortconv.l_cache", u(cfg.conv_taps));
     match dir.map(|d| d.join("tokenizer.json")).filter(|p| p.exists()) {
         Some(tokenizer) => m.extend(tokenizer_metadata(cfg, &tokenizer)?),
-        None => m.extend(special_ids(cfg, None)),
+        None => {
+            m.extend(placeholder_tokenizer(cfg));
+            m.extend(special_ids(cfg, None));
+        }
     }
     if quantized {
         m.push(("general.quantization_version".into(), GgufValue::U32(2)));
+    }
+    if let Some(t) = llama_file_type(plan) {
+        m.push(("general.file_type".into(), GgufValue::U32(t)));
     }
     Ok(m)
 }
@@ -360,4 +372,69 @@ fn special_ids(cfg: &Config, tcfg: Option<(&Value, IdOf)>) -> Vec<(String, GgufV
         }
     }
     m
+}
+
+/// A vocabulary of `cfg.vocab` placeholder tokens for checkpoints without a tokenizer
+/// (random-weight models), as the peer's synthetic models carry (shared/tools/
+/// hf_to_gguf_notok.py): GPT-2's byte-level symbols first, then `ab` (the one merge, `a b`)
+/// and `<tN>` placeholders, all normal tokens.
+fn placeholder_tokenizer(cfg: &Config) -> Vec<(String, GgufValue)> {
+    let printable = (33u32..127).chain(161..173).chain(174..256);
+    let n_printable = printable.clone().count() as u32;
+    let symbols = printable.chain((0..256 - n_printable).map(|k| 256 + k));
+    let mut tokens: Vec<String> = symbols
+        .map(|c| char::from_u32(c).expect("a byte symbol").to_string())
+        .take(cfg.vocab)
+        .collect();
+    if tokens.len() < cfg.vocab {
+        tokens.push("ab".into());
+    }
+    while tokens.len() < cfg.vocab {
+        tokens.push(format!("<t{}>", tokens.len()));
+    }
+    let n = tokens.len();
+    vec![
+        (
+            "tokenizer.ggml.model".into(),
+            GgufValue::String("gpt2".into()),
+        ),
+        (
+            "tokenizer.ggml.pre".into(),
+            GgufValue::String("lfm2".into()),
+        ),
+        (
+            "tokenizer.ggml.tokens".into(),
+            GgufValue::Array(tokens.into_iter().map(GgufValue::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            GgufValue::Array(vec![GgufValue::I32(TOKEN_NORMAL); n]),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            GgufValue::Array(vec![GgufValue::String("a b".into())]),
+        ),
+    ]
+}
+
+/// llama.cpp's `llama_ftype` of the matrices' formats (what llama-quantize writes for the same
+/// type); `None` where it has none (a uniform q4_K or q5_K).
+fn llama_file_type(plan: Option<QuantPlan>) -> Option<u32> {
+    use WeightFormat::*;
+    match plan {
+        None | Some(QuantPlan::Uniform(Bf16)) => Some(32),
+        Some(QuantPlan::Q4KM) => Some(15),
+        Some(QuantPlan::Q4KS) => Some(14),
+        Some(QuantPlan::Uniform(f)) => match f {
+            F32 => Some(0),
+            F16 => Some(1),
+            Q4_0 => Some(2),
+            Q4_1 => Some(3),
+            Q8_0 => Some(7),
+            Q5_0 => Some(8),
+            Q5_1 => Some(9),
+            Q6K => Some(18),
+            _ => None,
+        },
+    }
 }
