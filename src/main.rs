@@ -227,7 +227,7 @@ struct QuantizeArgs {
     /// q8_0, q4_0, q5_0, q4_k, q6_k, or the mixes q4_k_m / q4_k_s.
     #[arg(long = "type", value_parser = parse_plan)]
     kind: QuantPlan,
-    /// New output directory.
+    /// New output directory, or a new GGUF file (llama.cpp's layout) when it ends in .gguf.
     #[arg(long)]
     out: PathBuf,
 }
@@ -245,6 +245,7 @@ struct SynthArgs {
     kind: Option<QuantPlan>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// New output directory, or a new GGUF file (llama.cpp's layout) when it ends in .gguf.
     #[arg(long)]
     out: PathBuf,
 }

@@ -26,89 +26,14 @@ pub use geometry::{Heads, KvPages, KvType, PairLists};
 #[cfg(test)]
 use crate::gpu::Defines;
 
-/// Every shader with the defines each of its variants uses, for the naga validation test.
+/// Every shader with the defines each of its variants uses, for the naga translation test
+/// (`backends.rs`).
 #[cfg(test)]
 pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     let mut v = Vec::new();
+    v.extend(profile_matvec_variants());
     for f in crate::gpu::GPU_FORMATS {
         for acc in [false, true] {
-            // The K-split, alone and with the folded norm (subgroups or not).
-            let split = matvec::Variant {
-                format: f,
-                mode: matvec::Mode::Plain,
-                accumulate: acc,
-                wg: 64,
-                rows: 4,
-                tokens: 8,
-                lane_rows: false,
-                subgroups: acc,
-                norm: false,
-            };
-            for variant in [Some(split), split.with_norm()].into_iter().flatten() {
-                v.push(("matvec", matvec::SOURCE.to_string(), variant.defines()));
-            }
-            v.push((
-                "matvec",
-                matvec::SOURCE.to_string(),
-                matvec::Variant {
-                    format: f,
-                    mode: if acc {
-                        matvec::Mode::Experts
-                    } else {
-                        matvec::Mode::Gather
-                    },
-                    accumulate: acc,
-                    wg: 8,
-                    rows: if acc { 16 } else { 2 },
-                    tokens: if acc { 1 } else { 8 },
-                    lane_rows: acc,
-                    subgroups: false,
-                    norm: false,
-                }
-                .defines(),
-            ));
-            // The combining expert mode, K-split (subgroups or not) and rows per lane.
-            for (wg, rows) in [(64, 4), (8, 16)] {
-                v.push((
-                    "matvec",
-                    matvec::SOURCE.to_string(),
-                    matvec::Variant {
-                        format: f,
-                        mode: matvec::Mode::ExpertsCombine,
-                        accumulate: true,
-                        wg,
-                        rows,
-                        tokens: 1,
-                        lane_rows: rows >= wg,
-                        subgroups: acc,
-                        norm: false,
-                    }
-                    .defines(),
-                ));
-            }
-            for mode in [
-                matvec::Mode::Plain,
-                matvec::Mode::Experts,
-                matvec::Mode::Gather,
-            ] {
-                let d = matvec::Variant {
-                    format: f,
-                    mode,
-                    accumulate: acc,
-                    wg: 8,
-                    rows: 32,
-                    tokens: if mode == matvec::Mode::Experts { 1 } else { 4 },
-                    lane_rows: true,
-                    subgroups: false,
-                    norm: false,
-                }
-                .defines()
-                .flag("X_VEC4")
-                .flag("W_VEC4");
-                // Row tiles (CPU devices).
-                let d = if acc { d.uint("W_TILE_LOG2", 7) } else { d };
-                v.push(("matvec", matvec::SOURCE.to_string(), d));
-            }
             v.push((
                 "matmul",
                 matmul::SOURCE.to_string(),
@@ -171,18 +96,25 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     for kv in [KvType::F16, KvType::F32, KvType::Q8_0] {
         let d = kv.defines().with(&wg).flag("SPLIT");
         v.push(("attention", attention::SOURCE.to_string(), d));
-        for (split, head_dim) in [(false, 64), (true, 96), (true, 256)] {
-            let heads = Heads {
-                n_heads: 8,
-                n_kv: 2,
-                head_dim,
-                kv,
-            };
-            // Prefill tiles (one thread per row), and decode tiles (two per row).
-            for (rows, tokens) in [(64, 16), (8, 1)] {
-                let tiles = crate::gpu::AttentionTiles { rows, keys: 32 };
+        // The tiles every profile takes for prefill and decode, split or not, at head sizes
+        // that take the full tile and fewer keys per tile.
+        let tiles = distinct_profiles()
+            .into_iter()
+            .flat_map(|p| [(p.attention_tiles(1), 1), (p.attention_tiles(2), 16)])
+            .filter_map(|(t, tokens)| t.map(|t| (t, tokens)));
+        for (tiles, tokens) in tiles {
+            for (split, head_dim) in [(false, 64), (true, 64), (true, 96), (true, 256)] {
+                let heads = Heads {
+                    n_heads: 8,
+                    n_kv: 2,
+                    head_dim,
+                    kv,
+                };
                 let d = attention_tiled::defines(tiles, heads, tokens, split);
-                v.push(("attention_tiled", attention_tiled::SOURCE.to_string(), d));
+                let entry = ("attention_tiled", attention_tiled::SOURCE.to_string(), d);
+                if !v.contains(&entry) {
+                    v.push(entry);
+                }
             }
         }
         let d = kv.defines().with(&wg).flag("ROTATE");
@@ -196,23 +128,92 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
     v
 }
 
+/// The device profiles whose kernel choices differ: CPU rasterizers (lane rows, row tiles,
+/// wide q6_K) and GPUs (K-split, folded norm), each with and without subgroups and with the
+/// CPU device forced onto the GPU kernels (`WMOE_NO_LANE_ROWS`).
+#[cfg(test)]
+fn distinct_profiles() -> Vec<crate::gpu::DeviceProfile> {
+    use crate::gpu::{DeviceProfile, Switches};
+    let mut profiles = Vec::new();
+    for device in [wgpu::DeviceType::Cpu, wgpu::DeviceType::DiscreteGpu] {
+        for features in [wgpu::Features::SUBGROUP, wgpu::Features::empty()] {
+            for no_lane_rows in [false, true] {
+                let switches = Switches {
+                    no_lane_rows,
+                    ..Switches::default()
+                };
+                let p = DeviceProfile::new(device, features, &switches);
+                if !profiles.contains(&p) {
+                    profiles.push(p);
+                }
+            }
+        }
+    }
+    profiles
+}
+
+/// Every matvec pipeline the runtime's own choices build: `Variant::for_profile` over every
+/// profile, weight format as the profile stores it, mode, accumulation and batch (one entry
+/// or a tile), with the folded norm where the tiling takes it, row tiles where the profile
+/// keeps them, and the vec4 loads `record` adds where rows are aligned.
+#[cfg(test)]
+fn profile_matvec_variants() -> Vec<(&'static str, String, Defines)> {
+    use matvec::{Mode, Variant};
+    let mut v = Vec::new();
+    for profile in distinct_profiles() {
+        for f in crate::gpu::GPU_FORMATS {
+            if profile.gpu_format(f.canonical()) != f {
+                continue;
+            }
+            let layout = if profile.tiles(f) {
+                Defines::new().uint("W_TILE_LOG2", 7)
+            } else {
+                Defines::new()
+            };
+            for mode in [
+                Mode::Plain,
+                Mode::Experts,
+                Mode::ExpertsCombine,
+                Mode::Gather,
+            ] {
+                for accumulate in [false, true] {
+                    if mode == Mode::ExpertsCombine && !accumulate {
+                        continue;
+                    }
+                    for batch in [1, 8] {
+                        let base = Variant::for_profile(&profile, f, mode, accumulate, batch);
+                        for variant in [Some(base), base.with_norm()].into_iter().flatten() {
+                            let d = variant.defines().with(&layout);
+                            let vec4 = if variant.lane_rows {
+                                vec![(false, false), (true, false), (true, true)]
+                            } else {
+                                vec![(false, false)]
+                            };
+                            for (x_vec4, w_vec4) in vec4 {
+                                let d = d
+                                    .clone()
+                                    .flag_if(x_vec4, "X_VEC4")
+                                    .flag_if(w_vec4, "W_VEC4");
+                                let entry = ("matvec", matvec::SOURCE.to_string(), d);
+                                if !v.contains(&entry) {
+                                    v.push(entry);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod backends;
+
 #[cfg(test)]
 mod tests {
     use crate::gpu::preprocess;
-
-    /// Every shader variant parses and validates with naga (no GPU needed).
-    #[test]
-    fn all_shaders_validate_with_naga() {
-        for (name, src, defs) in super::all_variants() {
-            let code = preprocess(&src, &defs);
-            let module = naga::front::wgsl::parse_str(&code)
-                .unwrap_or_else(|e| panic!("{name} {defs:?}: {}", e.emit_to_string(&code)));
-            let caps = naga::valid::Capabilities::all();
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{name} {defs:?}: {e:?}"));
-        }
-    }
 
     /// Every Rust `Params` struct (and `sample::Settings`) matches its shader's struct, read
     /// through naga: field names, types, order and offsets, and the struct's size.

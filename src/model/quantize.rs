@@ -8,7 +8,9 @@ use super::checkpoint::Checkpoint;
 use super::config::Config;
 use super::source::TensorSource;
 use super::weights::{QuantPlan, Role};
-use super::writer::{write_directory, write_safetensors, OutTensor};
+use super::writer::{
+    is_gguf, write_directory, write_gguf_checkpoint, write_safetensors, OutTensor,
+};
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 
@@ -60,9 +62,11 @@ pub fn output_format(
     }
 }
 
-/// Quantizes the checkpoint in `src` into a new directory `out`.
+/// Quantizes the checkpoint in `src` into a new directory `out`, or into the new GGUF file
+/// `out` when it ends in `.gguf` (llama.cpp's layout, with the tokenizer and chat template).
 pub fn quantize_checkpoint(src: &Path, plan: QuantPlan, out: &Path) -> Result<QuantizeReport> {
-    Config::from_file(&src.join("config.json"))?;
+    let cfg = Config::from_file(&src.join("config.json"))?;
+    let gguf = is_gguf(out);
     let ck = Checkpoint::open(src)?;
     let views = ck
         .names()
@@ -74,33 +78,44 @@ pub fn quantize_checkpoint(src: &Path, plan: QuantPlan, out: &Path) -> Result<Qu
         .map(|v| OutTensor {
             name: v.name.clone(),
             shape: v.shape.clone(),
-            format: output_format(plan, &v.name, v.format, v.cols()),
+            format: match output_format(plan, &v.name, v.format, v.cols()) {
+                // Norms, the conv kernel, the router and the expert bias in f32, as llama.cpp's
+                // converter writes them (its kernels take f32 for these).
+                _ if gguf && Role::of_name(&v.name).is_none() => WeightFormat::F32,
+                f => f,
+            },
         })
         .collect();
     let mut report = QuantizeReport::default();
     for o in &outs {
         report.tensors.push((o.name.clone(), o.format, o.bytes()));
     }
+    let fill = |i: usize, r: usize, dst: &mut [u8]| {
+        let (v, o) = (&views[i], &outs[i]);
+        let cols = v.cols();
+        let rb = v.format.row_bytes(cols);
+        let src_row = &v.bytes[r * rb..(r + 1) * rb];
+        if v.format == o.format {
+            dst.copy_from_slice(src_row);
+            return Ok(());
+        }
+        let vals = v.format.dequant_row(src_row, cols);
+        if let Some(x) = vals.iter().find(|x| !x.is_finite()) {
+            let msg =
+                format!("row {r} holds {x}: corrupt weights; re-download or re-convert the model");
+            return Err(Error::tensor(v.path, &v.name, msg));
+        }
+        o.format.quantize_row(&vals, dst);
+        Ok(())
+    };
+    if gguf {
+        let name = src.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_else(|| "model".into());
+        write_gguf_checkpoint(out, (&cfg, Some(plan)), &name, Some(src), &outs, fill)?;
+        return Ok(report);
+    }
     write_directory(out, |tmp| {
-        write_safetensors(&tmp.join("model.safetensors"), &outs, |i, r, dst| {
-            let (v, o) = (&views[i], &outs[i]);
-            let cols = v.cols();
-            let rb = v.format.row_bytes(cols);
-            let src_row = &v.bytes[r * rb..(r + 1) * rb];
-            if v.format == o.format {
-                dst.copy_from_slice(src_row);
-                return Ok(());
-            }
-            let vals = v.format.dequant_row(src_row, cols);
-            if let Some(x) = vals.iter().find(|x| !x.is_finite()) {
-                let msg = format!(
-                    "row {r} holds {x}: corrupt weights; re-download or re-convert the model"
-                );
-                return Err(Error::tensor(v.path, &v.name, msg));
-            }
-            o.format.quantize_row(&vals, dst);
-            Ok(())
-        })?;
+        write_safetensors(&tmp.join("model.safetensors"), &outs, fill)?;
         for f in SIDE_FILES {
             let from = src.join(f);
             if from.exists() {

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::config::Config;
 use super::weights::{QuantPlan, Role};
-use super::writer::{write_directory, write_safetensors, OutTensor};
+use super::writer::{
+    is_gguf, write_directory, write_gguf_checkpoint, write_safetensors, OutTensor,
+};
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 
@@ -223,8 +225,9 @@ fn row_values(seed: u64, tensor: usize, row: usize, fill: Fill, out: &mut [f32])
     }
 }
 
-/// Writes a random checkpoint for `config` into the new directory `out`. Matrices take the
-/// plan's formats (bf16 without a plan or where a format does not fit); the rest is f32.
+/// Writes a random checkpoint for `config` into the new directory `out` (or the new GGUF
+/// file `out` when it ends in `.gguf`, llama.cpp's layout). Matrices take the plan's formats
+/// (bf16 without a plan or where a format does not fit); the rest is f32.
 pub fn synth(
     out: &Path,
     config: &Value,
@@ -261,19 +264,25 @@ pub fn synth(
         ProgressStyle::with_template("writing {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    write_directory(out, |tmp| {
-        let mut vals = Vec::new();
-        write_safetensors(&tmp.join("model.safetensors"), &outs, |i, r, dst| {
-            vals.resize(outs[i].cols(), 0.0);
-            row_values(seed, i, r, list[i].3, &mut vals);
-            outs[i].format.quantize_row(&vals, dst);
-            bar.inc(dst.len() as u64);
-            Ok(())
+    let mut vals = Vec::new();
+    let fill = |i: usize, r: usize, dst: &mut [u8]| {
+        vals.resize(outs[i].cols(), 0.0);
+        row_values(seed, i, r, list[i].3, &mut vals);
+        outs[i].format.quantize_row(&vals, dst);
+        bar.inc(dst.len() as u64);
+        Ok(())
+    };
+    if is_gguf(out) {
+        let name = format!("wmoe synth seed {seed}");
+        write_gguf_checkpoint(out, (&cfg, plan), &name, None, &outs, fill)?;
+    } else {
+        write_directory(out, |tmp| {
+            write_safetensors(&tmp.join("model.safetensors"), &outs, fill)?;
+            let text = serde_json::to_string_pretty(config).expect("json");
+            std::fs::write(tmp.join("config.json"), text)
+                .map_err(|e| Error::file(tmp, format!("cannot write config.json: {e}")))
         })?;
-        let text = serde_json::to_string_pretty(config).expect("json");
-        std::fs::write(tmp.join("config.json"), text)
-            .map_err(|e| Error::file(tmp, format!("cannot write config.json: {e}")))
-    })?;
+    }
     bar.finish_and_clear();
     Ok(total)
 }

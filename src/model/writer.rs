@@ -2,13 +2,17 @@
 //! checkpoints: the header is computed from the tensor list, then each tensor is streamed row
 //! by row, so host memory stays bounded by a row, never the model. The output directory is
 //! built as a fresh temporary next to it and renamed into place when complete
-//! ([`crate::output`]).
+//! ([`crate::output`]). An `--out` ending in `.gguf` is one GGUF file instead
+//! ([`write_gguf_checkpoint`]), written the same tidy way.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::checkpoint::QUANT_METADATA_KEY;
+use super::config::Config;
+use super::gguf::{gguf_metadata, gguf_tensors, write_gguf, HfTensor};
+use super::weights::QuantPlan;
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 use crate::output::Staging;
@@ -129,4 +133,55 @@ pub fn write_directory(out: &Path, build: impl FnOnce(&Path) -> Result<()>) -> R
     let staging = Staging::new(out)?;
     build(staging.path())?;
     staging.commit_dir()
+}
+
+/// Whether `out` names a GGUF file (it ends in `.gguf`) rather than a checkpoint directory.
+pub fn is_gguf(out: &Path) -> bool {
+    out.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Writes `tensors` (Hugging Face names) as the GGUF file `out`, the way llama.cpp's
+/// converter lays out an LFM2 checkpoint of `cfg` (`model::gguf::export`), with the tokenizer
+/// of the checkpoint directory `dir` when it has one; `name` is `general.name`. The file is
+/// built in a fresh temporary next to `out` and renamed into place when complete; `out` must
+/// not exist. `plan` names the file type; `fill` is [`write_safetensors`]'s.
+pub fn write_gguf_checkpoint(
+    out: &Path,
+    (cfg, plan): (&Config, Option<QuantPlan>),
+    name: &str,
+    dir: Option<&Path>,
+    tensors: &[OutTensor],
+    fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    if out.exists() {
+        return Err(Error::file(
+            out,
+            "already exists; remove it or choose another --out",
+        ));
+    }
+    for t in tensors {
+        if !t.format.fits(t.cols()) {
+            let msg = format!(
+                "rows of {} are not whole {} blocks",
+                t.cols(),
+                t.format.name()
+            );
+            return Err(Error::tensor(out, &t.name, msg));
+        }
+    }
+    let hf: Vec<HfTensor> = tensors
+        .iter()
+        .map(|t| HfTensor {
+            name: &t.name,
+            shape: &t.shape,
+            format: t.format,
+        })
+        .collect();
+    let layout = gguf_tensors(out, &hf)?;
+    let quantized = tensors.iter().any(|t| t.format.is_quantized());
+    let metadata = gguf_metadata(cfg, name, dir, quantized, plan)?;
+    let staging = Staging::new(out)?;
+    write_gguf(&staging.path().join("model.gguf"), &metadata, &layout, fill)?;
+    staging.commit_file("model.gguf")
 }
