@@ -88,3 +88,45 @@ fn q8_0_quantize(x: array<f32, 32>) -> Q8Block {
     }
     return b;
 }
+
+// Elements d..d+3 (d a multiple of 4) of kv head h in a K or V row, from the row's words:
+// four f32 words, two f16 pairs, or a q8_0 scale word and one quant word.
+#ifdef KV_F32
+fn k_vec4(row: u32, h: u32, d: u32, hd: u32) -> vec4<f32> {
+    let b = row + h * hd + d;
+    return bitcast<vec4<f32>>(vec4<u32>(k_cache[b], k_cache[b + 1u], k_cache[b + 2u], k_cache[b + 3u]));
+}
+
+fn v_vec4(row: u32, h: u32, d: u32, hd: u32) -> vec4<f32> {
+    let b = row + h * hd + d;
+    return bitcast<vec4<f32>>(vec4<u32>(v_cache[b], v_cache[b + 1u], v_cache[b + 2u], v_cache[b + 3u]));
+}
+#else
+#ifdef KV_Q8_0
+fn q8_0_vec4(scales: u32, quants: u32, d: u32) -> vec4<f32> {
+    let q = vec4<i32>(bitcast<i32>(quants << 24u), bitcast<i32>(quants << 16u),
+                      bitcast<i32>(quants << 8u), bitcast<i32>(quants)) >> vec4<u32>(24u);
+    return unpack2x16float(scales)[(d >> 5u) & 1u] * vec4<f32>(q);
+}
+
+fn k_vec4(row: u32, h: u32, d: u32, hd: u32) -> vec4<f32> {
+    let w = q8_0_words(h, d, hd);
+    return q8_0_vec4(k_cache[row + w.x], k_cache[row + w.y], d);
+}
+
+fn v_vec4(row: u32, h: u32, d: u32, hd: u32) -> vec4<f32> {
+    let w = q8_0_words(h, d, hd);
+    return q8_0_vec4(v_cache[row + w.x], v_cache[row + w.y], d);
+}
+#else
+fn k_vec4(row: u32, h: u32, d: u32, hd: u32) -> vec4<f32> {
+    let b = row + (h * hd + d) / 2u;
+    return vec4<f32>(unpack2x16float(k_cache[b]), unpack2x16float(k_cache[b + 1u]));
+}
+
+fn v_vec4(row: u32, h: u32, d: u32, hd: u32) -> vec4<f32> {
+    let b = row + (h * hd + d) / 2u;
+    return vec4<f32>(unpack2x16float(v_cache[b]), unpack2x16float(v_cache[b + 1u]));
+}
+#endif
+#endif

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kernels_bench::{device, random_weights, run_once};
-use wmoe::gpu::{Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS};
+use wmoe::gpu::{
+    AttentionKernel, AttentionTiles, Binding, GpuContext, Recorder, WeightFormat, GPU_FORMATS,
+};
 use wmoe::kernels::{
     attention, copy, matmul, matvec, moe_gather, moe_router, rmsnorm, sample, shortconv,
 };
@@ -317,51 +319,64 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         copy::record(rec, &(&src).into(), &(&dst).into(), copy_bytes)
     });
 
-    for ctx_len in [1024u32, 8192, 32768] {
-        let heads = Heads {
-            n_heads: 32,
-            n_kv: 8,
-            head_dim: 64,
-            kv: KvType::F16,
-        };
-        // The cache in pages of 16K positions, as sessions hold it (one page: no partials).
-        let page = ctx_len.min(16384);
-        let kv_bytes = (ctx_len * heads.kv_words() * 4) as u64;
-        let page_bytes = (page * heads.kv_words() * 4) as u64;
-        let pages = ctx_len.div_ceil(page) as usize;
-        let b = |x: &wgpu::Buffer| Binding::whole(x);
-        let k: Vec<Binding> = (0..pages)
-            .map(|_| b(&ctx.storage("k", page_bytes)))
-            .collect();
-        let v: Vec<Binding> = (0..pages)
-            .map(|_| b(&ctx.storage("v", page_bytes)))
-            .collect();
-        let cache = KvPages {
-            k: &k,
-            v: &v,
-            page_positions: page,
-        };
-        let (q, o) = (ctx.storage("q", 4 * 2048), ctx.storage("o", 4 * 2048));
-        let parts_len = attention::partials_len(heads, 1, (pages, page));
-        let parts = ctx.storage("partials", 4 * parts_len as u64);
-        let modes: &[bool] = if pages == 1 { &[false, true] } else { &[true] };
-        for &split in modes {
-            let name = if split { "split-KV" } else { "one pass" };
-            let (qb, ob, pb) = (b(&q), b(&o), b(&parts));
-            let args = attention::Args {
-                q: &qb,
-                cache: &cache,
-                out: &ob,
-                partials: split.then_some(&pb),
-                tiles: ctx.profile().attention_tiles(1),
+    // Decode attention with the profile's kernel and, for comparison, the tiled one.
+    let kernels = [
+        ("", ctx.profile().attention_kernel(1)),
+        (
+            " tiled 8x32",
+            AttentionKernel::Tiled(AttentionTiles { rows: 8, keys: 32 }),
+        ),
+    ];
+    for ctx_len in [1024u32, 4096, 8192, 32768] {
+        for kv in [KvType::F16, KvType::F32] {
+            let heads = Heads {
+                n_heads: 32,
+                n_kv: 8,
+                head_dim: 64,
+                kv,
             };
-            bench_at(
-                c,
-                &format!("decode attention f16 KV ctx {ctx_len} {name}"),
-                2 * kv_bytes,
-                (ctx, ctx_len - 1),
-                &|rec| attention::record(rec, heads, &args, 1),
-            );
+            // The cache in pages of 16K positions, as sessions hold it (one page: no partials).
+            let page = ctx_len.min(16384);
+            let kv_bytes = (ctx_len * heads.kv_words() * 4) as u64;
+            let page_bytes = (page * heads.kv_words() * 4) as u64;
+            let pages = ctx_len.div_ceil(page) as usize;
+            let b = |x: &wgpu::Buffer| Binding::whole(x);
+            let k: Vec<Binding> = (0..pages)
+                .map(|_| b(&ctx.storage("k", page_bytes)))
+                .collect();
+            let v: Vec<Binding> = (0..pages)
+                .map(|_| b(&ctx.storage("v", page_bytes)))
+                .collect();
+            let cache = KvPages {
+                k: &k,
+                v: &v,
+                page_positions: page,
+            };
+            let (q, o) = (ctx.storage("q", 4 * 2048), ctx.storage("o", 4 * 2048));
+            let parts_len = attention::partials_len(heads, 1, (pages, page));
+            let parts = ctx.storage("partials", 4 * parts_len as u64);
+            let modes: &[bool] = if pages == 1 { &[false, true] } else { &[true] };
+            for (&split, (kname, kernel)) in modes.iter().flat_map(|m| kernels.map(|k| (m, k))) {
+                let name = if split { "split-KV" } else { "one pass" };
+                let (qb, ob, pb) = (b(&q), b(&o), b(&parts));
+                let args = attention::Args {
+                    q: &qb,
+                    cache: &cache,
+                    out: &ob,
+                    partials: split.then_some(&pb),
+                    kernel,
+                };
+                bench_at(
+                    c,
+                    &format!(
+                        "decode attention {} KV ctx {ctx_len} {name}{kname}",
+                        kv.name()
+                    ),
+                    2 * kv_bytes,
+                    (ctx, ctx_len - 1),
+                    &|rec| attention::record(rec, heads, &args, 1),
+                );
+            }
         }
     }
     let proj = ctx.storage("proj", (4 * 3 * H) as u64);

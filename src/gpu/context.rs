@@ -140,7 +140,10 @@ pub async fn list_adapters_async(opts: &DeviceOptions) -> Result<Vec<AdapterRepo
             limits: a.limits(),
             profile: DeviceProfile::new(
                 a.get_info().device_type,
-                a.features() & OPTIONAL_FEATURES,
+                (
+                    a.features() & OPTIONAL_FEATURES,
+                    a.get_info().subgroup_min_size,
+                ),
                 &opts.switches,
             ),
         })
@@ -242,7 +245,11 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Gpu(format!("could not open '{}': {e}", info.name)))?;
-        let profile = DeviceProfile::new(info.device_type, features, &opts.switches);
+        let profile = DeviceProfile::new(
+            info.device_type,
+            (features, info.subgroup_min_size),
+            &opts.switches,
+        );
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));

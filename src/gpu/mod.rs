@@ -15,7 +15,10 @@ pub(crate) use context::mib;
 pub use context::{list_adapters, list_adapters_async, AdapterReport, DeviceOptions, GpuContext};
 pub use formats::{with_weight_loaders, GPU_FORMATS};
 pub use params::UniformLayout;
-pub use profile::{AttentionTiles, DeviceProfile, MatvecFamily, PrefillProduct, Switches};
+pub use profile::{
+    AttentionKernel, AttentionTiles, DeviceProfile, MatvecFamily, PrefillProduct, Switches,
+    KEY_LANES,
+};
 pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars, Submitted};
 pub use shader::{preprocess, Defines};
 pub use wait::block_on;

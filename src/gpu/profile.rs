@@ -82,6 +82,22 @@ pub struct AttentionTiles {
     pub keys: u32,
 }
 
+/// The kernel of attention calls (src/kernels/attention.rs picks it by the call's tokens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttentionKernel {
+    /// One workgroup per query head and token, keys across its threads.
+    PerHead,
+    /// Query rows × K/V tiles through workgroup memory.
+    Tiled(AttentionTiles),
+    /// Single tokens on CPU devices with subgroups of at least 8 lanes: a subgroup per kv
+    /// head and key split, its lanes over head slices (src/kernels/attention_decode.rs).
+    KeyLanes,
+}
+
+/// Lanes of the key-lanes decode kernel's workgroup (`kernels::attention_decode::LANES`),
+/// which one subgroup must cover.
+pub const KEY_LANES: u32 = 8;
+
 /// Every per-device choice, fixed when the device is opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceProfile {
@@ -99,11 +115,10 @@ pub struct DeviceProfile {
     pub fusion: bool,
     /// Every dispatch is timed with GPU timestamps.
     pub timestamps: bool,
-    /// Attention tiles of prefill chunks; `None`: one workgroup per query head and token.
-    pub prefill_attention: Option<AttentionTiles>,
-    /// Attention tiles of decode steps (split-KV over the keys); `None`: one workgroup per
-    /// query head and key split, keys across its threads.
-    pub decode_attention: Option<AttentionTiles>,
+    /// The attention kernel of prefill chunks.
+    pub prefill_attention: AttentionKernel,
+    /// The attention kernel of decode steps (split-KV over the keys).
+    pub decode_attention: AttentionKernel,
     /// The KV cache stays f32 (`--kv-type auto`) while the whole f32 cache fits in this
     /// many bytes; f16 beyond.
     pub kv_f32_budget: u64,
@@ -113,10 +128,11 @@ impl DeviceProfile {
     /// The profile of a device of `device_type` with `features`, under `switches`.
     pub fn new(
         device_type: wgpu::DeviceType,
-        features: wgpu::Features,
+        (features, subgroup_min_size): (wgpu::Features, u32),
         switches: &Switches,
     ) -> Self {
         let cpu_device = device_type == wgpu::DeviceType::Cpu;
+        let subgroups = features.contains(wgpu::Features::SUBGROUP) && !switches.no_subgroups;
         let cpu_kernels = cpu_device && !switches.no_lane_rows;
         DeviceProfile {
             cpu_device,
@@ -132,20 +148,28 @@ impl DeviceProfile {
             },
             row_tiles: cpu_kernels && !switches.no_tiles,
             wide_q6k: cpu_kernels,
-            subgroups: features.contains(wgpu::Features::SUBGROUP) && !switches.no_subgroups,
+            subgroups,
             fusion: !switches.no_fusion,
             timestamps: switches.profile
                 && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            prefill_attention: (!switches.no_tiled_attention)
-                .then_some(AttentionTiles { rows: 64, keys: 32 }),
-            decode_attention: (cpu_device && !switches.no_tiled_attention)
-                .then_some(AttentionTiles { rows: 8, keys: 32 }),
+            prefill_attention: if switches.no_tiled_attention {
+                AttentionKernel::PerHead
+            } else {
+                AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 })
+            },
+            decode_attention: match (cpu_device, switches.no_tiled_attention) {
+                (true, false) if subgroups && subgroup_min_size >= KEY_LANES => {
+                    AttentionKernel::KeyLanes
+                }
+                (true, false) => AttentionKernel::Tiled(AttentionTiles { rows: 8, keys: 32 }),
+                _ => AttentionKernel::PerHead,
+            },
             kv_f32_budget: 256 << 20,
         }
     }
 
-    /// The attention tiles of a step of `tokens` tokens per sequence.
-    pub fn attention_tiles(&self, tokens: u32) -> Option<AttentionTiles> {
+    /// The attention kernel of a step of `tokens` tokens per sequence.
+    pub fn attention_kernel(&self, tokens: u32) -> AttentionKernel {
         if tokens > 1 {
             self.prefill_attention
         } else {
@@ -187,10 +211,10 @@ impl std::fmt::Display for DeviceProfile {
             PrefillProduct::BatchedMatvec => "batched matvec",
             PrefillProduct::TiledMatmul => "tiled matmul",
         };
-        let tiles = |t: Option<AttentionTiles>| {
-            t.map_or("per head".to_string(), |t| {
-                format!("{}x{} tiles", t.rows, t.keys)
-            })
+        let tiles = |k: AttentionKernel| match k {
+            AttentionKernel::PerHead => "per head".to_string(),
+            AttentionKernel::Tiled(t) => format!("{}x{} tiles", t.rows, t.keys),
+            AttentionKernel::KeyLanes => "key lanes".to_string(),
         };
         write!(
             f,
@@ -213,7 +237,7 @@ mod tests {
     #[test]
     fn cpu_devices_take_lane_rows_unless_switched_off() {
         let f = wgpu::Features::SUBGROUP;
-        let cpu = DeviceProfile::new(wgpu::DeviceType::Cpu, f, &Switches::default());
+        let cpu = DeviceProfile::new(wgpu::DeviceType::Cpu, (f, 8), &Switches::default());
         assert_eq!(cpu.matvec, MatvecFamily::LaneRows);
         assert!(cpu.row_tiles && cpu.wide_q6k && cpu.subgroups && cpu.fusion);
         let off = Switches {
@@ -222,25 +246,34 @@ mod tests {
             no_fusion: true,
             ..Default::default()
         };
-        let cpu_gpu_kernels = DeviceProfile::new(wgpu::DeviceType::Cpu, f, &off);
+        let cpu_gpu_kernels = DeviceProfile::new(wgpu::DeviceType::Cpu, (f, 8), &off);
         assert_eq!(cpu_gpu_kernels.matvec, MatvecFamily::KSplit);
         assert_eq!(cpu_gpu_kernels.prefill, PrefillProduct::TiledMatmul);
         assert!(!cpu_gpu_kernels.row_tiles && !cpu_gpu_kernels.subgroups);
         assert!(!cpu_gpu_kernels.fusion && cpu_gpu_kernels.cpu_device);
-        let gpu = DeviceProfile::new(wgpu::DeviceType::DiscreteGpu, f, &Switches::default());
+        let gpu = DeviceProfile::new(wgpu::DeviceType::DiscreteGpu, (f, 32), &Switches::default());
         assert_eq!(gpu.matvec, MatvecFamily::KSplit);
         assert_eq!(gpu.gpu_format(WeightFormat::Q6K), WeightFormat::Q6K);
         assert!(!gpu.tiles(WeightFormat::Q4_0));
         assert_eq!(cpu.gpu_format(WeightFormat::Q6K), WeightFormat::Q6KWide);
         assert!(cpu.tiles(WeightFormat::Q4K) && !cpu.tiles(WeightFormat::Q8_0));
-        assert!(cpu.attention_tiles(1).is_some() && gpu.attention_tiles(1).is_none());
-        assert!(cpu.attention_tiles(2).is_some() && gpu.attention_tiles(2).is_some());
+        assert_eq!(cpu.attention_kernel(1), AttentionKernel::KeyLanes);
+        assert_eq!(gpu.attention_kernel(1), AttentionKernel::PerHead);
+        assert!(matches!(cpu.attention_kernel(2), AttentionKernel::Tiled(_)));
+        assert!(matches!(gpu.attention_kernel(2), AttentionKernel::Tiled(_)));
         let per_head = Switches {
             no_tiled_attention: true,
             ..Default::default()
         };
-        let cpu_per_head = DeviceProfile::new(wgpu::DeviceType::Cpu, f, &per_head);
-        assert!(cpu_per_head.attention_tiles(1).is_none());
-        assert!(cpu_per_head.attention_tiles(2).is_none());
+        let cpu_per_head = DeviceProfile::new(wgpu::DeviceType::Cpu, (f, 8), &per_head);
+        assert_eq!(cpu_per_head.attention_kernel(1), AttentionKernel::PerHead);
+        assert_eq!(cpu_per_head.attention_kernel(2), AttentionKernel::PerHead);
+        // Subgroups narrower than the kernel's lanes, or none: the tiled decode kernel.
+        let tiled = AttentionKernel::Tiled(AttentionTiles { rows: 8, keys: 32 });
+        let narrow = DeviceProfile::new(wgpu::DeviceType::Cpu, (f, 4), &Switches::default());
+        assert_eq!(narrow.attention_kernel(1), tiled);
+        let none = wgpu::Features::empty();
+        let bare = DeviceProfile::new(wgpu::DeviceType::Cpu, (none, 8), &Switches::default());
+        assert_eq!(bare.attention_kernel(1), tiled);
     }
 }

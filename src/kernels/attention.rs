@@ -2,12 +2,13 @@
 //! in several pages takes one dispatch per page, each writing partial results; a single
 //! query over a long context also splits each page's keys across workgroups (split-KV
 //! decode); `attention_merge` joins the partials. Each dispatch is this kernel (one
-//! workgroup per query head and token) or, where the caller passes tiles, `attention_tiled`.
+//! workgroup per query head and token), `attention_tiled` or, for single tokens,
+//! `attention_decode`, as the caller's `AttentionKernel` says.
 
 use std::ops::RangeInclusive;
 
-use super::{attention_merge, attention_tiled, Heads, KvPages};
-use crate::gpu::{AttentionTiles, Binding, Recorder, StepVars};
+use super::{attention_decode, attention_merge, attention_tiled, Heads, KvPages};
+use crate::gpu::{AttentionKernel, Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = concat!(
     include_str!("../../shaders/kv_cache.wgsl"),
@@ -62,9 +63,10 @@ pub struct Args<'a> {
     /// Partials (≥ `partials_len` floats): needed where the keys span several pages; with
     /// them a single query also splits its keys (split-KV decode).
     pub partials: Option<&'a Binding>,
-    /// The tiled kernel's tiles (`DeviceProfile::attention_tiles`); `None`, or a head size
-    /// it does not cover: this kernel.
-    pub tiles: Option<AttentionTiles>,
+    /// The kernel (`DeviceProfile::attention_kernel`); where the chosen one does not cover
+    /// the call (its head size; chunks, or a device without subgroups, for `KeyLanes`): this
+    /// file's per-head kernel.
+    pub kernel: AttentionKernel,
 }
 
 /// Threads per workgroup (the shader's `WG`): keys per block, split sizes round to it.
@@ -133,16 +135,31 @@ fn plan(rec: &mut Recorder, a: &Args, tokens: u32) -> (Vec<PageWork>, u32) {
 /// where `partials` are given, then the merge of the partials.
 pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
     let (work, total) = plan(rec, a, tokens);
-    let tiles = a
-        .tiles
-        .filter(|_| attention_tiled::supports(heads.head_dim));
-    let pipeline = match tiles {
-        Some(tiles) => {
+    let kernel = match a.kernel {
+        AttentionKernel::Tiled(_) if !attention_tiled::supports(heads.head_dim) => {
+            AttentionKernel::PerHead
+        }
+        AttentionKernel::KeyLanes
+            if tokens > 1
+                || !attention_decode::supports(heads)
+                || !rec.ctx().profile().subgroups =>
+        {
+            AttentionKernel::PerHead
+        }
+        k => k,
+    };
+    let pipeline = match kernel {
+        AttentionKernel::Tiled(tiles) => {
             let defines = attention_tiled::defines(tiles, heads, tokens, total > 1);
             let source = attention_tiled::SOURCE;
             rec.ctx().pipeline("attention_tiled", source, &defines)
         }
-        None => {
+        AttentionKernel::KeyLanes => {
+            let defines = attention_decode::defines(heads, total > 1);
+            let source = attention_decode::SOURCE;
+            rec.ctx().pipeline("attention_decode", source, &defines)
+        }
+        AttentionKernel::PerHead => {
             let defines = heads
                 .kv
                 .defines()
@@ -175,9 +192,10 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
         };
         let (k, v) = (&a.cache.k[w.page as usize], &a.cache.v[w.page as usize]);
         let b = [a.q.clone(), k.clone(), v.clone(), target.clone()];
-        let grid = match tiles {
-            Some(tiles) => attention_tiled::grid(tiles, heads, tokens, w.splits),
-            None => [heads.n_heads, tokens, w.splits],
+        let grid = match kernel {
+            AttentionKernel::Tiled(tiles) => attention_tiled::grid(tiles, heads, tokens, w.splits),
+            AttentionKernel::KeyLanes => attention_decode::grid(heads, w.splits),
+            AttentionKernel::PerHead => [heads.n_heads, tokens, w.splits],
         };
         rec.dispatch_positioned("attention", &pipeline, params, &b, grid);
     }
@@ -222,6 +240,7 @@ pub fn reference(q: &[f32], k: &[f32], v: &[f32], heads: Heads, n_keys: usize) -
 mod tests {
     use super::*;
     use crate::gpu::testing::{context, poisoned, rel_err, Rng};
+    use crate::gpu::AttentionTiles;
     use crate::kernels::KvType;
 
     /// A cache held in one page.
@@ -233,13 +252,14 @@ mod tests {
         }
     }
 
-    /// The kernels every test runs: this one, and the tiled one with the profiles' tiles and
-    /// tiles that divide nothing evenly.
-    const KERNELS: [Option<AttentionTiles>; 4] = [
-        None,
-        Some(AttentionTiles { rows: 64, keys: 32 }),
-        Some(AttentionTiles { rows: 8, keys: 32 }),
-        Some(AttentionTiles { rows: 12, keys: 7 }),
+    /// The kernels every test runs: this one, the tiled one with the profiles' tiles and
+    /// tiles that divide nothing evenly, and the key-lanes decode kernel (this one on chunks).
+    const KERNELS: [AttentionKernel; 5] = [
+        AttentionKernel::PerHead,
+        AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 }),
+        AttentionKernel::Tiled(AttentionTiles { rows: 8, keys: 32 }),
+        AttentionKernel::Tiled(AttentionTiles { rows: 12, keys: 7 }),
+        AttentionKernel::KeyLanes,
     ];
 
     /// Attention over a cache in pages of 96 positions: prefill chunks within one page,
@@ -288,7 +308,7 @@ mod tests {
                 (1, 400),
                 (1, 767),
             ];
-            for ((t, pos0), tiles) in cases.into_iter().flat_map(|c| KERNELS.map(|k| (c, k))) {
+            for ((t, pos0), kernel) in cases.into_iter().flat_map(|c| KERNELS.map(|k| (c, k))) {
                 let q = rng.normals(t * 128, 1.0);
                 let (qb, out) = (ctx.storage_with("q", &q), poisoned(ctx, q.len()));
                 let (qx, o) = (Binding::whole(&qb), Binding::whole(&out));
@@ -297,7 +317,7 @@ mod tests {
                     cache: &cache,
                     out: &o,
                     partials: Some(&parts),
-                    tiles,
+                    kernel,
                 };
                 let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
                 record(&mut rec, heads, &args, t as u32);
@@ -309,7 +329,7 @@ mod tests {
                     let e = rel_err(&got[ti * 128..(ti + 1) * 128], &want);
                     assert!(
                         e < 1e-10,
-                        "{kv:?} {tiles:?} t={t} pos0={pos0} query {ti}: err={e}"
+                        "{kv:?} {kernel:?} t={t} pos0={pos0} query {ti}: err={e}"
                     );
                 }
             }
@@ -377,7 +397,7 @@ mod tests {
             let variants = [false, true]
                 .into_iter()
                 .flat_map(|s| KERNELS.map(|k| (s, k)));
-            for (split, tiles) in variants {
+            for (split, kernel) in variants {
                 let out = poisoned(ctx, q.len());
                 let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
                 let b = |x: &wgpu::Buffer| Binding::whole(x);
@@ -389,7 +409,7 @@ mod tests {
                     cache: &one_page(&kpg, &vpg),
                     out: &o,
                     partials: partials.as_ref(),
-                    tiles,
+                    kernel,
                 };
                 record(&mut rec, heads, &args, t as u32);
                 rec.submit();
@@ -400,7 +420,7 @@ mod tests {
                     let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
                     assert!(
                         e < 1e-10,
-                        "nh={nh} nkv={nkv} hd={hd} t={ti} split={split} {tiles:?} err={e}"
+                        "nh={nh} nkv={nkv} hd={hd} t={ti} split={split} {kernel:?} err={e}"
                     );
                 }
             }
@@ -448,13 +468,13 @@ mod tests {
         let b = |x: &wgpu::Buffer| Binding::whole(x);
         let (qx, kx, vx, o, px) = (b(&bufs[2]), b(&bufs[0]), b(&bufs[1]), b(&out), b(&parts));
         let (kp, vp) = ([kx], [vx]);
-        for tiles in KERNELS {
+        for kernel in KERNELS {
             let args = Args {
                 q: &qx,
                 cache: &one_page(&kp, &vp),
                 out: &o,
                 partials: Some(&px),
-                tiles,
+                kernel,
             };
             let mut rec = Recorder::at(ctx, StepVars { pos0: 600 });
             record(&mut rec, heads, &args, 1);
@@ -465,7 +485,7 @@ mod tests {
                 plan.run(vars, &[]);
                 let got = ctx.read_f32(&out, 0, w).unwrap();
                 let want = reference(&q, &k, &v, heads, pos0 as usize + 1);
-                assert!(rel_err(&got, &want) < 1e-10, "{tiles:?} pos0={pos0}");
+                assert!(rel_err(&got, &want) < 1e-10, "{kernel:?} pos0={pos0}");
             }
             assert!(!plan.holds_for(&StepVars { pos0: 768 }));
             assert!(!plan.holds_for(&StepVars { pos0: 511 }));

@@ -2,6 +2,7 @@
 //! GPU-vs-reference tests. Kernels know nothing of the model or the scheduler.
 
 pub mod attention;
+pub mod attention_decode;
 pub mod attention_merge;
 pub mod attention_tiled;
 pub mod copy;
@@ -24,7 +25,7 @@ pub mod swiglu;
 pub use geometry::{Heads, KvPages, KvType, PairLists};
 
 #[cfg(test)]
-use crate::gpu::Defines;
+use crate::gpu::{AttentionKernel, Defines};
 
 /// Every shader with the defines each of its variants uses, for the naga translation test
 /// (`backends.rs`).
@@ -98,10 +99,14 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
         v.push(("attention", attention::SOURCE.to_string(), d));
         // The tiles every profile takes for prefill and decode, split or not, at head sizes
         // that take the full tile and fewer keys per tile.
-        let tiles = distinct_profiles()
+        let kernels: Vec<_> = distinct_profiles()
             .into_iter()
-            .flat_map(|p| [(p.attention_tiles(1), 1), (p.attention_tiles(2), 16)])
-            .filter_map(|(t, tokens)| t.map(|t| (t, tokens)));
+            .flat_map(|p| [(p.attention_kernel(1), 1), (p.attention_kernel(2), 16)])
+            .collect();
+        let tiles = kernels.iter().filter_map(|&(k, tokens)| match k {
+            AttentionKernel::Tiled(t) => Some((t, tokens)),
+            _ => None,
+        });
         for (tiles, tokens) in tiles {
             for (split, head_dim) in [(false, 64), (true, 64), (true, 96), (true, 256)] {
                 let heads = Heads {
@@ -115,6 +120,18 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 if !v.contains(&entry) {
                     v.push(entry);
                 }
+            }
+        }
+        if kernels.iter().any(|&(k, _)| k == AttentionKernel::KeyLanes) {
+            for (split, head_dim, n_kv) in [(false, 64, 2), (true, 64, 2), (true, 256, 4)] {
+                let heads = Heads {
+                    n_heads: 8,
+                    n_kv,
+                    head_dim,
+                    kv,
+                };
+                let d = attention_decode::defines(heads, split);
+                v.push(("attention_decode", attention_decode::SOURCE.to_string(), d));
             }
         }
         let d = kv.defines().with(&wg).flag("ROTATE");
@@ -142,7 +159,7 @@ fn distinct_profiles() -> Vec<crate::gpu::DeviceProfile> {
                     no_lane_rows,
                     ..Switches::default()
                 };
-                let p = DeviceProfile::new(device, features, &switches);
+                let p = DeviceProfile::new(device, (features, 8), &switches);
                 if !profiles.contains(&p) {
                     profiles.push(p);
                 }

@@ -184,7 +184,7 @@ pub(super) fn attention_core(
         cache: &view.seq.pages(k, v),
         out: &out,
         partials: Some(&parts),
-        tiles: rec.ctx().profile().attention_tiles(t),
+        kernel: rec.ctx().profile().attention_kernel(t),
     };
     attention::record(rec, heads, &args, t);
 }
