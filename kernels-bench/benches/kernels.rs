@@ -335,7 +335,7 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
                 head_dim: 64,
                 kv,
             };
-            // The cache in pages of 16K positions, as sessions hold it (one page: no partials).
+            // The cache in pages of 16K positions, as sessions hold it.
             let page = ctx_len.min(16384);
             let kv_bytes = (ctx_len * heads.kv_words() * 4) as u64;
             let page_bytes = (page * heads.kv_words() * 4) as u64;
@@ -355,21 +355,21 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
             let (q, o) = (ctx.storage("q", 4 * 2048), ctx.storage("o", 4 * 2048));
             let parts_len = attention::partials_len(heads, 1, (pages, page));
             let parts = ctx.storage("partials", 4 * parts_len as u64);
-            let modes: &[bool] = if pages == 1 { &[false, true] } else { &[true] };
-            for (&split, (kname, kernel)) in modes.iter().flat_map(|m| kernels.map(|k| (m, k))) {
-                let name = if split { "split-KV" } else { "one pass" };
+            // Split-KV, as decode steps run (a CPU rasterizer stops a shader's loops after
+            // 65535 iterations in all, which one pass over a long context can reach).
+            for (kname, kernel) in kernels {
                 let (qb, ob, pb) = (b(&q), b(&o), b(&parts));
                 let args = attention::Args {
                     q: &qb,
                     cache: &cache,
                     out: &ob,
-                    partials: split.then_some(&pb),
+                    partials: Some(&pb),
                     kernel,
                 };
                 bench_at(
                     c,
                     &format!(
-                        "decode attention {} KV ctx {ctx_len} {name}{kname}",
+                        "decode attention {} KV ctx {ctx_len} split-KV{kname}",
                         kv.name()
                     ),
                     2 * kv_bytes,
@@ -378,6 +378,46 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
                 );
             }
         }
+    }
+    // Prefill attention with the profile's kernel: a 256-token chunk after 4096 cached
+    // positions, f32 KV.
+    let heads = Heads {
+        n_heads: 32,
+        n_kv: 8,
+        head_dim: 64,
+        kv: KvType::F32,
+    };
+    let (chunk, depth) = (256u32, 4096u32);
+    let n_pos = depth + chunk;
+    let kv_bytes = (n_pos * heads.kv_words() * 4) as u64;
+    let (kb, vb) = (ctx.storage("k", kv_bytes), ctx.storage("v", kv_bytes));
+    let (k, v) = ([Binding::whole(&kb)], [Binding::whole(&vb)]);
+    let cache = KvPages {
+        k: &k,
+        v: &v,
+        page_positions: n_pos,
+    };
+    let (q, o) = (
+        ctx.storage("q", 4 * 2048 * chunk as u64),
+        ctx.storage("o", 4 * 2048 * chunk as u64),
+    );
+    {
+        let kernel = ctx.profile().attention_kernel(chunk);
+        let (qb, ob) = (Binding::whole(&q), Binding::whole(&o));
+        let args = attention::Args {
+            q: &qb,
+            cache: &cache,
+            out: &ob,
+            partials: None,
+            kernel,
+        };
+        bench_at(
+            c,
+            &format!("prefill attention f32 KV chunk {chunk} at depth {depth}"),
+            2 * kv_bytes,
+            (ctx, depth),
+            &|rec| attention::record(rec, heads, &args, chunk),
+        );
     }
     let proj = ctx.storage("proj", (4 * 3 * H) as u64);
     let kernel = ctx.storage("kernel", (4 * 3 * H) as u64);
