@@ -81,6 +81,7 @@ PP=${PP:-${d[0]}}; TG=${TG:-${d[1]}}; DEPTH=${DEPTH:-${d[2]}}; REPS=${REPS:-${d[
 DEADLINE=${DEADLINE:-${d[4]}}
 
 mkdir -p "$WORK/bin" "$OUTDIR" || die "cannot create $WORK or $OUTDIR"
+rm -f "$WORK"/*.out "$WORK"/*.err   # no step's output from an earlier run
 LOG="$OUTDIR/run.log"; : >"$LOG"
 FAILED=()
 log() { echo "[device-bench $(date -u +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG" >&2; }
@@ -121,7 +122,11 @@ if ! ldconfig -p | grep -q 'libgomp\.so\.1 ' && [ -d "$PACK/lib" ]; then
 fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}" CRITERION_HOME="$WORK/criterion"
 
-# step NAME LIMIT CMD...: stdout into $WORK/NAME.out, both streams into the log.
+# llama.cpp's Vulkan backend skips CPU devices unless told which to use: lavapipe (a dry run)
+# is device 0 here. On a GPU machine the backend picks the GPUs itself.
+if [ $DRY = 1 ] && [ -z "${GGML_VK_VISIBLE_DEVICES:-}" ]; then export GGML_VK_VISIBLE_DEVICES=0; fi
+
+# step NAME LIMIT CMD...: stdout into $WORK/NAME.out, stderr into $WORK/NAME.err, both into the log.
 step() {
   local name=$1 limit=$2; shift 2
   local left=$((DEADLINE - SECONDS))
@@ -131,9 +136,9 @@ step() {
   [ "$limit" -le "$left" ] || limit=$left
   log "$name: $* (limit ${limit}s)"
   echo "\$ $*" >>"$LOG"
-  timeout -k 10 "$limit" "$@" >"$WORK/$name.out" 2>>"$LOG"
+  timeout -k 10 "$limit" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
   local rc=$?
-  cat "$WORK/$name.out" >>"$LOG"
+  cat "$WORK/$name.err" "$WORK/$name.out" >>"$LOG"
   if [ $rc = 0 ]; then log "$name: ok"; else log "$name: FAILED (exit $rc)"; FAILED+=("$name: exit $rc"); fi
   return $rc
 }
@@ -222,7 +227,13 @@ for t in types:
     if l:
         r0 = next(iter(l.values()))
         peer_name = f"llama.cpp {r0.get('backends', '?')}"
-        results.setdefault("peer_gpu_info", r0.get("gpu_info"))
+        err = open(os.path.join(work, f"llama-{t}.err"), errors="replace").read()
+        found = re.findall(r"^ggml_vulkan: \d+ = (.*)$", err, re.M)
+        if found:
+            results.setdefault("peer_gpu_info", found[0].strip())
+        elif "Vulkan" in r0.get("backends", ""):
+            problems.append(f"llama-{t}: llama.cpp's Vulkan backend found no device (it ran on the CPU)")
+            l = {}
     tests = [(f"pp{pp}", (pp, 0, 0), 1.0), (f"tg{tg}", (0, tg, 0), 1.25),
              (f"pp{pp} @ d{depth}", (pp, 0, depth), None), (f"tg{tg} @ d{depth}", (0, tg, depth), None)]
     for label, key, target in tests:

@@ -62,29 +62,35 @@ apt-get "${o[@]}" update >/dev/null
 (cd "$PACK/debs" && apt-get "${o[@]}" download libvulkan1 >/dev/null)
 cp -L "$(ldconfig -p | awk '/libgomp\.so\.1 .*x86-64/ {print $NF; exit}')" "$PACK/lib/libgomp.so.1"
 
-# How the peer was built: source, flags, and the shader extensions its glslc compiled.
-gen_cache="$LLAMA_BUILD/ggml/src/ggml-vulkan/vulkan-shaders-gen-prefix/src/vulkan-shaders-gen-build/CMakeCache.txt"
-on=() off=()
-for f in COOPMAT:GL_KHR_cooperative_matrix COOPMAT2:GL_NV_cooperative_matrix2 \
-         INTEGER_DOT:GL_EXT_integer_dot_product BFLOAT16:GL_EXT_bfloat16; do
-  if grep -q "^GGML_VULKAN_${f%%:*}_GLSLC_SUPPORT:[A-Z]*=ON" "$gen_cache" 2>/dev/null; then
-    on+=("${f##*:}"); else off+=("${f##*:}"); fi
-done
+# How the peer was built: source, flags, and the shader extensions its glslc compiles, by
+# the test ggml-vulkan's CMakeLists.txt makes at configure time (same glslc, same shaders).
 src=$(grep '^CMAKE_HOME_DIRECTORY' "$cache" | cut -d= -f2)
+glslc=$(grep '^Vulkan_GLSLC_EXECUTABLE:' "$cache" | cut -d= -f2)
+tests="$src/ggml/src/ggml-vulkan/vulkan-shaders/feature-tests"
+on=() off=()
+for f in coopmat:GL_KHR_cooperative_matrix coopmat2:GL_NV_cooperative_matrix2 \
+         integer_dot:GL_EXT_integer_dot_product bfloat16:GL_EXT_bfloat16; do
+  [ -f "$tests/${f%%:*}.comp" ] || die "no feature test $tests/${f%%:*}.comp"
+  said=$("$glslc" -o /dev/null -fshader-stage=compute --target-env=vulkan1.3 "$tests/${f%%:*}.comp" 2>&1 || true)
+  if grep -q "extension not supported: ${f##*:}" <<<"$said"; then
+    off+=("${f##*:}"); else on+=("${f##*:}"); fi
+done
 # build_peer.sh extracts vendor/llama.cpp of the llama-cpp-python sdist it keeps in ../dl.
 ver=$(ls "$src"/../dl/llama_cpp_python-*.tar.gz 2>/dev/null | sed -n 's/.*python-\(.*\)\.tar\.gz/\1/p' | head -1)
-glslc_ver=$(glslc --version 2>/dev/null | head -1 || echo "glslc ?")
+glslc_ver=$("$glslc" --version 2>/dev/null | sed -n 1p)
 {
   printf 'Built from %s%s (GGML_NATIVE=OFF, static ggml) with %s; ' "$src" \
-    "${ver:+ (llama-cpp-python $ver)}" "$glslc_ver"
+    "${ver:+ (llama-cpp-python $ver)}" "glslc of ${glslc_ver:-?}"
   printf 'shader extensions compiled: %s; NOT compiled: %s' "${on[*]:-none}" "${off[*]:-none}"
-  [ ${#off[@]} = 0 ] || printf ' (this glslc lacks them, so the peer runs without cooperative-matrix / integer-dot shaders, which favours wmoe in prefill)'
+  case " ${off[*]} " in
+    *cooperative_matrix\ *|*integer_dot*) printf ' (this glslc lacks them: the peer runs its matrix products without cooperative-matrix / integer-dot shaders, which favours wmoe in prefill)' ;;
+  esac
   echo .
 } >"$PACK/peer.txt"
 
 {
   echo "wmoe $(git describe --always --dirty), packed $(date -u +%Y-%m-%dT%H:%MZ)"
-  (cd "$PACK" && find . -type f -printf '%s\t%p\n' | sort -k2)
+  (cd "$PACK" && find . -type f ! -name MANIFEST -printf '%s\t%p\n' | sort -k2)
 } >"$PACK/MANIFEST"
 cat "$PACK/MANIFEST" "$PACK/peer.txt"
 total=$(du -sb "$PACK" | cut -f1)
