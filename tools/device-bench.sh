@@ -176,7 +176,11 @@ done
 
 PEER_INFO=""
 [ -f "$PACK/peer.txt" ] && PEER_INFO=$(cat "$PACK/peer.txt")
+# The commit the binaries were built at: the pack's MANIFEST says, else the tree's git.
 WMOE_REV=$(git -C "$(dirname "$0")" describe --always --dirty 2>/dev/null || echo unknown)
+case "$WMOE" in
+  "$PACK"/*|"$WORK/bin/wmoe") [ -f "$PACK/MANIFEST" ] && WMOE_REV=$(sed -n '1s/^wmoe //p' "$PACK/MANIFEST") ;;
+esac
 python3 - "$WORK" "$OUTDIR" "$LAYERS" "$PP" "$TG" "$DEPTH" "$REPS" "$DRY" "$TYPES" \
   "$PEER_INFO" "$WMOE_REV" "$(IFS=';'; echo "${FAILED[*]}")" <<'PY'
 """Builds the markdown table and results.json from the steps' outputs in WORK."""
