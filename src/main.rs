@@ -237,7 +237,7 @@ struct SynthArgs {
     /// lfm2-8b-a1b, lfm2.5-8b-a1b, lfm2-2.6b, lfm2-1.2b, lfm2-350m (or test-256).
     #[arg(long)]
     preset: String,
-    /// Keep only the first N layers.
+    /// Keep only the first N layers (the last becomes attention if none of them is).
     #[arg(long)]
     layers: Option<usize>,
     /// Weight format of the matrices: q4_0, q4_k, q8_0, bf16, ... (default bf16).

@@ -2,7 +2,8 @@
 //! expert width 1792, 32/8 heads of 64, vocab 65536). Throughput is the bytes each kernel must
 //! read (weights + activations), so criterion's GiB/s compares directly with the copy bench;
 //! products also report FLOP counts in their names' units where weights are reused.
-//! `WMOE_BENCH_FILTER=substring` limits the run to matching names (criterion's own filter works too).
+//! `WMOE_BENCH_FILTER=substring` limits the run to matching names, `a|b` to names holding either
+//! (criterion's own filter works too; keep `copy` in the filter for the "% of copy" column).
 
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -42,7 +43,7 @@ fn bench_at(
     (ctx, pos0): (&GpuContext, u32),
     record: &dyn Fn(&mut Recorder),
 ) {
-    if std::env::var("WMOE_BENCH_FILTER").is_ok_and(|f| !name.contains(&f)) {
+    if std::env::var("WMOE_BENCH_FILTER").is_ok_and(|f| !f.split('|').any(|f| name.contains(f))) {
         return;
     }
     run_once(ctx, pos0, record); // compile the pipelines

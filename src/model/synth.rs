@@ -39,7 +39,8 @@ fn layer_types(n: usize, attn: &[usize]) -> Vec<&'static str> {
 }
 
 /// The `config.json` of a preset, cut to `layers` layers when given (the real layer pattern's
-/// first `layers` entries; dense leading layers kept).
+/// first `layers` entries, dense leading layers kept; when those hold no attention layer, the
+/// last of them is made one, so `--layers 1` or `2` still has a KV cache).
 pub fn synth_config(preset: &str, layers: Option<usize>) -> Result<Value> {
     let moe = |vocab: usize, theta: f64| {
         json!({"model_type": "lfm2_moe", "architectures": ["Lfm2MoeForCausalLM"], "vocab_size": vocab, "hidden_size": 2048,
@@ -87,7 +88,13 @@ pub fn synth_config(preset: &str, layers: Option<usize>) -> Result<Value> {
             )));
         }
         cfg["num_hidden_layers"] = json!(n);
-        let types: Vec<Value> = cfg["layer_types"].as_array().expect("layer_types")[..n].to_vec();
+        let mut types: Vec<Value> =
+            cfg["layer_types"].as_array().expect("layer_types")[..n].to_vec();
+        // A cut before the first attention layer (LFM2's is layer 2) would leave no KV cache,
+        // which llama.cpp cannot load: the last kept layer becomes attention instead.
+        if !types.iter().any(|t| t == "full_attention") {
+            types[n - 1] = json!("full_attention");
+        }
         cfg["layer_types"] = Value::Array(types);
     }
     Ok(cfg)
@@ -225,6 +232,33 @@ fn row_values(seed: u64, tensor: usize, row: usize, fill: Fill, out: &mut [f32])
     }
 }
 
+/// Tensor `i`'s rows in its storage format, split over the machine's cores (each row's values
+/// depend only on seed, tensor and row, so the bytes do not depend on the split).
+fn tensor_bytes(seed: u64, i: usize, out: &OutTensor, fill: Fill) -> Vec<u8> {
+    let (rows, cols) = (out.rows(), out.cols());
+    let row_bytes = out.format.row_bytes(cols);
+    let mut bytes = vec![0u8; rows * row_bytes];
+    let rows_of = |first: usize, chunk: &mut [u8]| {
+        let mut vals = vec![0f32; cols];
+        for (k, dst) in chunk.chunks_mut(row_bytes).enumerate() {
+            row_values(seed, i, first + k, fill, &mut vals);
+            out.format.quantize_row(&vals, dst);
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = rows.div_ceil(threads.min(rows).max(1));
+    if threads == 1 || rows < 2 {
+        rows_of(0, &mut bytes);
+    } else {
+        std::thread::scope(|s| {
+            for (c, chunk) in bytes.chunks_mut(per * row_bytes).enumerate() {
+                s.spawn(move || rows_of(c * per, chunk));
+            }
+        });
+    }
+    bytes
+}
+
 /// Writes a random checkpoint for `config` into the new directory `out` (or the new GGUF
 /// file `out` when it ends in `.gguf`, llama.cpp's layout). Matrices take the plan's formats
 /// (bf16 without a plan or where a format does not fit); the rest is f32.
@@ -264,11 +298,13 @@ pub fn synth(
         ProgressStyle::with_template("writing {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut vals = Vec::new();
+    // The writers ask row by row; each tensor is made whole on every core at its first row.
+    let mut made: (usize, Vec<u8>) = (usize::MAX, Vec::new());
     let fill = |i: usize, r: usize, dst: &mut [u8]| {
-        vals.resize(outs[i].cols(), 0.0);
-        row_values(seed, i, r, list[i].3, &mut vals);
-        outs[i].format.quantize_row(&vals, dst);
+        if made.0 != i {
+            made = (i, tensor_bytes(seed, i, &outs[i], list[i].3));
+        }
+        dst.copy_from_slice(&made.1[r * dst.len()..(r + 1) * dst.len()]);
         bar.inc(dst.len() as u64);
         Ok(())
     };
@@ -285,4 +321,27 @@ pub fn synth(
     }
     bar.finish_and_clear();
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synth_config;
+
+    fn types(layers: Option<usize>) -> Vec<String> {
+        let cfg = synth_config("lfm2-8b-a1b", layers).unwrap();
+        let t = cfg["layer_types"].as_array().unwrap();
+        t.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn a_cut_keeps_the_real_pattern_or_ends_in_attention() {
+        let full = types(None);
+        assert_eq!(full.len(), 24);
+        // Cuts that reach layer 2 (the first attention layer) keep the real pattern.
+        for n in [3, 8, 24] {
+            assert_eq!(types(Some(n)), full[..n], "--layers {n}");
+        }
+        assert_eq!(types(Some(2)), ["conv", "full_attention"]);
+        assert_eq!(types(Some(1)), ["full_attention"]);
+    }
 }
