@@ -72,8 +72,9 @@ impl<T> Table<T> {
     }
 }
 
-/// Reads the header of `file` (the whole mapped file; at least 8 bytes long).
-pub(super) fn read(path: &Path, file: &[u8]) -> Result<Header> {
+/// Reads the header of `file` (the whole mapped file, or a prefix of a file of `file_len`
+/// bytes that holds the header; at least 8 bytes long).
+pub(super) fn read(path: &Path, file: &[u8], file_len: u64) -> Result<Header> {
     let version = version(path, file)?;
     let mut c = Cursor { b: file, pos: 8 };
     let (n_tensors, n_kv) = counts(&mut c).map_err(corrupt(path))?;
@@ -84,7 +85,7 @@ pub(super) fn read(path: &Path, file: &[u8]) -> Result<Header> {
         .pos
         .checked_next_multiple_of(alignment as usize)
         .ok_or_else(|| Error::file(path, format!("general.alignment {alignment} is too large")))?;
-    check_data_in_file(path, &tensors.items, data_offset, file.len())?;
+    check_data_in_file(path, &tensors.items, data_offset, file_len)?;
     check_no_overlap(path, &tensors.items)?;
     Ok(Header {
         version,
@@ -265,9 +266,8 @@ fn check_data_in_file(
     path: &Path,
     tensors: &[GgufTensorInfo],
     data_offset: usize,
-    len: usize,
+    len: u64,
 ) -> Result<()> {
-    let len = len as u64;
     if let Some((end, t)) = tensors
         .iter()
         .filter_map(|t| {
