@@ -224,13 +224,13 @@ fn tensor_info(c: &mut Cursor, path: &Path, i: u64, alignment: u64) -> Result<Gg
             format!("data offset {offset} is not a multiple of the alignment {alignment}: corrupt file; re-download or re-convert it"),
         ));
     }
-    // bytes with every dimension at least 1: bounds every row and element count taken of it
-    let bound = ne
-        .iter()
-        .try_fold(ggml_type.block().map_or(1, |b| b.1 as u64), |a, &d| {
-            a.checked_mul(d.max(1))
-        });
-    if bound.is_none_or(|b| usize::try_from(b).is_err()) {
+    // elements with every dimension at least 1 (bounds every row and element count taken of
+    // it) fit a usize, and times a block's bytes a u64 (on wasm32 a tensor's bytes may
+    // exceed a 32-bit usize's bound on elements times block bytes and still fit)
+    let elements = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d.max(1)));
+    let block_bytes = ggml_type.block().map_or(1, |b| b.1 as u64);
+    if elements.is_none_or(|e| usize::try_from(e).is_err() || e.checked_mul(block_bytes).is_none())
+    {
         return Err(Error::tensor(
             path,
             &name,
