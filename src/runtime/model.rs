@@ -137,11 +137,6 @@ impl ModelFiles {
         Ok(files)
     }
 
-    /// Bytes of the weights' data in the checkpoint (what a load reads).
-    pub fn weight_bytes(&self) -> u64 {
-        self.source.total_bytes()
-    }
-
     /// A checkpoint of `ck` whose other files `file` gives by name, from memory.
     fn in_memory<'a>(
         dir: &Path,
