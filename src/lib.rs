@@ -75,8 +75,8 @@ pub use chat::{Detokenizer, StopMatcher, StopStep};
 /// and the output parser; [`generate_text`] is the same for plain text; [`run_terminal`] is
 /// the interactive loop.
 pub use conversation::{
-    generate_text, read_input, run_terminal, Completion, Conversation, Input, TerminalOptions,
-    TurnReport,
+    generate_text, generate_text_async, read_input, run_terminal, Completion, Conversation, Input,
+    TerminalOptions, TurnReport,
 };
 
 /// The model compiled into the library, which [`Model::load_bundled`] loads from memory and

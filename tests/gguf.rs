@@ -183,7 +183,7 @@ fn gguf_source_serves_the_checkpoints_tensors() {
             let b = ck.get(&name).unwrap();
             let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
             assert_eq!(squeeze(&a.shape), squeeze(&b.shape), "{file} {name}");
-            let (x, y) = (a.to_f32(), b.to_f32());
+            let (x, y) = (a.to_f32().unwrap(), b.to_f32().unwrap());
             let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = x
                 .iter()

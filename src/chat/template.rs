@@ -139,6 +139,18 @@ impl ChatTemplate {
         )))
     }
 
+    /// The template in a GGUF file's metadata (`tokenizer.chat_template`), with the special
+    /// tokens its metadata names.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        match templates_of_gguf(file) {
+            Some(templates) => Self::new(templates, special_tokens_of_gguf(file), &file.path),
+            None => Err(Error::file(
+                &file.path,
+                "has no chat template (no GGUF metadata tokenizer.chat_template)",
+            )),
+        }
+    }
+
     /// The bundled model's template (compiled into the binary).
     pub fn bundled() -> Result<Self> {
         let b = &BUNDLED_MODEL;

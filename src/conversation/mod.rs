@@ -13,6 +13,7 @@ use crate::chat::{
     AssistantMessage, ChatRequest, ChatTemplate, Detokenizer, OutputParser, ParseEvent, StopMatcher,
 };
 use crate::error::{Error, Result};
+use crate::gpu::block_on;
 use crate::runtime::{FinishReason, Flow, GenerateOptions, Session};
 
 pub use terminal::{read_input, run_terminal, Input, TerminalOptions};
@@ -39,6 +40,26 @@ pub fn generate_text(
     skip_special: bool,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Completion> {
+    let on_text = &mut |piece: &str| {
+        on_text(piece);
+        Flow::Continue
+    };
+    block_on(
+        generate_text_async(session, prompt, options, stops, skip_special, on_text),
+        "generate_text_async",
+    )
+}
+
+/// [`generate_text`], awaiting each token (the form a browser tab calls); `on_text` may end
+/// the generation (a stop button) by returning [`Flow::Stop`].
+pub async fn generate_text_async(
+    session: &mut Session<'_>,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    stops: &[String],
+    skip_special: bool,
+    on_text: &mut dyn FnMut(&str) -> Flow,
+) -> Result<Completion> {
     let model = session.model();
     let tokenizer = model.tokenizer.as_ref().ok_or_else(|| {
         Error::Input(format!(
@@ -52,11 +73,12 @@ pub fn generate_text(
     let eos = &model.config.eos;
     let mut take = |piece: &str, text: &mut String| {
         text.push_str(piece);
-        if !piece.is_empty() {
-            on_text(piece);
+        match piece.is_empty() {
+            true => Flow::Continue,
+            false => on_text(piece),
         }
     };
-    let finish = session.generate_stream_with(prompt, options, &mut |t| {
+    let on_token = &mut |t: u32| {
         tokens.push(t);
         if !options.ignore_eos && eos.contains(&t) {
             return Flow::Continue;
@@ -64,10 +86,10 @@ pub fn generate_text(
         match detok.push(t) {
             Ok(piece) => {
                 let step = stop.feed(&piece);
-                take(&step.text, &mut text);
+                let flow = take(&step.text, &mut text);
                 match step.stop {
                     Some(_) => Flow::Stop,
-                    None => Flow::Continue,
+                    None => flow,
                 }
             }
             Err(e) => {
@@ -75,7 +97,10 @@ pub fn generate_text(
                 Flow::Stop
             }
         }
-    })?;
+    };
+    let finish = session
+        .generate_stream_async(prompt, options, on_token)
+        .await?;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -84,7 +109,7 @@ pub fn generate_text(
         if !stop.stopped() {
             tail.push_str(&stop.finish());
         }
-        take(&tail, &mut text);
+        let _ = take(&tail, &mut text);
     }
     Ok(Completion {
         tokens,
@@ -156,6 +181,11 @@ impl Conversation {
         Ok(c)
     }
 
+    /// The template the conversation is rendered with.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
     /// The messages so far (user and assistant; the system prompt apart).
     pub fn messages(&self) -> &[Map<String, Json>] {
         &self.messages
@@ -201,8 +231,26 @@ impl Conversation {
         user: &str,
         on_event: &mut dyn FnMut(&ParseEvent),
     ) -> Result<TurnReport> {
+        let on_event = &mut |e: &ParseEvent| {
+            on_event(e);
+            Flow::Continue
+        };
+        block_on(
+            self.turn_async(session, user, on_event),
+            "Conversation::turn_async",
+        )
+    }
+
+    /// [`Conversation::turn`], awaiting each token (the form a browser tab calls);
+    /// `on_event` may end the answer (a stop button) by returning [`Flow::Stop`].
+    pub async fn turn_async(
+        &mut self,
+        session: &mut Session<'_>,
+        user: &str,
+        on_event: &mut dyn FnMut(&ParseEvent) -> Flow,
+    ) -> Result<TurnReport> {
         self.messages.push(message("user", user));
-        let report = self.answer(session, on_event);
+        let report = self.answer(session, on_event).await;
         match &report {
             Ok(r) => self.messages.push(message("assistant", &r.text)),
             Err(_) => {
@@ -212,31 +260,36 @@ impl Conversation {
         report
     }
 
-    fn answer(
+    async fn answer(
         &self,
-        session: &mut Session,
-        on_event: &mut dyn FnMut(&ParseEvent),
+        session: &mut Session<'_>,
+        on_event: &mut dyn FnMut(&ParseEvent) -> Flow,
     ) -> Result<TurnReport> {
         let prompt = self.prompt_tokens(session, &self.render()?)?;
         let reused = session.reuse_prefix(&prompt)?;
         let mut parser = OutputParser::new(self.opens_reasoning);
         let mut events = Vec::new();
         let mut take = |piece: &str| {
+            let mut flow = Flow::Continue;
             for e in parser.feed(piece) {
-                on_event(&e);
+                if on_event(&e) == Flow::Stop {
+                    flow = Flow::Stop;
+                }
                 events.push(e);
             }
+            flow
         };
-        let done = generate_text(
+        let done = generate_text_async(
             session,
             &prompt[reused..],
             &self.options,
             &self.stops,
             false,
             &mut take,
-        )?;
+        )
+        .await?;
         for e in parser.finish() {
-            on_event(&e);
+            let _ = on_event(&e);
             events.push(e);
         }
         Ok(TurnReport {

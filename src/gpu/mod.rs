@@ -23,7 +23,8 @@ pub use recorder::{fold_groups, Binding, BufferCopy, Plan, Recorder, StepVars, S
 pub use shader::{preprocess, Defines};
 pub use wait::block_on;
 pub use weights::{
-    max_tile_rows, upload_canonical, Paging, WeightPage, WeightTensor, MAX_TILE_ROWS,
+    max_tile_rows, upload_canonical, PagedUpload, Paging, WeightPage, WeightTensor, CHUNK_BYTES,
+    MAX_TILE_ROWS,
 };
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -122,6 +122,70 @@ impl WeightTensor {
         paging: Paging,
         mut fill: impl FnMut(usize, usize, &mut [u8]) -> Result<()>,
     ) -> Result<Self> {
+        let mut up = PagedUpload::new(ctx, (name, format), (rows, cols), paging)?;
+        while let Some((row0, n)) = up.next_rows() {
+            fill(row0, n, up.staging())?;
+            up.commit()?;
+        }
+        Ok(up.finish())
+    }
+
+    /// The define that tells the shared weight loaders this tensor's page layout.
+    pub fn layout_defines(&self) -> Defines {
+        let d = Defines::new();
+        if self.tile_log2 == 0 {
+            d
+        } else {
+            d.uint("W_TILE_LOG2", self.tile_log2)
+        }
+    }
+
+    /// Bytes the pages occupy on the GPU.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.pages.iter().map(|p| p.buffer.size()).sum()
+    }
+}
+
+/// How a tensor is cut into pages: whole groups of `group_rows` rows (an expert's rows; 1 for
+/// a plain matrix) per page, pages of at most `page_bytes` (default and cap: the device's
+/// binding limit; tests force small pages with it), tiles of at most `max_tile` rows (1:
+/// row-major).
+#[derive(Clone, Copy, Debug)]
+pub struct Paging {
+    pub group_rows: usize,
+    pub page_bytes: Option<u64>,
+    pub max_tile: usize,
+}
+
+/// Rows of a tensor uploaded chunk by chunk: [`PagedUpload::next_rows`] names the rows to
+/// convert next, the caller writes them into [`PagedUpload::staging`] and
+/// [`PagedUpload::commit`]s them into their page. A chunk is at most [`CHUNK_BYTES`] (and
+/// whole tiles), so host memory stays bounded by one chunk whatever the page size, and a
+/// loader may fetch a chunk's source bytes asynchronously between the calls.
+pub struct PagedUpload<'c> {
+    ctx: &'c GpuContext,
+    t: WeightTensor,
+    /// Rows per page (whole groups and tiles), rows per chunk (whole tiles).
+    page_rows: usize,
+    chunk_rows: usize,
+    /// The next row to convert, and the rows of the chunk in `staging`.
+    row0: usize,
+    n: usize,
+    staging: Vec<u8>,
+    tiled: Vec<u8>,
+}
+
+/// The most bytes of converted rows held on the host at once while uploading.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+impl<'c> PagedUpload<'c> {
+    /// Plans the pages of a `[rows, cols]` tensor in `format` as `paging` says.
+    pub fn new(
+        ctx: &'c GpuContext,
+        (name, format): (&str, WeightFormat),
+        (rows, cols): (usize, usize),
+        paging: Paging,
+    ) -> Result<Self> {
         let Paging {
             group_rows,
             page_bytes,
@@ -152,71 +216,87 @@ impl WeightTensor {
         }
         let groups_per_page = (max_page / group_bytes).max(1) as usize;
         let page_rows = groups_per_page * group_rows;
-        let mut pages = Vec::new();
-        let mut row0 = 0;
-        let mut staging = Vec::new();
-        let mut tiled = Vec::new();
-        while row0 < rows {
-            let n = page_rows.min(rows - row0);
-            staging.clear();
-            staging.resize(n * row_bytes, 0u8);
-            fill(row0, n, &mut staging)?;
-            if tile > 1 {
-                tiled.resize(staging.len(), 0u8);
-                tile_page(&staging, &mut tiled, row_words, tile);
-                std::mem::swap(&mut staging, &mut tiled);
-            }
-            pages.push(WeightPage {
-                buffer: page_buffer(ctx, name, &staging)?,
-                row0: row0 as u32,
-                rows: n as u32,
-            });
-            row0 += n;
-        }
-        Ok(WeightTensor {
-            name: name.to_string(),
-            format,
-            rows: rows as u32,
-            cols: cols as u32,
-            row_words: row_words as u32,
-            tile_log2: tile.trailing_zeros(),
-            pages,
+        let chunk_rows = (CHUNK_BYTES / row_bytes.max(1) / tile * tile).max(tile);
+        Ok(PagedUpload {
+            ctx,
+            t: WeightTensor {
+                name: name.to_string(),
+                format,
+                rows: rows as u32,
+                cols: cols as u32,
+                row_words: row_words as u32,
+                tile_log2: tile.trailing_zeros(),
+                pages: Vec::new(),
+            },
+            page_rows,
+            chunk_rows,
+            row0: 0,
+            n: 0,
+            staging: Vec::new(),
+            tiled: Vec::new(),
         })
     }
 
-    /// The define that tells the shared weight loaders this tensor's page layout.
-    pub fn layout_defines(&self) -> Defines {
-        let d = Defines::new();
-        if self.tile_log2 == 0 {
-            d
-        } else {
-            d.uint("W_TILE_LOG2", self.tile_log2)
+    /// The rows `(row0, n)` to convert next (a chunk within one page, its staging zeroed),
+    /// or `None` when every row is uploaded.
+    pub fn next_rows(&mut self) -> Option<(usize, usize)> {
+        let rows = self.t.rows as usize;
+        if self.row0 >= rows {
+            return None;
         }
+        let page_end = (self.row0 / self.page_rows + 1) * self.page_rows;
+        self.n = self.chunk_rows.min(page_end.min(rows) - self.row0);
+        self.staging.clear();
+        self.staging
+            .resize(self.n * self.t.row_words as usize * 4, 0u8);
+        Some((self.row0, self.n))
     }
 
-    /// Bytes the pages occupy on the GPU.
-    pub fn gpu_bytes(&self) -> u64 {
-        self.pages.iter().map(|p| p.buffer.size()).sum()
+    /// The chunk's rows, `row_words * 4` bytes each (padding bytes zero).
+    pub fn staging(&mut self) -> &mut [u8] {
+        &mut self.staging
+    }
+
+    /// Writes the staged chunk into its page (made when the chunk starts one).
+    pub fn commit(&mut self) -> Result<()> {
+        let (ctx, row_bytes) = (self.ctx, self.t.row_words as usize * 4);
+        let tile = 1usize << self.t.tile_log2;
+        if tile > 1 {
+            self.tiled.resize(self.staging.len(), 0u8);
+            tile_page(&self.staging, &mut self.tiled, row_bytes / 4, tile);
+            std::mem::swap(&mut self.staging, &mut self.tiled);
+        }
+        let in_page = self.row0 % self.page_rows;
+        if in_page == 0 {
+            let rows = self.page_rows.min(self.t.rows as usize - self.row0);
+            self.t.pages.push(WeightPage {
+                buffer: page_buffer(ctx, &self.t.name, (rows * row_bytes) as u64)?,
+                row0: self.row0 as u32,
+                rows: rows as u32,
+            });
+        }
+        let page = &self.t.pages.last().expect("made above").buffer;
+        ctx.queue
+            .write_buffer(page, (in_page * row_bytes) as u64, &self.staging);
+        // Flush the queue's staging copy and wait, so host memory stays at about one chunk.
+        ctx.queue.submit([]);
+        let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+        self.row0 += self.n;
+        Ok(())
+    }
+
+    /// The uploaded tensor.
+    pub fn finish(self) -> WeightTensor {
+        self.t
     }
 }
 
-/// How a tensor is cut into pages: whole groups of `group_rows` rows (an expert's rows; 1 for
-/// a plain matrix) per page, pages of at most `page_bytes` (default and cap: the device's
-/// binding limit; tests force small pages with it), tiles of at most `max_tile` rows (1:
-/// row-major).
-#[derive(Clone, Copy, Debug)]
-pub struct Paging {
-    pub group_rows: usize,
-    pub page_bytes: Option<u64>,
-    pub max_tile: usize,
-}
-
-/// A page buffer holding `bytes`, or a clear error when the device is out of memory.
-fn page_buffer(ctx: &GpuContext, name: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
-    let buffer = out_of_memory_checked(&ctx.device, || {
+/// An empty page buffer of `bytes`, or a clear error when the device is out of memory.
+fn page_buffer(ctx: &GpuContext, name: &str, bytes: u64) -> Result<wgpu::Buffer> {
+    out_of_memory_checked(&ctx.device, || {
         ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
-            size: bytes.len().max(4) as u64,
+            size: bytes.max(4),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -225,14 +305,9 @@ fn page_buffer(ctx: &GpuContext, name: &str, bytes: &[u8]) -> Result<wgpu::Buffe
         Error::Gpu(format!(
             "out of GPU memory allocating {} MiB for tensor '{name}' ({e}); use a smaller \
              weight format, a shorter context or a GPU with more memory",
-            bytes.len() >> 20
+            bytes >> 20
         ))
-    })?;
-    ctx.queue.write_buffer(&buffer, 0, bytes);
-    // Flush the queue's staging copy and wait, so host memory stays at about one page.
-    ctx.queue.submit([]);
-    let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
-    Ok(buffer)
+    })
 }
 
 /// Uploads rows given in the canonical (GGUF) byte layout of `format`.

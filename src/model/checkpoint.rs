@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use super::source::{Data, TensorSource, TensorView};
+use super::source::{Data, TensorData, TensorSource, TensorView};
 use crate::error::{Error, Result};
 use crate::gpu::WeightFormat;
 
@@ -185,8 +185,10 @@ impl TensorSource for Checkpoint {
     }
 
     fn release(&self, view: &TensorView) {
-        for (_, data) in &self.files {
-            data.drop_pages(view.bytes);
+        if let TensorData::Bytes(bytes) = view.data {
+            for (_, data) in &self.files {
+                data.drop_pages(bytes);
+            }
         }
     }
 
@@ -211,7 +213,7 @@ impl TensorSource for Checkpoint {
             path,
             format,
             shape: t.shape.clone(),
-            bytes: &map[t.start..t.end],
+            data: TensorData::Bytes(&map[t.start..t.end]),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! different for models of the same shapes whose weights differ (a fine-tune, another
 //! version). Saved sessions record it so a session is never restored into another model.
 
+use super::source::TensorData;
 use super::{Config, TensorSource};
 use crate::error::Result;
 
@@ -50,14 +51,23 @@ pub fn fingerprint(cfg: &Config, src: &dyn TensorSource) -> Result<u64> {
         for &d in &t.shape {
             h.u64(d as u64);
         }
-        let n = t.bytes.len();
+        let bytes = match t.data {
+            TensorData::Bytes(b) => b,
+            // a file read in ranges: where the tensor is stands for its bytes (sampling
+            // them would cost three requests per tensor)
+            TensorData::Range { offset, len } => {
+                h.u64(offset).u64(len as u64);
+                continue;
+            }
+        };
+        let n = bytes.len();
         let mid = n / 2;
         for range in [
             0..n.min(SAMPLE),
             mid..(mid + SAMPLE).min(n),
             n.saturating_sub(SAMPLE)..n,
         ] {
-            h.bytes(&t.bytes[range]);
+            h.bytes(&bytes[range]);
         }
     }
     Ok(h.finish())

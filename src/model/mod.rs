@@ -14,8 +14,8 @@ pub mod writer;
 pub use checkpoint::Checkpoint;
 pub use config::{Config, MoeConfig};
 pub use gguf::tokenizer as gguf_tokenizer;
-pub use source::{TensorSource, TensorView};
+pub use source::{RangeRead, ReadFuture, TensorData, TensorSource, TensorView};
 pub use weights::{
-    AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights, QuantPlan,
-    Role,
+    AttnWeights, ConvWeights, FfnWeights, LayerWeights, Mixer, ModelWeights, MoeWeights, Progress,
+    QuantPlan, Role,
 };

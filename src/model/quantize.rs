@@ -94,7 +94,7 @@ pub fn quantize_checkpoint(src: &Path, plan: QuantPlan, out: &Path) -> Result<Qu
         let (v, o) = (&views[i], &outs[i]);
         let cols = v.cols();
         let rb = v.format.row_bytes(cols);
-        let src_row = &v.bytes[r * rb..(r + 1) * rb];
+        let src_row = &v.bytes()?[r * rb..(r + 1) * rb];
         if v.format == o.format {
             dst.copy_from_slice(src_row);
             return Ok(());

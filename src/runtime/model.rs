@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::sampling::generation_defaults;
 use crate::bundled::BUNDLED_MODEL;
+use crate::chat::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::gpu::GpuContext;
 use crate::kernels::sample::SamplingParams;
@@ -11,7 +12,9 @@ use crate::kernels::{moe_gather, moe_router, qk_norm_rope, shortconv, KvType};
 use crate::model::fingerprint::{fingerprint, Fnv};
 use crate::model::gguf::{GgufFile, GgufSource};
 use crate::model::gguf_tokenizer::tokenizer_from_gguf;
-use crate::model::{Checkpoint, Config, ModelWeights, QuantPlan, TensorSource};
+use crate::model::{
+    Checkpoint, Config, ModelWeights, Progress, QuantPlan, RangeRead, TensorSource,
+};
 
 pub struct Model {
     /// The checkpoint directory or GGUF file it was loaded from (`<bundled>/NAME` for the
@@ -40,6 +43,9 @@ pub struct ModelFiles {
     pub tokenizer: Option<tokenizers::Tokenizer>,
     /// Sampling defaults from `generation_config.json` (greedy without one).
     pub generation: SamplingParams,
+    /// The chat template of a GGUF file read from memory or in ranges: compiled, or why not
+    /// (elsewhere [`ChatTemplate::from_model`] finds the template).
+    pub chat_template: Option<Result<ChatTemplate>>,
     source: Box<dyn TensorSource>,
 }
 
@@ -110,10 +116,25 @@ impl ModelFiles {
     /// Reads and checks an `lfm2` / `lfm2moe` GGUF file held in memory (its tokenizer from
     /// its metadata); `path` names it in errors and [`Model::dir`].
     pub fn from_gguf_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
-        let src = GgufSource::new(GgufFile::from_bytes(path, bytes)?)?;
+        Self::from_gguf_source(path, GgufSource::new(GgufFile::from_bytes(path, bytes)?)?)
+    }
+
+    /// Reads and checks the header of an `lfm2` / `lfm2moe` GGUF file that `reader` reads in
+    /// byte ranges (a URL, a browser File; its tokenizer from its metadata); the weights stay
+    /// in the file until [`Model::upload_async`] streams them. `path` names it in errors and
+    /// [`Model::dir`].
+    pub async fn from_gguf_ranges(path: &Path, reader: Box<dyn RangeRead>) -> Result<Self> {
+        Self::from_gguf_source(path, GgufSource::from_ranges(path, reader).await?)
+    }
+
+    /// A GGUF file's model with the tokenizer and chat template of its metadata.
+    fn from_gguf_source(path: &Path, src: GgufSource) -> Result<Self> {
         let config = Config::from_gguf(src.file())?;
         let tokenizer = tokenizer_from_gguf(src.file())?;
-        Self::checked(path, (config, path), Box::new(src), tokenizer)
+        let chat_template = Some(ChatTemplate::from_gguf(src.file()));
+        let mut files = Self::checked(path, (config, path), Box::new(src), tokenizer)?;
+        files.chat_template = chat_template;
+        Ok(files)
     }
 
     /// A checkpoint of `ck` whose other files `file` gives by name, from memory.
@@ -173,6 +194,7 @@ impl ModelFiles {
             config,
             tokenizer,
             generation: SamplingParams::greedy(),
+            chat_template: None,
             source,
         })
     }
@@ -217,6 +239,31 @@ impl Model {
         let id = identity(&files.config, files.source.as_ref(), quant)?;
         let weights =
             ModelWeights::load(ctx, files.source.as_ref(), &files.config, quant, progress)?;
+        Ok(Self::assemble(
+            &files.dir,
+            (files.config, id),
+            weights,
+            (files.tokenizer, files.generation),
+        ))
+    }
+
+    /// [`Model::upload`] of files that may be read in ranges
+    /// ([`ModelFiles::from_gguf_ranges`]): each chunk of weights is awaited, converted and
+    /// written to its GPU page, and dropped; `on_bytes(read, total)` follows the progress.
+    pub async fn upload_async(
+        ctx: &GpuContext,
+        files: ModelFiles,
+        quant: Option<QuantPlan>,
+        on_bytes: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<Self> {
+        let id = identity(&files.config, files.source.as_ref(), quant)?;
+        let progress = Progress {
+            bar: false,
+            on_bytes,
+        };
+        let weights =
+            ModelWeights::load_async(ctx, files.source.as_ref(), &files.config, quant, progress)
+                .await?;
         Ok(Self::assemble(
             &files.dir,
             (files.config, id),

@@ -72,8 +72,9 @@ impl<T> Table<T> {
     }
 }
 
-/// Reads the header of `file` (the whole mapped file; at least 8 bytes long).
-pub(super) fn read(path: &Path, file: &[u8]) -> Result<Header> {
+/// Reads the header of `file` (the whole mapped file, or a prefix of a file of `file_len`
+/// bytes that holds the header; at least 8 bytes long).
+pub(super) fn read(path: &Path, file: &[u8], file_len: u64) -> Result<Header> {
     let version = version(path, file)?;
     let mut c = Cursor { b: file, pos: 8 };
     let (n_tensors, n_kv) = counts(&mut c).map_err(corrupt(path))?;
@@ -84,7 +85,7 @@ pub(super) fn read(path: &Path, file: &[u8]) -> Result<Header> {
         .pos
         .checked_next_multiple_of(alignment as usize)
         .ok_or_else(|| Error::file(path, format!("general.alignment {alignment} is too large")))?;
-    check_data_in_file(path, &tensors.items, data_offset, file.len())?;
+    check_data_in_file(path, &tensors.items, data_offset, file_len)?;
     check_no_overlap(path, &tensors.items)?;
     Ok(Header {
         version,
@@ -223,13 +224,13 @@ fn tensor_info(c: &mut Cursor, path: &Path, i: u64, alignment: u64) -> Result<Gg
             format!("data offset {offset} is not a multiple of the alignment {alignment}: corrupt file; re-download or re-convert it"),
         ));
     }
-    // bytes with every dimension at least 1: bounds every row and element count taken of it
-    let bound = ne
-        .iter()
-        .try_fold(ggml_type.block().map_or(1, |b| b.1 as u64), |a, &d| {
-            a.checked_mul(d.max(1))
-        });
-    if bound.is_none_or(|b| usize::try_from(b).is_err()) {
+    // elements with every dimension at least 1 (bounds every row and element count taken of
+    // it) fit a usize, and times a block's bytes a u64 (on wasm32 a tensor's bytes may
+    // exceed a 32-bit usize's bound on elements times block bytes and still fit)
+    let elements = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d.max(1)));
+    let block_bytes = ggml_type.block().map_or(1, |b| b.1 as u64);
+    if elements.is_none_or(|e| usize::try_from(e).is_err() || e.checked_mul(block_bytes).is_none())
+    {
         return Err(Error::tensor(
             path,
             &name,
@@ -265,9 +266,8 @@ fn check_data_in_file(
     path: &Path,
     tensors: &[GgufTensorInfo],
     data_offset: usize,
-    len: usize,
+    len: u64,
 ) -> Result<()> {
-    let len = len as u64;
     if let Some((end, t)) = tensors
         .iter()
         .filter_map(|t| {

@@ -9,7 +9,7 @@ use super::file::GgufFile;
 use super::names::{expert_hf_name, gguf_name, hf_name, lfm2_architecture, HfName};
 use crate::error::{Error, Result};
 use crate::model::config::MAX_EXPERTS;
-use crate::model::source::{TensorSource, TensorView};
+use crate::model::source::{RangeRead, TensorData, TensorSource, TensorView};
 
 /// A stack of experts: one GGUF tensor [E, rows, cols] served as E Hugging Face tensors.
 struct Stack {
@@ -21,6 +21,8 @@ struct Stack {
 /// An LFM2 / LFM2-MoE GGUF file answering Hugging Face tensor names.
 pub struct GgufSource {
     file: GgufFile,
+    /// What reads the tensors' data of a file read in ranges.
+    reader: Option<Box<dyn RangeRead>>,
     /// Hugging Face name -> tensor index, for tensors served whole.
     entries: HashMap<String, usize>,
     /// GGUF name -> expert stack; experts are resolved when asked for, so a stack's count
@@ -32,6 +34,15 @@ impl GgufSource {
     /// Opens `path` and checks its architecture.
     pub fn open(path: &Path) -> Result<Self> {
         Self::new(GgufFile::open(path)?)
+    }
+
+    /// The file `reader` reads in byte ranges (a URL, a browser File): its header now, the
+    /// tensors' data when a loader asks. `path` names it in errors.
+    pub async fn from_ranges(path: &Path, reader: Box<dyn RangeRead>) -> Result<Self> {
+        let file = GgufFile::from_ranges(path, reader.as_ref()).await?;
+        let mut src = Self::new(file)?;
+        src.reader = Some(reader);
+        Ok(src)
     }
 
     /// Wraps a parsed file (architecture `lfm2` or `lfm2moe`).
@@ -70,6 +81,7 @@ impl GgufSource {
         }
         Ok(GgufSource {
             file,
+            reader: None,
             entries,
             stacks,
         })
@@ -104,27 +116,36 @@ impl TensorSource for GgufSource {
             return Err(Error::tensor(&self.file.path, name, msg));
         };
         let t = &self.file.tensors()[i];
-        let (format, bytes) = self.file.tensor_data(t)?;
+        let format = self.file.format(t)?;
+        let (mut offset, mut len) = self.file.data_range(t)?;
         let mut shape = t.shape();
-        let bytes = match expert {
-            None => bytes,
-            Some(x) => {
-                // each expert is whole rows: a contiguous byte range of the stack
-                let per = bytes.len() / shape.remove(0);
-                &bytes[x * per..(x + 1) * per]
-            }
+        if let Some(x) = expert {
+            // each expert is whole rows: a contiguous byte range of the stack
+            len /= shape.remove(0);
+            offset += (x * len) as u64;
+        }
+        let data = if self.file.is_ranged() {
+            TensorData::Range { offset, len }
+        } else {
+            TensorData::Bytes(&self.file.map[offset as usize..offset as usize + len])
         };
         Ok(TensorView {
             name: name.to_string(),
             path: &self.file.path,
             format,
             shape,
-            bytes,
+            data,
         })
     }
 
     fn release(&self, view: &TensorView) {
-        self.file.map.drop_pages(view.bytes);
+        if let TensorData::Bytes(bytes) = view.data {
+            self.file.map.drop_pages(bytes);
+        }
+    }
+
+    fn reader(&self) -> Option<&dyn RangeRead> {
+        self.reader.as_deref()
     }
 
     fn contains(&self, name: &str) -> bool {

@@ -4,6 +4,11 @@
 mod upload;
 mod views;
 
+use std::future::Future;
+use std::task::{Context, Poll, Waker};
+
+pub use upload::Progress;
+
 use super::config::Config;
 use super::source::TensorSource;
 use crate::error::Result;
@@ -216,6 +221,23 @@ impl ModelWeights {
         quant: Option<QuantPlan>,
         progress: bool,
     ) -> Result<Self> {
+        let progress = Progress {
+            bar: progress,
+            on_bytes: None,
+        };
+        in_memory(Self::load_async(ctx, ck, cfg, quant, progress))
+    }
+
+    /// [`ModelWeights::load`] of a checkpoint that may be read in ranges
+    /// ([`TensorSource::reader`]): it awaits each chunk's bytes, holding no more than a
+    /// chunk on the host.
+    pub async fn load_async(
+        ctx: &GpuContext,
+        ck: &dyn TensorSource,
+        cfg: &Config,
+        quant: Option<QuantPlan>,
+        progress: Progress<'_>,
+    ) -> Result<Self> {
         let views = views::read(ck, cfg)?;
         let needed = upload::planned_bytes(ctx, &views, quant);
         let formats = quant.map_or("in the checkpoint's formats".into(), |q| {
@@ -227,13 +249,25 @@ impl ModelWeights {
             (0, ""),
             |free| smaller_quant(ctx, &views, needed, free),
         )?;
-        upload::upload(ctx, ck, views, quant, progress)
+        upload::upload(ctx, ck, views, quant, progress).await
     }
 
     /// Checks, without a GPU, that `ck` holds every tensor `cfg` implies with its shape, in
     /// rows of whole blocks (what [`ModelWeights::load`] checks before uploading).
     pub fn check(ck: &dyn TensorSource, cfg: &Config) -> Result<()> {
         views::read(ck, cfg).map(|_| ())
+    }
+}
+
+/// The result of `load`, a future that never waits when every tensor is in memory, run on
+/// this thread; an error when it would wait (a checkpoint read in ranges).
+fn in_memory<T>(load: impl Future<Output = Result<T>>) -> Result<T> {
+    let mut load = std::pin::pin!(load);
+    match load.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(crate::error::Error::Input(
+            "this checkpoint is read in ranges: load it with Model::upload_async".into(),
+        )),
     }
 }
 

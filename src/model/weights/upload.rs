@@ -1,5 +1,9 @@
-//! Checked tensor views onto the GPU: q|k|v and w1|w3 joined, experts stacked, streamed page
-//! by page from the mapped checkpoint and quantized on the way when a plan says so.
+//! Checked tensor views onto the GPU: q|k|v and w1|w3 joined, experts stacked, streamed chunk
+//! by chunk from the checkpoint (mapped, in memory, or read in ranges) and quantized on the
+//! way when a plan says so.
+
+use std::borrow::Cow;
+use std::cell::Cell;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -10,33 +14,44 @@ use super::{
     Role,
 };
 use crate::error::Result;
-use crate::gpu::{max_tile_rows, GpuContext, Paging, WeightFormat, WeightTensor};
+use crate::gpu::{max_tile_rows, GpuContext, PagedUpload, Paging, WeightFormat, WeightTensor};
+
+/// How a load reports its progress: a bar on the terminal, and/or a callback given the bytes
+/// read so far and the total.
+#[derive(Clone, Copy, Default)]
+pub struct Progress<'a> {
+    pub bar: bool,
+    pub on_bytes: Option<&'a dyn Fn(u64, u64)>,
+}
 
 /// Uploads the checked `views` of `ck`.
-pub(super) fn upload(
+pub(super) async fn upload(
     ctx: &GpuContext,
     ck: &dyn TensorSource,
-    views: ModelViews,
+    views: ModelViews<'_>,
     quant: Option<QuantPlan>,
-    progress: bool,
+    progress: Progress<'_>,
 ) -> Result<ModelWeights> {
     let l = Loader::new(ctx, ck, quant, progress);
     let h = views.embed.cols();
-    let embed = l.matrix(
-        Matrix::new("embed_tokens", &[views.embed], h),
-        Role::Embedding,
-    )?;
+    let embed = l
+        .matrix(
+            Matrix::new("embed_tokens", &[views.embed], h),
+            Role::Embedding,
+        )
+        .await?;
     let lm_head = match views.lm_head {
         None => None,
-        Some(w) => Some(l.matrix(Matrix::new("lm_head", &[w], h), Role::LmHead)?),
+        Some(w) => Some(
+            l.matrix(Matrix::new("lm_head", &[w], h), Role::LmHead)
+                .await?,
+        ),
     };
-    let final_norm = l.f32(&views.final_norm);
-    let layers = views
-        .layers
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| l.layer(i, v))
-        .collect::<Result<Vec<_>>>()?;
+    let final_norm = l.f32(&views.final_norm).await?;
+    let mut layers = Vec::with_capacity(views.layers.len());
+    for (i, v) in views.layers.into_iter().enumerate() {
+        layers.push(l.layer(i, v).await?);
+    }
     l.bar.finish_and_clear();
     Ok(ModelWeights {
         embed,
@@ -66,13 +81,16 @@ impl<'m, 'v> Matrix<'m, 'v> {
     }
 }
 
-/// One load: the device, the checkpoint, the quantization plan and the progress bar every
+/// One load: the device, the checkpoint, the quantization plan and the progress every
 /// upload advances.
 struct Loader<'a> {
     ctx: &'a GpuContext,
     ck: &'a dyn TensorSource,
     quant: Option<QuantPlan>,
     bar: ProgressBar,
+    on_bytes: Option<&'a dyn Fn(u64, u64)>,
+    /// Bytes of the checkpoint read so far.
+    done: Cell<u64>,
 }
 
 impl<'a> Loader<'a> {
@@ -80,9 +98,9 @@ impl<'a> Loader<'a> {
         ctx: &'a GpuContext,
         ck: &'a dyn TensorSource,
         quant: Option<QuantPlan>,
-        progress: bool,
+        progress: Progress<'a>,
     ) -> Self {
-        let bar = if progress {
+        let bar = if progress.bar {
             ProgressBar::new(ck.total_bytes())
         } else {
             ProgressBar::hidden()
@@ -96,21 +114,34 @@ impl<'a> Loader<'a> {
             ck,
             quant,
             bar,
+            on_bytes: progress.on_bytes,
+            done: Cell::new(0),
+        }
+    }
+
+    /// Counts `bytes` more of the checkpoint read.
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+        self.done.set(self.done.get() + bytes);
+        if let Some(f) = self.on_bytes {
+            f(self.done.get(), self.ck.total_bytes());
         }
     }
 
     /// A norm, bias or conv kernel as an f32 buffer.
-    fn f32(&self, v: &TensorView) -> wgpu::Buffer {
-        self.ctx.storage_with(&v.name, &v.to_f32())
+    async fn f32(&self, v: &TensorView<'_>) -> Result<wgpu::Buffer> {
+        let values = v.read_f32(self.ck.reader()).await?;
+        self.advance(v.len() as u64);
+        Ok(self.ctx.storage_with(&v.name, &values))
     }
 
     /// Uploads `m` as one tensor in `target`, or, without one, in the parts' common format
     /// (f32 if they differ), in the device's row tiles where `tiles` allows them. Rows are
-    /// converted one at a time, so host memory stays bounded by a page. The parts were
-    /// checked to be rows of whole blocks.
-    fn upload(
+    /// read and converted a chunk at a time, so host memory stays bounded by a chunk. The
+    /// parts were checked to be rows of whole blocks.
+    async fn upload(
         &self,
-        m: &Matrix,
+        m: &Matrix<'_, '_>,
         target: Option<WeightFormat>,
         tiles: bool,
     ) -> Result<WeightTensor> {
@@ -124,48 +155,70 @@ impl<'a> Loader<'a> {
         }
         let row_bytes = format.row_words(cols) * 4;
         let mut canonical = vec![0u8; format.row_bytes(cols)];
-        let mut part = 0;
-        let fill = |row0: usize, n: usize, out: &mut [u8]| {
-            for r in 0..n {
-                let row = row0 + r;
-                while part + 1 < parts.len() && starts[part + 1] <= row {
-                    part += 1;
-                }
-                while starts[part] > row {
-                    part -= 1;
-                }
-                let p = &parts[part];
-                let src_bytes = p.format.row_bytes(cols);
-                let local = row - starts[part];
-                let src = &p.bytes[local * src_bytes..(local + 1) * src_bytes];
-                let dst = &mut out[r * row_bytes..(r + 1) * row_bytes];
-                if p.format == format.canonical() {
-                    format.repack_row(src, cols, dst);
-                } else {
-                    format.quantize_row(&p.format.dequant_row(src, cols), &mut canonical);
-                    format.repack_row(&canonical, cols, dst);
-                }
-            }
-            Ok(())
-        };
         let max_tile = if tiles { max_tile_rows(ctx, format) } else { 1 };
         let paging = Paging {
             group_rows: m.group_rows,
             page_bytes: None,
             max_tile,
         };
-        let t = WeightTensor::upload_paged(ctx, (m.label, format), (rows, cols), paging, fill)?;
-        self.bar
-            .inc(parts.iter().map(|p| p.bytes.len() as u64).sum());
-        Ok(t)
+        let mut up = PagedUpload::new(ctx, (m.label, format), (rows, cols), paging)?;
+        while let Some((row0, n)) = up.next_rows() {
+            let pieces = self.source_rows(parts, &starts, cols, (row0, n)).await?;
+            let out = up.staging();
+            let mut r = 0;
+            for (p, bytes) in &pieces {
+                let src_bytes = p.format.row_bytes(cols);
+                for src in bytes.chunks_exact(src_bytes.max(1)) {
+                    let dst = &mut out[r * row_bytes..(r + 1) * row_bytes];
+                    if p.format == format.canonical() {
+                        format.repack_row(src, cols, dst);
+                    } else {
+                        format.quantize_row(&p.format.dequant_row(src, cols), &mut canonical);
+                        format.repack_row(&canonical, cols, dst);
+                    }
+                    r += 1;
+                }
+            }
+            up.commit()?;
+            self.advance(pieces.iter().map(|(_, b)| b.len() as u64).sum());
+        }
+        Ok(up.finish())
+    }
+
+    /// The source bytes of rows `row0..row0 + n` of the concatenation of `parts` (part `i`
+    /// starting at row `starts[i]`), part by part, in order: borrowed where in memory, read
+    /// where the file is read in ranges.
+    async fn source_rows<'p, 'v>(
+        &self,
+        parts: &'p [TensorView<'v>],
+        starts: &[usize],
+        cols: usize,
+        (row0, n): (usize, usize),
+    ) -> Result<Vec<(&'p TensorView<'v>, Cow<'v, [u8]>)>> {
+        let mut pieces = Vec::new();
+        let mut part = starts.partition_point(|&s| s <= row0).saturating_sub(1);
+        let mut row = row0;
+        while row < row0 + n && part < parts.len() {
+            let p = &parts[part];
+            let local = row - starts[part];
+            let take = (p.numel() / cols - local).min(row0 + n - row);
+            let rb = p.format.row_bytes(cols);
+            let bytes = p
+                .read(self.ck.reader(), local * rb..(local + take) * rb)
+                .await?;
+            pieces.push((p, bytes));
+            row += take;
+            part += 1;
+        }
+        Ok(pieces)
     }
 
     /// Uploads `m` in the plan's format for `role`; matrices already quantized in the file
     /// keep their format (no second rounding). The uploaded bytes are released from the
     /// mapping so host memory stays bounded.
-    fn matrix(&self, m: Matrix, role: Role) -> Result<WeightTensor> {
+    async fn matrix(&self, m: Matrix<'_, '_>, role: Role) -> Result<WeightTensor> {
         let target = plan_target(self.quant, m.parts, role, m.cols);
-        let t = self.upload(&m, target, true);
+        let t = self.upload(&m, target, true).await;
         for p in m.parts {
             self.ck.release(p);
         }
@@ -173,21 +226,22 @@ impl<'a> Loader<'a> {
     }
 
     /// The single matrix `w` of `layer`, uploaded as `base`.
-    fn layer_matrix(
+    async fn layer_matrix(
         &self,
         layer: usize,
         base: &str,
-        w: TensorView,
+        w: TensorView<'_>,
         role: Role,
     ) -> Result<WeightTensor> {
         let cols = w.cols();
         self.matrix(Matrix::new(&layer_name(layer, base), &[w], cols), role)
+            .await
     }
 
-    fn layer(&self, i: usize, v: LayerViews) -> Result<LayerWeights> {
+    async fn layer(&self, i: usize, v: LayerViews<'_>) -> Result<LayerWeights> {
         Ok(LayerWeights {
-            operator_norm: self.f32(&v.operator_norm),
-            ffn_norm: self.f32(&v.ffn_norm),
+            operator_norm: self.f32(&v.operator_norm).await?,
+            ffn_norm: self.f32(&v.ffn_norm).await?,
             mixer: match v.mixer {
                 MixerViews::Attn {
                     qkv,
@@ -198,15 +252,14 @@ impl<'a> Loader<'a> {
                     let h = qkv[0].cols();
                     let label = layer_name(i, "self_attn.qkv");
                     Mixer::Attn(AttnWeights {
-                        qkv: self.matrix(Matrix::new(&label, &qkv, h), Role::AttnQkv)?,
-                        q_norm: self.f32(&q_norm),
-                        k_norm: self.f32(&k_norm),
-                        out_proj: self.layer_matrix(
-                            i,
-                            "self_attn.out_proj",
-                            out_proj,
-                            Role::AttnOut,
-                        )?,
+                        qkv: self
+                            .matrix(Matrix::new(&label, &qkv, h), Role::AttnQkv)
+                            .await?,
+                        q_norm: self.f32(&q_norm).await?,
+                        k_norm: self.f32(&k_norm).await?,
+                        out_proj: self
+                            .layer_matrix(i, "self_attn.out_proj", out_proj, Role::AttnOut)
+                            .await?,
                     })
                 }
                 MixerViews::Conv {
@@ -214,23 +267,31 @@ impl<'a> Loader<'a> {
                     kernel,
                     out_proj,
                 } => Mixer::Conv(ConvWeights {
-                    in_proj: self.layer_matrix(i, "conv.in_proj", in_proj, Role::ConvIn)?,
-                    kernel: self.f32(&kernel),
-                    out_proj: self.layer_matrix(i, "conv.out_proj", out_proj, Role::ConvOut)?,
+                    in_proj: self
+                        .layer_matrix(i, "conv.in_proj", in_proj, Role::ConvIn)
+                        .await?,
+                    kernel: self.f32(&kernel).await?,
+                    out_proj: self
+                        .layer_matrix(i, "conv.out_proj", out_proj, Role::ConvOut)
+                        .await?,
                 }),
             },
-            ffn: self.ffn(i, v.ffn)?,
+            ffn: self.ffn(i, v.ffn).await?,
         })
     }
 
-    fn ffn(&self, i: usize, v: FfnViews) -> Result<FfnWeights> {
+    async fn ffn(&self, i: usize, v: FfnViews<'_>) -> Result<FfnWeights> {
         match v {
             FfnViews::Dense { w13, w2 } => {
                 let h = w13[0].cols();
                 let label = layer_name(i, "feed_forward.w13");
                 Ok(FfnWeights::Dense {
-                    gate_up: self.matrix(Matrix::new(&label, &w13, h), Role::FfnGateUp)?,
-                    down: self.layer_matrix(i, "feed_forward.w2", w2, Role::FfnDown)?,
+                    gate_up: self
+                        .matrix(Matrix::new(&label, &w13, h), Role::FfnGateUp)
+                        .await?,
+                    down: self
+                        .layer_matrix(i, "feed_forward.w2", w2, Role::FfnDown)
+                        .await?,
                 })
             }
             FfnViews::Moe {
@@ -238,49 +299,57 @@ impl<'a> Loader<'a> {
                 bias,
                 gate_up,
                 down,
-            } => Ok(FfnWeights::Moe(self.moe(i, gate, bias, (gate_up, down))?)),
+            } => Ok(FfnWeights::Moe(
+                self.moe(i, gate, bias, (gate_up, down)).await?,
+            )),
         }
     }
 
-    fn moe(
+    async fn moe(
         &self,
         i: usize,
-        gate: TensorView,
-        bias: Option<TensorView>,
-        (gate_up, down): (Vec<TensorView>, Vec<TensorView>),
+        gate: TensorView<'_>,
+        bias: Option<TensorView<'_>>,
+        (gate_up, down): (Vec<TensorView<'_>>, Vec<TensorView<'_>>),
     ) -> Result<MoeWeights> {
         let (e, h) = (gate.shape[0], gate.cols());
-        let router = self.upload(
-            &Matrix::new(&layer_name(i, "feed_forward.gate"), &[gate], h),
-            Some(WeightFormat::F32),
-            false, // row-major: the fused decode router reads it directly
-        )?;
+        let router = self
+            .upload(
+                &Matrix::new(&layer_name(i, "feed_forward.gate"), &[gate], h),
+                Some(WeightFormat::F32),
+                false, // row-major: the fused decode router reads it directly
+            )
+            .await?;
         let bias = match bias {
-            Some(b) => self.f32(&b),
+            Some(b) => self.f32(&b).await?,
             None => self.ctx.storage_with("expert bias", &vec![0f32; e]),
         };
         let fe = down[0].cols();
         Ok(MoeWeights {
             router,
             bias,
-            gate_up: self.matrix(
-                Matrix {
-                    label: &layer_name(i, "feed_forward.experts.w13"),
-                    parts: &gate_up,
-                    cols: h,
-                    group_rows: 2 * fe,
-                },
-                Role::ExpertGateUp,
-            )?,
-            down: self.matrix(
-                Matrix {
-                    label: &layer_name(i, "feed_forward.experts.w2"),
-                    parts: &down,
-                    cols: fe,
-                    group_rows: h,
-                },
-                Role::ExpertDown,
-            )?,
+            gate_up: self
+                .matrix(
+                    Matrix {
+                        label: &layer_name(i, "feed_forward.experts.w13"),
+                        parts: &gate_up,
+                        cols: h,
+                        group_rows: 2 * fe,
+                    },
+                    Role::ExpertGateUp,
+                )
+                .await?,
+            down: self
+                .matrix(
+                    Matrix {
+                        label: &layer_name(i, "feed_forward.experts.w2"),
+                        parts: &down,
+                        cols: fe,
+                        group_rows: h,
+                    },
+                    Role::ExpertDown,
+                )
+                .await?,
         })
     }
 }
