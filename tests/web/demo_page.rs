@@ -40,9 +40,9 @@ const SAMPLED: Settings = Settings {
 };
 
 /// What native wmoe answers `user` in a new chat with the fixture under each of `settings`
-/// (the model's other sampling defaults, f32 KV cache, as the page's bindings run it);
-/// `None` without a native adapter.
-fn native_answers(user: &str, settings: &[&Settings]) -> Option<Vec<String>> {
+/// (the model's other sampling defaults, f32 KV cache, as the page's bindings run it): the
+/// answer's text and its number of tokens; `None` without a native adapter.
+fn native_answers(user: &str, settings: &[&Settings]) -> Option<Vec<(String, usize)>> {
     let path = root().join("assets/gguf").join(FIXTURE);
     let ctx = wmoe::gpu::testing::context()?;
     let model = wmoe::Model::load_with(ctx, &path, None, false).unwrap();
@@ -65,7 +65,7 @@ fn native_answers(user: &str, settings: &[&Settings]) -> Option<Vec<String>> {
             };
             let mut session = wmoe::Session::new(ctx, &model, opts).unwrap();
             let turn = chat.turn(&mut session, user, &mut |_| {}).unwrap();
-            turn.message.content.unwrap_or_default()
+            (turn.message.content.unwrap_or_default(), turn.tokens.len())
         })
         .collect();
     Some(answers)
@@ -179,9 +179,10 @@ fn reported(s: &Json) -> (usize, String) {
     (n, reason)
 }
 
-/// Sends `message` with `s` and returns the finished answer, checking it streamed: its text
-/// grew in more than one step, never shrank, and ended as shown.
-fn streamed_answer(b: &mut Browser, message: &str, s: &Settings, what: &str) -> String {
+/// Sends `message` with `s` and returns the finished answer and its number of tokens (as
+/// the page reports it), checking it streamed: its text grew in more than one step, never
+/// shrank, and ended as shown.
+fn streamed_answer(b: &mut Browser, message: &str, s: &Settings, what: &str) -> (String, usize) {
     settings(b, s, false);
     send(b, message);
     let t0 = Instant::now();
@@ -208,7 +209,7 @@ fn streamed_answer(b: &mut Browser, message: &str, s: &Settings, what: &str) -> 
         "demo page, {what}: {tokens} tokens ({reason}) in {:.1} s, {steps} visible steps: {answer:?}",
         t0.elapsed().as_secs_f64()
     );
-    answer
+    (answer, tokens)
 }
 
 #[test]
@@ -216,9 +217,12 @@ fn demo_page_loads_a_gguf_and_chats_streams_stops_and_samples() {
     let Some(want) = native_answers(PROMPT, &[&GREEDY, &SAMPLED]) else {
         return skip("no native GPU adapter for the chat reference");
     };
-    assert!(!want[0].is_empty(), "the greedy reference answer is empty");
+    assert!(
+        !want[0].0.is_empty(),
+        "the greedy reference answer is empty"
+    );
     assert_ne!(
-        want[0], want[1],
+        want[0].0, want[1].0,
         "the sampled reference equals the greedy one: pick another seed, or the page's sampling goes untested"
     );
     let _turn = one_at_a_time();
@@ -275,7 +279,10 @@ fn demo_page_loads_a_gguf_and_chats_streams_stops_and_samples() {
 
     // A greedy answer streams in and equals native wmoe's.
     let greedy = streamed_answer(&mut b, PROMPT, &GREEDY, "greedy answer");
-    assert_eq!(greedy, want[0], "the page's greedy answer vs native wmoe");
+    assert_eq!(
+        greedy, want[0],
+        "the page's greedy answer and its tokens vs native wmoe"
+    );
 
     // A long answer (EOS ignored), stopped with the stop button while it streams: nothing is
     // added after, the page is ready again, and it says the answer was stopped.
@@ -315,7 +322,7 @@ fn demo_page_loads_a_gguf_and_chats_streams_stops_and_samples() {
     assert_eq!(sampled[0], sampled[1], "the same seed, another answer");
     assert_eq!(
         sampled[0], want[1],
-        "the page's sampled answer vs native wmoe"
+        "the page's sampled answer and its tokens vs native wmoe"
     );
     assert!(b.errors().is_empty(), "page errors: {:?}", b.errors());
 }
