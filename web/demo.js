@@ -9,11 +9,12 @@ let busy = false;
 
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
 
-function setBusy(on) {
+// `on` while loading or generating; only a generation can be stopped.
+function setBusy(on, generating = false) {
   busy = on;
   $("send-btn").disabled = on || !model;
   $("prompt").disabled = !model;
-  $("stop").disabled = !on;
+  $("stop").disabled = !generating;
   $("new-chat").disabled = on || !model;
   for (const id of ["load-url", "load-bundled", "file"]) $(id).disabled = on;
 }
@@ -61,7 +62,7 @@ function line(cls, text) {
 }
 
 async function send(text) {
-  setBusy(true);
+  setBusy(true, true);
   line("user", text);
   const answer = line("assistant", "");
   let reasoning = null;
@@ -70,6 +71,7 @@ async function send(text) {
     topP: Number($("top-p").value),
     seed: Number($("seed").value),
     maxTokens: Number($("max-tokens").value),
+    ignoreEos: $("ignore-eos").checked,
   };
   const t0 = performance.now();
   let pieces = 0;

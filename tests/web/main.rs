@@ -7,13 +7,15 @@
 //! and drive the page through the DevTools pipe. Without the wasm target, wasm-bindgen-cli
 //! or Chromium they are skipped, saying why, except under `CI=true` (.ci/run installs them),
 //! where that fails. The `#[ignore]`d `synth_in_chromium` loads a 1.3 GiB LFM2-8B-A1B-shaped
-//! synth the same way and measures peak wasm memory and tokens/s (docs/PERF.md).
+//! synth the same way and measures peak wasm memory and tokens/s (docs/PERF.md). The demo
+//! page itself (web/index.html) is driven as a person uses it in `demo_page`.
 
 #[allow(dead_code)]
 #[path = "../chat_page/browser.rs"]
 mod browser;
 #[path = "../common/mod.rs"]
 mod common;
+mod demo_page;
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,8 +104,9 @@ fn build_wasm(out: &Path) -> Result<(), String> {
 }
 
 /// Serves files over HTTP on 127.0.0.1 (a secure context, as WebGPU needs): `/NAME` from
-/// `dir`, `/assets/...` from the repository's assets/ and `/synth/NAME` from `synth` when
-/// given; answers `Range: bytes=A-B` requests with 206 and just those bytes. Returns the base
+/// `dir`, `/assets/...` from the repository's assets/, the demo page at `/demo/` (web/'s
+/// index.html and demo.js, and `dir`'s pkg/ beside them, as the README serves it) and
+/// `/synth/NAME` from `synth` when given (a query string is ignored); answers `Range: bytes=A-B` requests with 206 and just those bytes. Returns the base
 /// URL.
 fn serve(dir: PathBuf, synth: Option<PathBuf>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -127,6 +130,12 @@ fn file_of(dir: &Path, synth: Option<&Path>, path: &str) -> Option<PathBuf> {
     }
     if let Some(rest) = path.strip_prefix("synth/") {
         return synth.map(|d| d.join(rest));
+    }
+    if let Some(rest) = path.strip_prefix("demo/") {
+        return Some(match rest.strip_prefix("pkg/") {
+            Some(pkg) => dir.join("pkg").join(pkg),
+            None => root().join("web").join(rest),
+        });
     }
     Some(dir.join(path))
 }
@@ -157,6 +166,9 @@ fn respond(dir: &Path, synth: Option<&Path>, mut stream: TcpStream) {
         .split(' ')
         .nth(1)
         .unwrap_or("/")
+        .split('?')
+        .next()
+        .unwrap_or_default()
         .trim_start_matches('/')
         .to_string();
     let file = file_of(dir, synth, &path);
@@ -191,39 +203,47 @@ fn respond(dir: &Path, synth: Option<&Path>, mut stream: TcpStream) {
     }
 }
 
-/// The harness page: web/ built for wasm32 and served with tests/web/harness.html, opened in
-/// a headless Chromium with WebGPU, with the lock that keeps one such browser at a time
-/// (SwiftShader takes every core); `None` when skipped.
-fn page(synth: Option<PathBuf>) -> Option<(Browser, String, std::sync::MutexGuard<'static, ()>)> {
+/// Holds the turn of the one headless Chromium with WebGPU that runs at a time (SwiftShader
+/// takes every core).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// web/ built for wasm32 (once per test binary) into a folder holding its wasm-bindgen
+/// output (pkg/) and tests/web/harness.html as index.html; `None` when skipped.
+fn built() -> Option<PathBuf> {
     static BUILT: OnceLock<Mutex<Option<Result<PathBuf, String>>>> = OnceLock::new();
-    let out = {
-        let mut built = BUILT.get_or_init(|| Mutex::new(None)).lock().unwrap();
-        built
-            .get_or_insert_with(|| {
-                let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-harness");
-                let _ = std::fs::remove_dir_all(&out);
-                std::fs::create_dir_all(&out).unwrap();
-                build_wasm(&out)?;
-                std::fs::copy(
-                    root().join("tests/web/harness.html"),
-                    out.join("index.html"),
-                )
-                .unwrap();
-                Ok(out)
-            })
-            .clone()
-    };
-    let out = match out {
-        Ok(out) => out,
-        Err(why) => {
-            skip(&why);
-            return None;
-        }
-    };
-    let url = serve(out, synth);
-    let mut b = Browser::launch_with("the wasm browser test", &["--enable-unsafe-webgpu"])?;
+    let mut built = BUILT.get_or_init(|| Mutex::new(None)).lock().unwrap();
+    let out = built
+        .get_or_insert_with(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-harness");
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out).unwrap();
+            build_wasm(&out)?;
+            std::fs::copy(
+                root().join("tests/web/harness.html"),
+                out.join("index.html"),
+            )
+            .unwrap();
+            Ok(out)
+        })
+        .clone();
+    out.map_err(|why| skip(&why)).ok()
+}
+
+/// Headless Chromium with WebGPU, or `None` when skipped.
+fn chromium() -> Option<Browser> {
+    Browser::launch_with("the wasm browser test", &["--enable-unsafe-webgpu"])
+}
+
+/// The harness page: web/ built for wasm32 and served with tests/web/harness.html, opened in
+/// a headless Chromium with WebGPU, with the turn of the one such browser at a time; `None`
+/// when skipped.
+fn page(synth: Option<PathBuf>) -> Option<(Browser, String, std::sync::MutexGuard<'static, ()>)> {
+    let turn = one_at_a_time();
+    let url = serve(built()?, synth);
+    let mut b = chromium()?;
     b.goto(&format!("{url}/index.html"));
     b.eval("window.wmoe.then(() => true)");
     Some((b, url, turn))

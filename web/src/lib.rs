@@ -220,12 +220,16 @@ impl WebModel {
         .await
     }
 
-    /// The adapter and the device profile wmoe chose on it, in one line each.
+    /// The adapter and the device profile wmoe chose on it, in one line each (browsers may
+    /// keep the adapter's name to themselves: then it is "unnamed adapter").
     pub fn adapter(&self) -> String {
         let info = &self.ctx.info;
+        let name = match info.name.as_str() {
+            "" => "unnamed adapter",
+            name => name,
+        };
         format!(
-            "{} ({:?}, {:?})\n{}",
-            info.name,
+            "{name} ({:?}, {:?})\n{}",
             info.backend,
             info.device_type,
             self.ctx.profile()
@@ -368,10 +372,11 @@ impl WebModel {
     /// One chat turn: `user` joins the chat, the whole chat is rendered with the model's
     /// template, and the answer is generated with `settings` (an object with any of
     /// `maxTokens`, `temperature`, `topP`, `topK`, `minP`, `repeatPenalty`, `seed`, `stop`: a
-    /// list of strings; the rest from the model's defaults). `on_piece(kind, text)` gets
-    /// each piece as the output parser makes it certain: kind `"content"`, `"reasoning"` or
-    /// `"tool_call"` (text: the call as JSON); returning `false` stops. Resolves to the
-    /// OpenAI assistant message with `finish_reason`, `usage` and the token ids.
+    /// list of strings, `ignoreEos`: keep generating past an end-of-sequence token; the rest
+    /// from the model's defaults). `on_piece(kind, text)` gets each piece as the output
+    /// parser makes it certain: kind `"content"`, `"reasoning"` or `"tool_call"` (text: the
+    /// call as JSON); returning `false` stops. Resolves to the OpenAI assistant message with
+    /// `finish_reason`, `usage` and the token ids.
     pub fn chat(&self, user: String, settings: JsValue, on_piece: Function) -> Promise {
         let (opts, stops) = match self.generate_options(&settings) {
             Ok(o) => o,
@@ -500,6 +505,12 @@ impl WebModel {
         }
         if let Some(v) = setting(settings, "seed") {
             s.seed = v as u64;
+        }
+        if let Some(v) = js_sys::Reflect::get(settings, &"ignoreEos".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+        {
+            opts.ignore_eos = v;
         }
         if let Ok(list) = js_sys::Reflect::get(settings, &"stop".into()) {
             if let Some(list) = list.dyn_ref::<js_sys::Array>() {
