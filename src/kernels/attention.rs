@@ -427,6 +427,57 @@ mod tests {
         }
     }
 
+    /// The tiled prefill kernel over a full page of the largest size sessions take (16384
+    /// positions) in one workgroup per row block: a CPU rasterizer ends an invocation's loops
+    /// after 65535 iterations in all, so a kernel spending 4 or more per key would stop early
+    /// here (its loops over a tile's keys and head dims unroll).
+    #[test]
+    fn tiled_prefill_covers_a_full_page() {
+        let Some(ctx) = context() else { return };
+        let heads = Heads {
+            n_heads: 4,
+            n_kv: 2,
+            head_dim: 64,
+            kv: KvType::F16,
+        };
+        let (n_pos, t, kvw, w) = (16384usize, 4usize, 128usize, 256usize);
+        let pos0 = n_pos - t;
+        let mut rng = Rng::new(5);
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
+        };
+        let (k, v) = (
+            round(rng.normals(n_pos * kvw, 1.0)),
+            round(rng.normals(n_pos * kvw, 1.0)),
+        );
+        let q = rng.normals(t * w, 1.0);
+        let enc = |x: &[f32]| ctx.storage_with("kv", &heads.kv.encode(x, 64));
+        let (kb, vb, qb, out) = (
+            enc(&k),
+            enc(&v),
+            ctx.storage_with("q", &q),
+            poisoned(ctx, q.len()),
+        );
+        let b = |x: &wgpu::Buffer| Binding::whole(x);
+        let (kp, vp, qx, o) = ([b(&kb)], [b(&vb)], b(&qb), b(&out));
+        let args = Args {
+            q: &qx,
+            cache: &one_page(&kp, &vp),
+            out: &o,
+            partials: None,
+            kernel: AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 }),
+        };
+        let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
+        record(&mut rec, heads, &args, t as u32);
+        rec.submit();
+        let got = ctx.read_f32(&out, 0, q.len()).unwrap();
+        for ti in 0..t {
+            let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
+            let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
+            assert!(e < 1e-9, "t={ti} err={e}");
+        }
+    }
+
     #[test]
     fn split_positions_match_split_plan() {
         for pos0 in [0u32, 255, 256, 511, 512, 7679, 7680, 7935, 7936, 100_000] {
