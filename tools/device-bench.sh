@@ -12,7 +12,8 @@
 #      llama-bench -ngl 99 on it, pp P and tg T at depths 0 and D, f16 KV;
 #      after the first type's benches:
 #   3. kernels-bench: copy, expert matvec, expert down combine (% of copy bandwidth)
-#   4. fusion A/B: wmoe bench tg T on the first file, fused vs WMOE_NO_FUSION=1
+#   4. fusion A/B: wmoe bench tg T on the first file, fused vs WMOE_NO_FUSION=1; the fused
+#      run also decodes 4 sequences together (--parallel 1,4: issue 12's batching ratio)
 # Targets in the table (issue 14 and 10): tg ≥ 1.25× and pp ≥ 1.0× llama.cpp, expert matvec
 # ≥ 60% of copy bandwidth, tg at depth D ≥ 0.65× tg at depth 0 (f16 KV).
 set -uo pipefail
@@ -168,8 +169,9 @@ for t in "${types[@]}"; do
     step kernels 240 env WMOE_BENCH_FILTER="copy|expert matvec|expert down" "$KB" --bench
     for fusion in fused unfused; do
       sw=(); [ $fusion = unfused ] && sw=(WMOE_NO_FUSION=1)
+      par=(); [ $fusion = fused ] && par=(--parallel 1,4)
       step "fusion-$fusion" 120 env "${sw[@]}" "$WMOE" bench --model "$f" -p 0 -n "$TG" \
-        -r "$REPS" --kv-type f16 --json
+        -r "$REPS" --kv-type f16 --json "${par[@]}"
     done
   fi
 done
@@ -197,7 +199,8 @@ def read(name):
         return None
 
 def rows(name):
-    """llama-bench-style JSON rows of a step, keyed by (n_prompt, n_gen, n_depth)."""
+    """llama-bench-style JSON rows of a step, keyed by (n_prompt, n_gen, n_depth), and
+    n_parallel after them where it is above 1 (wmoe bench --parallel)."""
     text = read(name)
     if not text:
         return {}
@@ -206,7 +209,8 @@ def rows(name):
     except ValueError as e:
         problems.append(f"{name}: output is not JSON ({e})")
         return {}
-    return {(r["n_prompt"], r["n_gen"], r["n_depth"]): r for r in data}
+    par = lambda r: (r["n_parallel"],) if r.get("n_parallel", 1) > 1 else ()
+    return {(r["n_prompt"], r["n_gen"], r["n_depth"]) + par(r): r for r in data}
 
 def ts(r):
     return f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f}" if r else "–"
@@ -273,6 +277,11 @@ f_on, f_off = rows("fusion-fused").get((0, tg, 0)), rows("fusion-unfused").get((
 ratio = f_on["avg_ts"] / f_off["avg_ts"] if f_on and f_off else None
 row(f"fusion A/B {types[0].upper()} tg{tg}: fused vs WMOE_NO_FUSION=1", ts(f_on), ts(f_off),
     f"{ratio:.2f}×" if ratio else "–", "", "")
+
+x4 = rows("fusion-fused").get((0, tg, 0, 4))
+batch = x4["avg_ts"] / f_on["avg_ts"] if x4 and f_on else None
+row(f"batching {types[0].upper()} tg{tg}: 4 sequences (aggregate) vs 1", ts(x4), ts(f_on),
+    f"{batch:.2f}×" if batch else "–", "≥ 1.8× (issue 12)", verdict(batch, 1.8))
 
 dev = (read("devices") or "").strip().splitlines()
 stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
