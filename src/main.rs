@@ -643,7 +643,7 @@ fn bench(a: &BenchArgs) -> wmoe::Result<()> {
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,
         depths: a.depths.clone(),
-        reps: a.reps.max(1),
+        reps: a.reps,
         parallel: a.parallel.clone(),
         chunk: a.model.chunk,
         kv: KvType::F16,

@@ -730,6 +730,11 @@ fn sizes_from_the_command_line_are_checked() {
         "error: invalid input: the numbers of parallel sequences must be at least 1",
     );
     assert_error_line(
+        &["bench", "-p", "4", "-n", "2", "-r", "0"],
+        &[],
+        "error: invalid input: the number of repetitions (-r) must be at least 1",
+    );
+    assert_error_line(
         &[
             "generate",
             "--ctx",

@@ -248,6 +248,11 @@ pub fn bench(ctx: &GpuContext, model: &Model, spec: &BenchSpec) -> Result<BenchR
             "the numbers of parallel sequences must be at least 1".into(),
         ));
     }
+    if spec.reps == 0 {
+        return Err(Error::Input(
+            "the number of repetitions (-r) must be at least 1".into(),
+        ));
+    }
     let opts = SessionOptions {
         max_context: spec.context(),
         chunk: spec.chunk,

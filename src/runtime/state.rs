@@ -67,11 +67,17 @@ pub(crate) fn check_kv_fits(
     let needed = per_position.saturating_mul(max_context as u64);
     let in_use = (weights.gpu_bytes(), "the weights");
     ctx.check_fits(&what, needed, in_use, |free| {
-        let others = match (slots > 1, kv == KvType::Q8_0) {
-            (true, false) => ", a smaller --parallel or --kv-type q8_0",
-            (true, true) => " or a smaller --parallel",
-            (false, false) => " or --kv-type q8_0",
-            (false, true) => "",
+        // A smaller KV type: f16 first (half of f32, ~1e-3 relative in logits), then q8_0.
+        let smaller = match kv {
+            KvType::F32 => Some("--kv-type f16 or q8_0"),
+            KvType::F16 => Some("--kv-type q8_0"),
+            KvType::Q8_0 => None,
+        };
+        let others = match (slots > 1, smaller) {
+            (true, Some(k)) => format!(", a smaller --parallel or {k}"),
+            (true, None) => " or a smaller --parallel".to_string(),
+            (false, Some(k)) => format!(" or {k}"),
+            (false, None) => String::new(),
         };
         match free / per_position.max(1) {
             0 => "not one position fits: load the model with a smaller --quant".into(),
