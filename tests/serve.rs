@@ -8,6 +8,9 @@
 //! tool_choice, stop strings, errors, the full queue. The scripted tests test the HTTP
 //! layer (template, detokenization, parser, OpenAI shapes), not the model.
 
+#[path = "common/serving.rs"]
+mod serving;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::Receiver;
@@ -15,18 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
-use wmoe::serve::{App, Engine, EngineOptions, Event, Job, Limits, ModelText, Stats};
+use serving::bundled_text;
+use wmoe::serve::{Engine, EngineOptions, Event, Job, Limits, ModelText, Stats};
 use wmoe::{gpu::testing, ChatTemplate, DeviceOptions, FinishReason, ModelFiles};
 
 const EOS: u32 = 7;
-
-fn text() -> ModelText {
-    ModelText::new(
-        &ModelFiles::bundled().unwrap(),
-        ChatTemplate::bundled().unwrap(),
-    )
-    .unwrap()
-}
 
 fn limits(api_key: Option<&str>) -> Limits {
     Limits {
@@ -46,21 +42,7 @@ struct Server {
 }
 
 fn start(engine: Engine, text: ModelText, limits: Limits) -> Server {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = App {
-        text,
-        engine,
-        limits,
-    };
-    rt.spawn(wmoe::serve::serve(listener, app, std::future::pending()));
+    let (addr, rt) = serving::serve(engine, text, limits);
     Server { addr, _rt: rt }
 }
 
@@ -91,7 +73,7 @@ fn scripted_server(
     api_key: Option<&str>,
     check: impl Fn(&Job, &ModelText) + Send + 'static,
 ) -> Server {
-    let t = text();
+    let t = bundled_text();
     let mut tokens = t
         .tokenizer
         .encode(script, false)
@@ -99,7 +81,7 @@ fn scripted_server(
         .get_ids()
         .to_vec();
     tokens.push(EOS);
-    let t2 = text();
+    let t2 = bundled_text();
     let worker = move |jobs: Receiver<Job>, stats: Arc<Stats>| {
         for job in jobs {
             check(&job, &t2);
@@ -552,7 +534,7 @@ fn stop_strings_end_the_answer() {
         };
         assert_eq!(message["content"], "Hello there. ", "stream {stream}");
         assert_eq!(finish, "stop");
-        let all = text()
+        let all = bundled_text()
             .tokenizer
             .encode("Hello there. STOP and more text", false)
             .unwrap()
@@ -787,7 +769,7 @@ fn a_whole_answer_stops_when_its_client_leaves() {
 
 #[test]
 fn connections_beyond_the_limit_wait_for_one_to_close() {
-    let t = text();
+    let t = bundled_text();
     let engine = Engine::with_worker(1, 1, |jobs: Receiver<Job>, _| for _ in jobs {});
     let server = start(
         engine,
@@ -835,7 +817,7 @@ fn closed_after(s: &mut TcpStream, start: Instant) -> Duration {
 
 #[test]
 fn connections_that_send_no_request_are_dropped_after_the_idle_timeout() {
-    let t = text();
+    let t = bundled_text();
     // Every job waits 1.5 s, three idle timeouts, before its one token.
     let token = t.tokenizer.encode("Hi", false).unwrap().get_ids()[0];
     let worker = move |jobs: Receiver<Job>, _| {

@@ -6,6 +6,8 @@
 //! reasoning folded apart, the tool call shown, the settings in the request.
 
 mod browser;
+#[path = "../common/serving.rs"]
+mod serving;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use browser::Browser;
 use serde_json::{json, Value as Json};
-use wmoe::serve::{App, Engine, Event, Limits, ModelText};
-use wmoe::{ChatTemplate, FinishReason, ModelFiles};
+use serving::bundled_text;
+use wmoe::serve::{Engine, Event, Limits};
+use wmoe::FinishReason;
 
 const KEY: &str = "page-test-key";
 const WAIT: Duration = Duration::from_secs(60);
@@ -263,14 +266,7 @@ struct Asked {
 /// An in-process server (no API key) whose engine answers every request with the tokens of
 /// `script`, a token every 10 ms, then EOS; each job's request goes to the receiver.
 fn scripted_server(script: &str) -> (SocketAddr, Receiver<Asked>, tokio::runtime::Runtime) {
-    let text = || {
-        ModelText::new(
-            &ModelFiles::bundled().unwrap(),
-            ChatTemplate::bundled().unwrap(),
-        )
-        .unwrap()
-    };
-    let t = text();
+    let t = bundled_text();
     let mut tokens = t
         .tokenizer
         .encode(script, false)
@@ -299,15 +295,6 @@ fn scripted_server(script: &str) -> (SocketAddr, Receiver<Asked>, tokio::runtime
             job.send(Event::Finished(reason));
         }
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
     let limits = Limits {
         context: 4096,
         max_body_bytes: 1 << 20,
@@ -316,12 +303,7 @@ fn scripted_server(script: &str) -> (SocketAddr, Receiver<Asked>, tokio::runtime
         api_key: None,
         idle_timeout: Duration::from_secs(10),
     };
-    let app = App {
-        text: text(),
-        engine,
-        limits,
-    };
-    rt.spawn(wmoe::serve::serve(listener, app, std::future::pending()));
+    let (addr, rt) = serving::serve(engine, bundled_text(), limits);
     (addr, jobs_seen, rt)
 }
 
