@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# kill -9 of `wmoe synth` and `wmoe quantize` at random points (docs/RELIABILITY.md).
+# kill -9 of `wmoe synth` and `wmoe quantize` (to a checkpoint folder and to a GGUF file) at
+# random points (docs/RELIABILITY.md).
 #
 # For each command, N runs (default 20) are each killed with SIGKILL after a random delay
 # between 0 and 1.2 times a full run's duration (so some runs finish first). After every
@@ -21,13 +22,16 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/wmoe-kill.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# The output's name in $WORK (a checkpoint folder, or a .gguf file).
+OUT=out
+
 # The entries of $WORK other than the source model, one per line.
 others() { ls -A "$WORK" | grep -v '^src$' || true; }
 
 # Loads the output $1 and generates one token.
 loads() { "$BIN" generate --model "$1" --tokens 1 --max-tokens 1 >/dev/null 2>&1; }
 
-# Runs "$@" (writing $WORK/out) to completion; prints its duration in seconds.
+# Runs "$@" (writing $WORK/$OUT) to completion; prints its duration in seconds.
 timed() {
   local t0 t1
   t0=$(date +%s.%N)
@@ -36,7 +40,7 @@ timed() {
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 
-# N killed runs of "$@" writing $WORK/out (a full run takes $2 s); prints the tally.
+# N killed runs of "$@" writing $WORK/$OUT (a full run takes $2 s); prints the tally.
 kill_runs() {
   local name=$1 full=$2; shift 2
   local absent=0 complete=0 removed=0 pending="" pid delay state t
@@ -54,16 +58,16 @@ kill_runs() {
     done
     pending=$still
     local own=""
-    for t in $(others | grep -v '^out$' || true); do
+    for t in $(others | grep -vxF "$OUT" || true); do
       case " $pending " in *" $t "*) continue ;; esac
-      [[ "$t" == .out.tmp-"$pid"-* ]] || fail "$name run $i left $t, which is not its own temporary"
+      [[ "$t" == ."$OUT".tmp-"$pid"-* ]] || fail "$name run $i left $t, which is not its own temporary"
       own=$t
     done
     [ -z "$own" ] || [ -z "$pending" ] || fail "$name run $i wrote without removing the stale$pending"
-    if [ -e "$WORK/out" ]; then
-      loads "$WORK/out" || fail "$name run $i: the output exists but does not load"
+    if [ -e "$WORK/$OUT" ]; then
+      loads "$WORK/$OUT" || fail "$name run $i: the output exists but does not load"
       complete=$((complete + 1)); state=complete
-      rm -rf "$WORK/out"
+      rm -rf "$WORK/$OUT"
     else
       absent=$((absent + 1)); state=absent
     fi
@@ -74,9 +78,9 @@ kill_runs() {
   for t in $pending; do
     [ -e "$WORK/$t" ] || removed=$((removed + 1))
   done
-  loads "$WORK/out" || fail "$name: the last run's output does not load"
-  [ "$(others)" = "out" ] || fail "$name: after the last run $WORK holds: $(others | tr '\n' ' ')"
-  rm -rf "$WORK/out"
+  loads "$WORK/$OUT" || fail "$name: the last run's output does not load"
+  [ "$(others)" = "$OUT" ] || fail "$name: after the last run $WORK holds: $(others | tr '\n' ' ')"
+  rm -rf "$WORK/$OUT"
   echo "$name: $N kills: output absent $absent, complete and loading $complete; $removed temporaries of killed runs removed by a later run; after the last run only the output remains"
 }
 
@@ -91,3 +95,10 @@ full=$(timed "${quantize[@]}")
 echo "quantize: a full run takes ${full}s ($(du -sh "$WORK/out" | cut -f1))"
 rm -rf "$WORK/out"
 kill_runs quantize "$full" "${quantize[@]}"
+
+OUT=out.gguf
+gguf=("$BIN" quantize --model "$WORK/src" --type q8_0 --out "$WORK/$OUT")
+full=$(timed "${gguf[@]}")
+echo "quantize to GGUF: a full run takes ${full}s ($(du -sh "$WORK/$OUT" | cut -f1))"
+rm -f "$WORK/$OUT"
+kill_runs quantize-gguf "$full" "${gguf[@]}"
