@@ -380,8 +380,8 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
             }
         }
     }
-    // Prefill attention with the profile's kernel: a 256-token chunk after 4096 cached
-    // positions, f32 KV.
+    // Prefill attention with the profile's kernel and (where that is another) the tiled one: a
+    // 256-token chunk after 4096 cached positions, f32 KV.
     let heads = Heads {
         n_heads: 32,
         n_kv: 8,
@@ -402,8 +402,12 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         ctx.storage("q", 4 * 2048 * chunk as u64),
         ctx.storage("o", 4 * 2048 * chunk as u64),
     );
-    {
-        let kernel = ctx.profile().attention_kernel(chunk);
+    let tiled = AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 });
+    let profile_kernel = ctx.profile().attention_kernel(chunk);
+    for kernel in [profile_kernel, tiled] {
+        if kernel == tiled && profile_kernel == tiled {
+            break;
+        }
         let (qb, ob) = (Binding::whole(&q), Binding::whole(&o));
         let args = attention::Args {
             q: &qb,
@@ -414,7 +418,7 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         };
         bench_at(
             c,
-            &format!("prefill attention f32 KV chunk {chunk} at depth {depth}"),
+            &format!("prefill attention f32 KV chunk {chunk} at depth {depth} {kernel:?}"),
             2 * kv_bytes,
             (ctx, depth),
             &|rec| attention::record(rec, heads, &args, chunk),

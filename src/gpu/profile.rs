@@ -92,6 +92,9 @@ pub enum AttentionKernel {
     /// Single tokens on CPU devices with subgroups of at least 8 lanes: a subgroup per kv
     /// head and key split, its lanes over head slices (src/kernels/attention_decode.rs).
     KeyLanes,
+    /// Prefill chunks on CPU devices: a block of query rows in every lane's registers, each
+    /// lane on its own keys (src/kernels/attention_lanes.rs).
+    LanesOverKeys,
 }
 
 /// Lanes of the key-lanes decode kernel's workgroup (`kernels::attention_decode::LANES`),
@@ -152,10 +155,10 @@ impl DeviceProfile {
             fusion: !switches.no_fusion,
             timestamps: switches.profile
                 && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            prefill_attention: if switches.no_tiled_attention {
-                AttentionKernel::PerHead
-            } else {
-                AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 })
+            prefill_attention: match (cpu_device, switches.no_tiled_attention) {
+                (_, true) => AttentionKernel::PerHead,
+                (true, false) => AttentionKernel::LanesOverKeys,
+                (false, false) => AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 }),
             },
             decode_attention: match (cpu_device, switches.no_tiled_attention) {
                 (true, false) if subgroups && subgroup_min_size >= KEY_LANES => {
@@ -215,6 +218,7 @@ impl std::fmt::Display for DeviceProfile {
             AttentionKernel::PerHead => "per head".to_string(),
             AttentionKernel::Tiled(t) => format!("{}x{} tiles", t.rows, t.keys),
             AttentionKernel::KeyLanes => "key lanes".to_string(),
+            AttentionKernel::LanesOverKeys => "lanes over keys".to_string(),
         };
         write!(
             f,
@@ -259,7 +263,7 @@ mod tests {
         assert!(cpu.tiles(WeightFormat::Q4K) && !cpu.tiles(WeightFormat::Q8_0));
         assert_eq!(cpu.attention_kernel(1), AttentionKernel::KeyLanes);
         assert_eq!(gpu.attention_kernel(1), AttentionKernel::PerHead);
-        assert!(matches!(cpu.attention_kernel(2), AttentionKernel::Tiled(_)));
+        assert_eq!(cpu.attention_kernel(2), AttentionKernel::LanesOverKeys);
         assert!(matches!(gpu.attention_kernel(2), AttentionKernel::Tiled(_)));
         let per_head = Switches {
             no_tiled_attention: true,

@@ -7,7 +7,7 @@
 
 use std::ops::RangeInclusive;
 
-use super::{attention_decode, attention_merge, attention_tiled, Heads, KvPages};
+use super::{attention_decode, attention_lanes, attention_merge, attention_tiled, Heads, KvPages};
 use crate::gpu::{AttentionKernel, Binding, Recorder, StepVars};
 
 pub const SOURCE: &str = concat!(
@@ -139,6 +139,9 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
         AttentionKernel::Tiled(_) if !attention_tiled::supports(heads.head_dim) => {
             AttentionKernel::PerHead
         }
+        AttentionKernel::LanesOverKeys if !attention_lanes::supports(heads.head_dim) => {
+            AttentionKernel::PerHead
+        }
         AttentionKernel::KeyLanes
             if tokens > 1
                 || !attention_decode::supports(heads)
@@ -153,6 +156,11 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
             let defines = attention_tiled::defines(tiles, heads, tokens, total > 1);
             let source = attention_tiled::SOURCE;
             rec.ctx().pipeline("attention_tiled", source, &defines)
+        }
+        AttentionKernel::LanesOverKeys => {
+            let defines = attention_lanes::defines(heads, total > 1);
+            let source = attention_lanes::SOURCE;
+            rec.ctx().pipeline("attention_lanes", source, &defines)
         }
         AttentionKernel::KeyLanes => {
             let defines = attention_decode::defines(heads, total > 1);
@@ -194,6 +202,7 @@ pub fn record(rec: &mut Recorder, heads: Heads, a: &Args, tokens: u32) {
         let b = [a.q.clone(), k.clone(), v.clone(), target.clone()];
         let grid = match kernel {
             AttentionKernel::Tiled(tiles) => attention_tiled::grid(tiles, heads, tokens, w.splits),
+            AttentionKernel::LanesOverKeys => attention_lanes::grid(heads, tokens, w.splits),
             AttentionKernel::KeyLanes => attention_decode::grid(heads, w.splits),
             AttentionKernel::PerHead => [heads.n_heads, tokens, w.splits],
         };
@@ -254,8 +263,9 @@ mod tests {
 
     /// The kernels every test runs: this one, the tiled one with the profiles' tiles and
     /// tiles that divide nothing evenly, and the key-lanes decode kernel (this one on chunks).
-    const KERNELS: [AttentionKernel; 5] = [
+    const KERNELS: [AttentionKernel; 6] = [
         AttentionKernel::PerHead,
+        AttentionKernel::LanesOverKeys,
         AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 }),
         AttentionKernel::Tiled(AttentionTiles { rows: 8, keys: 32 }),
         AttentionKernel::Tiled(AttentionTiles { rows: 12, keys: 7 }),
@@ -427,12 +437,13 @@ mod tests {
         }
     }
 
-    /// The tiled prefill kernel over a full page of the largest size sessions take (16384
+    /// The prefill kernels over a full page of the largest size sessions take (16384
     /// positions) in one workgroup per row block: a CPU rasterizer ends an invocation's loops
     /// after 65535 iterations in all, so a kernel spending 4 or more per key would stop early
-    /// here (its loops over a tile's keys and head dims unroll).
+    /// here (the tiled kernel's loops over a tile's keys and head dims unroll; the lanes
+    /// kernel's lanes take a key in 8 each, its loops over rows and head dims unrolled).
     #[test]
-    fn tiled_prefill_covers_a_full_page() {
+    fn prefill_kernels_cover_a_full_page() {
         let Some(ctx) = context() else { return };
         let heads = Heads {
             n_heads: 4,
@@ -460,21 +471,24 @@ mod tests {
         );
         let b = |x: &wgpu::Buffer| Binding::whole(x);
         let (kp, vp, qx, o) = ([b(&kb)], [b(&vb)], b(&qb), b(&out));
-        let args = Args {
-            q: &qx,
-            cache: &one_page(&kp, &vp),
-            out: &o,
-            partials: None,
-            kernel: AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 }),
-        };
-        let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
-        record(&mut rec, heads, &args, t as u32);
-        rec.submit();
-        let got = ctx.read_f32(&out, 0, q.len()).unwrap();
-        for ti in 0..t {
-            let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
-            let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
-            assert!(e < 1e-9, "t={ti} err={e}");
+        let tiled = AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 });
+        for kernel in [tiled, AttentionKernel::LanesOverKeys] {
+            let args = Args {
+                q: &qx,
+                cache: &one_page(&kp, &vp),
+                out: &o,
+                partials: None,
+                kernel,
+            };
+            let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
+            record(&mut rec, heads, &args, t as u32);
+            rec.submit();
+            let got = ctx.read_f32(&out, 0, q.len()).unwrap();
+            for ti in 0..t {
+                let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
+                let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
+                assert!(e < 1e-9, "{kernel:?} t={ti} err={e}");
+            }
         }
     }
 

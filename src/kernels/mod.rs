@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod attention_decode;
+pub mod attention_lanes;
 pub mod attention_merge;
 pub mod attention_tiled;
 pub mod copy;
@@ -120,6 +121,21 @@ pub(crate) fn all_variants() -> Vec<(&'static str, String, Defines)> {
                 if !v.contains(&entry) {
                     v.push(entry);
                 }
+            }
+        }
+        if kernels
+            .iter()
+            .any(|&(k, _)| k == AttentionKernel::LanesOverKeys)
+        {
+            for (split, head_dim) in [(false, 64), (true, 64), (true, 256)] {
+                let heads = Heads {
+                    n_heads: 8,
+                    n_kv: 2,
+                    head_dim,
+                    kv,
+                };
+                let d = attention_lanes::defines(heads, split);
+                v.push(("attention_lanes", attention_lanes::SOURCE.to_string(), d));
             }
         }
         if kernels.iter().any(|&(k, _)| k == AttentionKernel::KeyLanes) {
