@@ -21,8 +21,8 @@ const LANES: u32 = 8;
 /// Query floats each lane holds (and as many output floats): the workgroup's rows are
 /// `ROW_FLOATS / head_dim`, 8 at head_dim 64. More rows serve each loaded K/V value more
 /// times, but lavapipe's compile time grows faster than the registers: at head_dim 64, 8 rows
-/// took ~10 s to compile cold and 1.57 s per 256-token chunk at depth 4096, 16 rows ~45 s and
-/// 1.12 s, 32 rows ~160 s and 0.73 s (docs/PERF.md).
+/// took ~10 s to compile cold and 1.57 s per 256-token chunk at depth 4096, 16 rows ~35–46 s
+/// and 1.12 s, 32 rows ~195 s and 0.73 s (docs/PERF.md).
 const ROW_FLOATS: u32 = 512;
 
 /// Query rows per workgroup for heads of `head_dim`.
