@@ -261,6 +261,31 @@ mod tests {
         }
     }
 
+    /// Records `args` for a chunk of `t` queries `q` at `pos0`, and checks each query's output
+    /// (read from `out`) against the reference over the cached `k` and `v` it sees.
+    fn run_and_check(
+        (heads, args, out): (Heads, &Args, &wgpu::Buffer),
+        (t, pos0): (usize, usize),
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        tolerance: f64,
+    ) {
+        let ctx = context().expect("a device");
+        let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
+        record(&mut rec, heads, args, t as u32);
+        rec.submit();
+        let got = ctx.read_f32(out, 0, q.len()).unwrap();
+        let w = q.len() / t;
+        for ti in 0..t {
+            let want = reference(&q[ti * w..(ti + 1) * w], k, v, heads, pos0 + ti + 1);
+            let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
+            let (kernel, split) = (args.kernel, args.partials.is_some());
+            assert!(
+                e < tolerance,
+                "{heads:?} {kernel:?} split={split} t={t} pos0={pos0} query {ti}: err={e}"
+            );
+        }
+    }
+
     /// The kernels every test runs: this one, the tiled one with the profiles' tiles and
     /// tiles that divide nothing evenly, and the key-lanes decode kernel (this one on chunks).
     const KERNELS: [AttentionKernel; 6] = [
@@ -329,19 +354,7 @@ mod tests {
                     partials: Some(&parts),
                     kernel,
                 };
-                let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
-                record(&mut rec, heads, &args, t as u32);
-                rec.submit();
-                let got = ctx.read_f32(&out, 0, q.len()).unwrap();
-                for ti in 0..t {
-                    let want =
-                        reference(&q[ti * 128..(ti + 1) * 128], &k, &v, heads, pos0 + ti + 1);
-                    let e = rel_err(&got[ti * 128..(ti + 1) * 128], &want);
-                    assert!(
-                        e < 1e-10,
-                        "{kv:?} {kernel:?} t={t} pos0={pos0} query {ti}: err={e}"
-                    );
-                }
+                run_and_check((heads, &args, &out), (t, pos0), (&q, &k, &v), 1e-10);
             }
         }
     }
@@ -409,7 +422,6 @@ mod tests {
                 .flat_map(|s| KERNELS.map(|k| (s, k)));
             for (split, kernel) in variants {
                 let out = poisoned(ctx, q.len());
-                let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
                 let b = |x: &wgpu::Buffer| Binding::whole(x);
                 let (qx, kx, vx, o) = (b(&qb), b(&kb), b(&vb), b(&out));
                 let partials = split.then(|| b(&parts));
@@ -421,18 +433,7 @@ mod tests {
                     partials: partials.as_ref(),
                     kernel,
                 };
-                record(&mut rec, heads, &args, t as u32);
-                rec.submit();
-                let got = ctx.read_f32(&out, 0, q.len()).unwrap();
-                let w = (nh * hd) as usize;
-                for ti in 0..t {
-                    let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
-                    let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
-                    assert!(
-                        e < 1e-10,
-                        "nh={nh} nkv={nkv} hd={hd} t={ti} split={split} {kernel:?} err={e}"
-                    );
-                }
+                run_and_check((heads, &args, &out), (t, pos0), (&q, &k, &v), 1e-10);
             }
         }
     }
@@ -480,15 +481,7 @@ mod tests {
                 partials: None,
                 kernel,
             };
-            let mut rec = Recorder::at(ctx, StepVars { pos0: pos0 as u32 });
-            record(&mut rec, heads, &args, t as u32);
-            rec.submit();
-            let got = ctx.read_f32(&out, 0, q.len()).unwrap();
-            for ti in 0..t {
-                let want = reference(&q[ti * w..(ti + 1) * w], &k, &v, heads, pos0 + ti + 1);
-                let e = rel_err(&got[ti * w..(ti + 1) * w], &want);
-                assert!(e < 1e-9, "{kernel:?} t={ti} err={e}");
-            }
+            run_and_check((heads, &args, &out), (t, pos0), (&q, &k, &v), 1e-9);
         }
     }
 
