@@ -268,7 +268,7 @@ fn kv_pages_grow_with_the_sequence() {
 }
 
 /// The GPU kernels (K-split matvec with the norm folded in, K-split expert down combine,
-/// tiled prefill matmul, row-major pages, q6_K as is) on this CPU device, with the fused
+/// tiled prefill matmul and prefill attention, row-major pages, q6_K as is) on this CPU device, with the fused
 /// decode kernels and without them: the same bounds.
 #[test]
 fn gpu_kernels_on_a_cpu_device_match_transformers() {

@@ -9,7 +9,8 @@ use super::WeightFormat;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Switches {
     /// `WMOE_NO_LANE_ROWS=1`: the GPU kernels' tilings on a CPU device too (K-split matvec
-    /// with the folded norm, tiled prefill matmul, row-major pages, q6_K as is).
+    /// with the folded norm, tiled prefill matmul and prefill attention, row-major pages, q6_K
+    /// as is).
     pub no_lane_rows: bool,
     /// `WMOE_NO_TILES=1`: q4_0 / q4_K pages row-major on CPU devices.
     pub no_tiles: bool,
@@ -155,7 +156,7 @@ impl DeviceProfile {
             fusion: !switches.no_fusion,
             timestamps: switches.profile
                 && features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
-            prefill_attention: match (cpu_device, switches.no_tiled_attention) {
+            prefill_attention: match (cpu_kernels, switches.no_tiled_attention) {
                 (_, true) => AttentionKernel::PerHead,
                 (true, false) => AttentionKernel::LanesOverKeys,
                 (false, false) => AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 }),
@@ -255,6 +256,8 @@ mod tests {
         assert_eq!(cpu_gpu_kernels.prefill, PrefillProduct::TiledMatmul);
         assert!(!cpu_gpu_kernels.row_tiles && !cpu_gpu_kernels.subgroups);
         assert!(!cpu_gpu_kernels.fusion && cpu_gpu_kernels.cpu_device);
+        let gpu_tiles = AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 });
+        assert_eq!(cpu_gpu_kernels.attention_kernel(2), gpu_tiles);
         let gpu = DeviceProfile::new(wgpu::DeviceType::DiscreteGpu, (f, 32), &Switches::default());
         assert_eq!(gpu.matvec, MatvecFamily::KSplit);
         assert_eq!(gpu.gpu_format(WeightFormat::Q6K), WeightFormat::Q6K);
