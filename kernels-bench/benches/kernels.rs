@@ -403,11 +403,9 @@ fn small_kernels(c: &mut Criterion, ctx: &GpuContext) {
         ctx.storage("o", 4 * 2048 * chunk as u64),
     );
     let tiled = AttentionKernel::Tiled(AttentionTiles { rows: 64, keys: 32 });
-    let profile_kernel = ctx.profile().attention_kernel(chunk);
-    for kernel in [profile_kernel, tiled] {
-        if kernel == tiled && profile_kernel == tiled {
-            break;
-        }
+    let mut kernels = vec![ctx.profile().attention_kernel(chunk), tiled];
+    kernels.dedup();
+    for kernel in kernels {
         let (qb, ob) = (Binding::whole(&q), Binding::whole(&o));
         let args = attention::Args {
             q: &qb,
